@@ -1,0 +1,117 @@
+"""Typed job configuration. Hydra composes conf/ onto these dataclasses; unknown keys are rejected.
+
+Units are in the field names (``_s``, ``_min``, ``_gb``). ``model``, ``data`` and ``optim`` are
+plain mappings with a ``_target_`` so a user's own model, dataset or optimizer drops in without
+editing hpc_ft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class PrecisionConf:
+    dtype: str = "bf16"  # fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler
+
+
+@dataclass
+class ResourcesConf:
+    nodes: int = 1  # nodes in the allocation; one task (one torchrun agent) per node
+    gpus_per_node: int = 0  # GPUs per node; 0 trains on CPU with gloo
+    workers_per_node: Optional[int] = None  # torchrun --nproc-per-node; None: gpus_per_node, or 2 on CPU
+    gpu_type: Optional[str] = None  # Slurm GRES type, e.g. a100 (None: any)
+    cpus_per_task: int = 2  # CPUs for the node task and all its workers
+    mem_gb: float = 8.0  # memory per node
+    timeout_min: int = 60  # wall-clock limit of the job
+    partition: Optional[str] = None  # Slurm partition (None: the cluster default)
+    account: Optional[str] = None  # Slurm account to charge
+    qos: Optional[str] = None  # Slurm QOS
+    constraint: Optional[str] = None  # Slurm node features, e.g. "a100&ib"
+
+
+@dataclass
+class ExecutorConf:
+    name: str = "local"  # local | debug | slurm
+    # Slurm only: signal sent before the time limit so training can checkpoint (never USR1: NCCL uses it).
+    preempt_signal: str = "USR2"
+    preempt_signal_delay_s: int = 120  # how long before the limit the signal comes
+    max_requeues: int = 3  # requeues after preemption or time-out before giving up
+    max_restarts: int = 0  # torchrun restarts of failed workers on a node
+    setup: List[str] = field(default_factory=list)  # shell lines before the task, e.g. "module load cuda"
+    env: Dict[str, str] = field(default_factory=dict)  # environment variables exported to every node
+    extra_sbatch: Dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {mail-type: END}
+    poll_interval_s: float = 1.0  # how often the submitter checks the job while waiting
+
+
+@dataclass
+class TrainConf:
+    max_steps: int = 200  # optimizer steps
+    batch_size: int = 16  # samples per optimizer step, across all workers and accumulation steps
+    grad_accum_steps: int = 1  # micro-batches per optimizer step on each worker
+    eval_batch_size: int = 64  # per worker
+    eval_every_steps: int = 100  # 0: only at the end
+    ckpt_every_steps: int = 50  # 0: only at the end
+    keep_checkpoints: int = 2  # newest complete checkpoints kept in run_dir/checkpoints
+    log_every_steps: int = 10
+    warmup_steps: int = 20  # linear warmup, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip_norm: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    deterministic: bool = True  # torch deterministic algorithms (bitwise-repeatable on CPU)
+    num_threads: Optional[int] = None  # torch intra-op threads per worker (None: cpus_per_task // workers)
+
+
+@dataclass
+class TelemetryConf:
+    enabled: bool = True
+    interval_s: float = 1.0  # sampling period on every node
+    max_report_points: int = 600  # downsampled series carried back in each NodeReport
+    idle_util_pct: float = 5.0  # a GPU below this utilization counts as idle
+    price_per_gpu_hour: float = 2.0  # currency units per GPU-hour (for the cost line)
+    price_per_kwh: float = 0.25  # currency units per kWh
+    gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
+
+
+@dataclass
+class SchedConf:
+    policy: str = "equal"  # equal | priority | proportional | lp
+    order: str = "fcfs"  # fcfs | sjf | priority
+    budget_gpus: Optional[int] = None
+    budget_gpu_hours: Optional[float] = None
+    budget_money: Optional[float] = None
+    array_parallelism: Optional[int] = None  # None: as many as the GPU budget allows
+
+
+@dataclass
+class RunConf:
+    name: str = "hpc_ft"  # job name shown by the scheduler
+    dir: str = "${hydra:runtime.output_dir}"  # run directory: spec, checkpoints, telemetry, reports
+
+
+@dataclass
+class JobConf:
+    model: Any = MISSING  # {_target_: ..., kwargs}; called with num_labels=
+    data: Any = MISSING  # {_target_: ..., kwargs}; returns a TaskData
+    optim: Any = MISSING  # {_target_: torch.optim.X, lr: ..., ...}; called with params=
+    precision: PrecisionConf = field(default_factory=PrecisionConf)
+    resources: ResourcesConf = field(default_factory=ResourcesConf)
+    executor: ExecutorConf = field(default_factory=ExecutorConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    telemetry: TelemetryConf = field(default_factory=TelemetryConf)
+    sched: SchedConf = field(default_factory=SchedConf)
+    run: RunConf = field(default_factory=RunConf)
+    dry_run: bool = False  # print the job description and dispatch nothing
+    wait: bool = True  # wait for the job and show its report
+    preflight: bool = True  # check the request against the Slurm cluster before submitting
+
+
+def register_configs() -> None:
+    """Register the schema so conf/config.yaml can extend it (`defaults: [hpc_ft_schema, ...]`)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="hpc_ft_schema", node=JobConf)

@@ -1,0 +1,149 @@
+"""Preflight validation of a composed job: every problem at once, before anything is dispatched."""
+
+from __future__ import annotations
+
+import re
+import signal
+from typing import Callable
+
+from hpc_ft.config.schema import JobConf
+from hpc_ft.errors import ConfigError, Problem
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+EXECUTORS = ("local", "debug", "slurm")
+POLICIES = ("equal", "priority", "proportional", "lp")
+ORDERS = ("fcfs", "sjf", "priority")
+# Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def local_gpu_count() -> int:
+    """GPUs visible through NVML on this machine (0 without a driver); cheap, never imports torch."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no GPU: all mean "no GPU here"
+        return 0
+
+
+def workers_per_node(conf: JobConf) -> int:
+    """torchrun processes per node: as configured, else one per GPU, else 2 CPU workers."""
+    r = conf.resources
+    if r.workers_per_node is not None:
+        return r.workers_per_node
+    return r.gpus_per_node if r.gpus_per_node > 0 else 2
+
+
+def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> list[str]:
+    """Raise ConfigError listing every problem in ``conf``; return warnings that do not block the job."""
+    p: list[Problem] = []
+    warnings: list[str] = []
+    r, t, ex = conf.resources, conf.train, conf.executor
+
+    def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
+        if not ok:
+            p.append(Problem(key, value, rule, fix))
+
+    need(conf.precision.dtype in PRECISIONS, "precision", conf.precision.dtype,
+         f"must be one of {', '.join(PRECISIONS)}", "pass precision=bf16 (or fp32, fp16)")
+    need(ex.name in EXECUTORS, "executor", ex.name,
+         f"must be one of {', '.join(EXECUTORS)}", "pass executor=local (or debug, slurm)")
+    need(r.nodes >= 1, "resources.nodes", r.nodes, "must be at least 1", "pass resources.nodes=1")
+    need(r.gpus_per_node >= 0, "resources.gpus_per_node", r.gpus_per_node,
+         "must be 0 (CPU) or more", "pass resources.gpus_per_node=0")
+    if r.workers_per_node is not None:
+        need(r.workers_per_node >= 1, "resources.workers_per_node", r.workers_per_node,
+             "must be at least 1", "drop it to use one worker per GPU")
+        if r.gpus_per_node > 0 and r.workers_per_node > r.gpus_per_node:
+            p.append(Problem("resources.workers_per_node", r.workers_per_node,
+                             f"more workers than GPUs per node ({r.gpus_per_node})",
+                             f"pass resources.workers_per_node={r.gpus_per_node} or raise resources.gpus_per_node"))
+    need(r.cpus_per_task >= 1, "resources.cpus_per_task", r.cpus_per_task, "must be at least 1",
+         "pass resources.cpus_per_task=2")
+    need(r.mem_gb > 0, "resources.mem_gb", r.mem_gb, "must be positive", "pass resources.mem_gb=8")
+    need(r.timeout_min >= 1, "resources.timeout_min", r.timeout_min, "must be at least 1 minute",
+         "pass resources.timeout_min=60")
+    need(NAME_RE.match(conf.run.name or "") is not None, "run.name", conf.run.name,
+         "must be 1-64 characters of letters, digits, '.', '_', '-' (it reaches sbatch and file names)",
+         "pass run.name=my_finetune")
+    for k in ex.env:
+        need(ENV_KEY_RE.match(str(k)) is not None, f"executor.env.{k}", k,
+             "is not a valid environment variable name", "use letters, digits and '_' only")
+
+    sig = ex.preempt_signal.upper().removeprefix("SIG")
+    need(sig != "USR1", "executor.preempt_signal", ex.preempt_signal,
+         "USR1 is reserved by NCCL", "pass executor.preempt_signal=USR2")
+    need(hasattr(signal, "SIG" + sig), "executor.preempt_signal", ex.preempt_signal,
+         "is not a signal name", "pass executor.preempt_signal=USR2")
+    need(ex.max_requeues >= 0, "executor.max_requeues", ex.max_requeues, "must be 0 or more",
+         "pass executor.max_requeues=3")
+    need(ex.max_restarts >= 0, "executor.max_restarts", ex.max_restarts, "must be 0 or more",
+         "pass executor.max_restarts=0")
+
+    for group in ("model", "data", "optim"):
+        node = getattr(conf, group)
+        ok = isinstance(node, dict) and isinstance(node.get("_target_"), str) and node["_target_"]
+        need(bool(ok), f"{group}._target_", node.get("_target_") if isinstance(node, dict) else node,
+             "must name the callable that builds it", f"pick a {group} config, e.g. {group}=<name> from conf/{group}/")
+    optim = conf.optim if isinstance(conf.optim, dict) else {}
+    if "lr" in optim:
+        lr = optim["lr"]
+        need(isinstance(lr, (int, float)) and lr > 0, "optim.lr", lr, "must be a positive number",
+             "pass optim.lr=3e-5")
+
+    need(t.max_steps >= 1, "train.max_steps", t.max_steps, "must be at least 1", "pass train.max_steps=200")
+    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "must be at least 1",
+         "pass train.grad_accum_steps=1")
+    workers = workers_per_node(conf)
+    world = max(r.nodes, 1) * max(workers, 1)
+    per_step = world * max(t.grad_accum_steps, 1)
+    if t.batch_size < 1 or t.batch_size % per_step:
+        fit = max(per_step, (t.batch_size // per_step) * per_step)
+        p.append(Problem("train.batch_size", t.batch_size,
+                         f"must be a positive multiple of grad_accum_steps x workers = {t.grad_accum_steps} x "
+                         f"{world} = {per_step}", f"pass train.batch_size={fit}"))
+    need(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1",
+         "pass train.eval_batch_size=64")
+    for key in ("eval_every_steps", "ckpt_every_steps", "warmup_steps"):
+        v = getattr(t, key)
+        need(v >= 0, f"train.{key}", v, "must be 0 or more", f"pass train.{key}=0")
+    need(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, "must be at least 1",
+         "pass train.log_every_steps=10")
+    need(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be at least 1",
+         "pass train.keep_checkpoints=2")
+    need(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio, "must be within [0, 1]",
+         "pass train.min_lr_ratio=0.1")
+    need(t.grad_clip_norm >= 0, "train.grad_clip_norm", t.grad_clip_norm, "must be 0 (off) or positive",
+         "pass train.grad_clip_norm=1.0")
+
+    tel = conf.telemetry
+    need(tel.interval_s > 0, "telemetry.interval_s", tel.interval_s, "must be positive",
+         "pass telemetry.interval_s=1.0")
+    need(tel.max_report_points >= 2, "telemetry.max_report_points", tel.max_report_points,
+         "must be at least 2", "pass telemetry.max_report_points=600")
+    need(conf.sched.policy in POLICIES, "sched.policy", conf.sched.policy,
+         f"must be one of {', '.join(POLICIES)}", "pass sched.policy=equal")
+    need(conf.sched.order in ORDERS, "sched.order", conf.sched.order,
+         f"must be one of {', '.join(ORDERS)}", "pass sched.order=fcfs")
+
+    if ex.name in ("local", "debug") and r.gpus_per_node > 0:
+        have = gpu_count()
+        if r.gpus_per_node > have:
+            p.append(Problem("resources.gpus_per_node", r.gpus_per_node,
+                             f"the {ex.name} executor runs on this machine, which has {have} GPU(s)",
+                             f"pass resources.gpus_per_node={have} or executor=slurm"))
+    if ex.name == "debug" and r.nodes > 1:
+        p.append(Problem("resources.nodes", r.nodes, "the debug executor runs one node in-process",
+                         "pass resources.nodes=1 or executor=local"))
+    if conf.precision.dtype == "fp16" and r.gpus_per_node == 0:
+        warnings.append("precision=fp16 on CPU is emulated and very slow; prefer precision=bf16 or fp32 on CPU")
+
+    if p:
+        raise ConfigError(p)
+    return warnings
