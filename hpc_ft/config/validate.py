@@ -35,6 +35,8 @@ def local_gpu_count() -> int:
 def workers_per_node(conf: JobConf) -> int:
     """torchrun processes per node: as configured, else one per GPU, else 2 CPU workers."""
     r = conf.resources
+    if conf.executor.name == "debug":
+        return 1  # the debug executor trains in-process, one worker, so pdb works
     if r.workers_per_node is not None:
         return r.workers_per_node
     return r.gpus_per_node if r.gpus_per_node > 0 else 2
@@ -141,6 +143,9 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
     if ex.name == "debug" and r.nodes > 1:
         p.append(Problem("resources.nodes", r.nodes, "the debug executor runs one node in-process",
                          "pass resources.nodes=1 or executor=local"))
+    if ex.name == "debug" and (r.workers_per_node or 1) > 1:
+        warnings.append(f"executor=debug trains in-process with 1 worker (resources.workers_per_node="
+                        f"{r.workers_per_node} ignored)")
     if conf.precision.dtype == "fp16" and r.gpus_per_node == 0:
         warnings.append("precision=fp16 on CPU is emulated and very slow; prefer precision=bf16 or fp32 on CPU")
 

@@ -1,0 +1,171 @@
+"""The `hpc-ft` command: the only place that prints to the user or touches Hydra's global state."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+USAGE = """usage: hpc-ft COMMAND [hydra overrides...]
+
+commands:
+  submit [overrides]   compose conf/, validate, dispatch (local | debug | slurm), wait, report
+                       e.g. hpc-ft submit precision=fp32 optim.lr=3e-5 train.max_steps=50
+                            hpc-ft submit dry_run=true      (print the job, dispatch nothing)
+                            hpc-ft submit --cfg job         (print the composed config)
+                            hpc-ft submit -m optim.lr=1e-5,3e-5   (a sweep)
+  sbatch [overrides]   write a standalone sbatch script for the same job into its run dir
+  report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
+  plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
+
+Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
+"""
+
+EXIT_BAD_CONFIG = 2
+
+
+class _State:
+    exit_code = 0
+    error: Exception | None = None
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _hydra_run(task, argv: list[str], prog: str) -> int:
+    """Run ``task(cfg)`` under hydra.main with ``argv`` as the command line."""
+    import hydra
+
+    from hpc_ft import CONF_DIR
+    from hpc_ft.config import register_configs
+
+    register_configs()
+    _State.exit_code, _State.error = 0, None
+
+    def wrapped(cfg):
+        from hpc_ft.errors import HpcFtError
+
+        try:
+            code = task(cfg)
+        except HpcFtError as exc:
+            _State.error = exc
+            code = EXIT_BAD_CONFIG
+        _State.exit_code = max(_State.exit_code, code or 0)
+        return code
+
+    sys.argv = [prog, *argv]
+    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+    if _State.error is not None:
+        print(f"error: {_State.error}", file=sys.stderr)
+    return _State.exit_code
+
+
+def _compose_spec(cfg) -> tuple[Any, list[str]]:
+    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from hpc_ft.config import validate
+    from hpc_ft.job import resolve
+
+    conf = OmegaConf.to_object(cfg)
+    warnings = validate(conf)
+    overrides = list(HydraConfig.get().overrides.task)
+    return resolve(conf, overrides), warnings
+
+
+def _submit_task(cfg) -> int:
+    from hpc_ft.submit.describe import describe
+
+    spec, warnings = _compose_spec(cfg)
+    con = _console()
+    for w in warnings:
+        con.print(f"[yellow]warning:[/] {w}")
+    if spec.conf.dry_run:
+        print(json.dumps(describe(spec), indent=2))
+        return 0
+    from hpc_ft.submit.dispatch import submit
+    from hpc_ft.submit.gather import gather, save_results, wait
+
+    job = submit(spec)
+    con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
+              f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
+    if not spec.conf.wait:
+        con.print(f"not waiting (wait=false); later: hpc-ft report {spec.run_dir}")
+        return 0
+    with con.status("waiting") as status:
+        wait(job, poll_s=spec.conf.executor.poll_interval_s,
+             on_tick=lambda state, el: status.update(f"job {job.job_id}: {state}, {el:.0f} s"))
+    reports = gather(job, spec)
+    save_results(spec, reports)
+    from hpc_ft.submit.summary import render_results
+
+    con.print(render_results(spec, reports))
+    _show_run_report(spec, con)
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _show_run_report(spec, con) -> None:
+    """The telemetry run report, when telemetry ran; a report failure never fails the job."""
+    if not spec.conf.telemetry.enabled:
+        return
+    try:
+        from hpc_ft import report
+
+        rr = report.build_report(*report.load_run(spec.run_dir))
+        con.print(report.render_text(rr))
+        report.write_report(rr, spec.run_dir)
+    except Exception as exc:  # noqa: BLE001 - the training result is already printed and saved
+        con.print(f"[yellow]run report unavailable:[/] {exc}")
+
+
+def _sbatch_task(cfg) -> int:
+    from hpc_ft.submit.dispatch import save_spec
+    from hpc_ft.submit.sbatch import write_sbatch
+
+    spec, warnings = _compose_spec(cfg)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    path = spec.run_dir / "job.sbatch"
+    save_spec(spec)
+    write_sbatch(spec, path)
+    print(f"wrote {path}\nsubmit it with: sbatch {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hpc-ft` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        from hpc_ft import __version__
+
+        print(__version__)
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "submit":
+        return _hydra_run(_submit_task, rest, "hpc-ft submit")
+    if cmd == "sbatch":
+        return _hydra_run(_sbatch_task, rest, "hpc-ft sbatch")
+    if cmd == "report":
+        if len(rest) != 1:
+            print("usage: hpc-ft report RUN_DIR", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        from hpc_ft import report
+
+        return report.main(rest[0])
+    if cmd == "plan":
+        from hpc_ft.sched.cli import plan_main
+
+        return plan_main(rest)
+    print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return EXIT_BAD_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The torchrun command line and the environment of its workers, as argv lists (never a shell string)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hpc_ft.job import JobSpec
+from hpc_ft.node.rendezvous import Placement
+
+# torchrun forwards only these by default; add the preemption signal so workers can checkpoint.
+DEFAULT_FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+
+
+def signal_name(name: str) -> str:
+    """Normalise 'usr2' / 'SIGUSR2' to 'SIGUSR2'."""
+    n = name.upper()
+    return n if n.startswith("SIG") else "SIG" + n
+
+
+def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable) -> list[str]:
+    """The torchrun command this node runs; the same locally and on the cluster."""
+    c = spec.conf
+    forwarded = list(DEFAULT_FORWARDED)
+    if signal_name(c.executor.preempt_signal) not in forwarded:
+        forwarded.append(signal_name(c.executor.preempt_signal))
+    argv = [python, "-m", "torch.distributed.run", f"--nnodes={place.nnodes}",
+            f"--nproc-per-node={spec.workers_per_node}"]
+    if place.standalone:
+        argv.append("--standalone")
+    else:
+        argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={place.rdzv_host}:{place.rdzv_port}",
+                 f"--rdzv-id=hpc_ft-{place.job_id}"]
+    argv += [f"--max-restarts={c.executor.max_restarts}", f"--signals-to-handle={','.join(forwarded)}",
+             "-m", "hpc_ft.train", str(spec.spec_path)]
+    return argv
+
+
+def worker_env(spec: JobSpec, place: Placement, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for torchrun and its workers: node rank, threads per worker, the user's exports."""
+    c = spec.conf
+    env = dict(os.environ if base is None else base)
+    threads = c.train.num_threads or max(1, c.resources.cpus_per_task // spec.workers_per_node)
+    env.update({str(k): str(v) for k, v in c.executor.env.items()})
+    env.update({
+        "HPC_FT_NODE_RANK": str(place.node_rank),
+        "HPC_FT_PREEMPT_SIGNAL": signal_name(c.executor.preempt_signal),
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env

@@ -1,0 +1,184 @@
+"""NodeTask: the submitit callable, one per node. Samples telemetry, runs torchrun, reports back."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.job import JobSpec
+from hpc_ft.node.launch import signal_name, torchrun_argv, worker_env
+from hpc_ft.node.rendezvous import Placement, placement_from_env
+from hpc_ft.node.result import NodeReport
+
+log = logging.getLogger(__name__)
+
+ERROR_TAIL_LINES = 40
+PREEMPTED_EXIT_CODE = 75  # what hpc_ft.train exits with after a preemption checkpoint (EX_TEMPFAIL)
+
+
+def node_dir(run_dir: Path, node_rank: int) -> Path:
+    return Path(run_dir) / "nodes" / f"node{node_rank}"
+
+
+def node_report_path(run_dir: Path, node_rank: int) -> Path:
+    return Path(run_dir) / "nodes" / f"node_{node_rank}.json"
+
+
+@dataclass
+class NodeTask:
+    """Runs the job's share on one node. Picklable: submitit ships it, and requeues it after preemption."""
+
+    spec_path: str
+    requeues: int = 0  # how many times this task was requeued after preemption
+
+    def __post_init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec_path": self.spec_path, "requeues": self.requeues}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._proc = None
+
+    def __call__(self) -> NodeReport:
+        spec = JobSpec.load(self.spec_path)
+        place = placement_from_env()
+        if spec.conf.executor.name == "debug":
+            return self._run_in_process(spec, place)
+        return self._run_torchrun(spec, place)
+
+    # -- the real path: torchrun in a subprocess, telemetry beside it ---------------------------
+    def _run_torchrun(self, spec: JobSpec, place: Placement) -> NodeReport:
+        ndir = node_dir(spec.run_dir, place.node_rank)
+        ndir.mkdir(parents=True, exist_ok=True)
+        argv = torchrun_argv(spec, place)
+        env = worker_env(spec, place)
+        (ndir / "torchrun_argv.json").write_text(json.dumps(argv))
+        tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        sampler = _start_sampler(spec, ndir, lambda: _process_tree(self._proc.pid) if self._proc else [])
+        t0 = time.monotonic()
+        with open(ndir / "torchrun.log", "a") as logf:
+            # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
+            self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True, bufsize=1, start_new_session=True)
+            pump = threading.Thread(target=_tee, args=(self._proc.stdout, logf, tail), daemon=True)
+            pump.start()
+            code = self._proc.wait()
+            pump.join(timeout=10)
+        wall_s = time.monotonic() - t0
+        telemetry = sampler.stop() if sampler else {}
+        train = _read_json(ndir / "train.json")
+        report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
+                            wall_s=wall_s, train=train, telemetry=telemetry,
+                            error_tail="" if code == 0 else "".join(tail),
+                            requeued=code == PREEMPTED_EXIT_CODE)
+        report.save(node_report_path(spec.run_dir, place.node_rank))
+        return report
+
+    # -- debug: train in this very process so breakpoints work ----------------------------------
+    def _run_in_process(self, spec: JobSpec, place: Placement) -> NodeReport:
+        from hpc_ft.train.loop import train
+
+        ndir = node_dir(spec.run_dir, place.node_rank)
+        ndir.mkdir(parents=True, exist_ok=True)
+        single = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                  "HPC_FT_NODE_RANK": str(place.node_rank)}
+        saved = {k: os.environ.get(k) for k in single}
+        os.environ.update(single)
+        t0 = time.monotonic()
+        try:
+            code = train(spec)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
+                            wall_s=time.monotonic() - t0, train=_read_json(ndir / "train.json"))
+        report.save(node_report_path(spec.run_dir, place.node_rank))
+        return report
+
+    # -- submitit's preemption hook --------------------------------------------------------------
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Called by submitit on its preemption/time-out signal: let training checkpoint, then requeue.
+
+        The signal is forwarded to torchrun (which forwards it to its workers); the workers finish
+        the current step, write a checkpoint and exit. The requeued task resumes from it in the same
+        run directory. Returns None (no requeue) once executor.max_requeues is used up.
+        """
+        import submitit
+
+        spec = JobSpec.load(self.spec_path)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            sig = getattr(signal, signal_name(spec.conf.executor.preempt_signal))
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=max(10, spec.conf.executor.preempt_signal_delay_s - 10))
+            except subprocess.TimeoutExpired:
+                log.warning("torchrun did not stop in time after the preemption signal")
+        if self.requeues >= spec.conf.executor.max_requeues:
+            log.warning("not requeueing: executor.max_requeues=%d reached", spec.conf.executor.max_requeues)
+            return None
+        return submitit.helpers.DelayedSubmission(NodeTask(self.spec_path, self.requeues + 1))
+
+
+def _start_sampler(spec: JobSpec, ndir: Path, pids):
+    if not spec.conf.telemetry.enabled:
+        return None
+    from hpc_ft.telemetry import NodeSampler
+
+    t = spec.conf.telemetry
+    sampler = NodeSampler(out_dir=ndir, interval_s=t.interval_s, max_report_points=t.max_report_points,
+                          pids=pids, idle_util_pct=t.idle_util_pct)
+    sampler.start()
+    return sampler
+
+
+def _tee(stream, logf, tail) -> None:
+    """Copy torchrun's output to our stdout and the node log, keeping the tail for the report."""
+    for line in stream:
+        sys.stdout.write(line)
+        logf.write(line)
+        tail.append(line)
+    sys.stdout.flush()
+    logf.flush()
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, read from /proc (the job's processes for telemetry)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children[ppid].append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}

@@ -1,0 +1,1 @@
+"""Dispatch: submitit executors (slurm, local, debug), sbatch rendering, gathering node reports."""

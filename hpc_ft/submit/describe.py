@@ -1,0 +1,42 @@
+"""What a dry run prints: the job description, pure and torch-free."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from hpc_ft.job import JobSpec
+from hpc_ft.node.launch import torchrun_argv
+from hpc_ft.node.rendezvous import PORT_BASE, PORT_SPAN, Placement
+
+PORT_PLACEHOLDER = f"<{PORT_BASE}+JOB_ID%{PORT_SPAN}>"
+
+
+def describe(spec: JobSpec) -> dict[str, Any]:
+    """Resources, executor, run dir and the torchrun command of every node, as plain data."""
+    c = spec.conf
+    first = "127.0.0.1" if c.executor.name == "local" else "<first host of SLURM_JOB_NODELIST>"
+    nodes = []
+    for rank in range(spec.nodes):
+        if spec.nodes == 1:
+            place = Placement(rank, 1, "JOB_ID", "<node>", "localhost", None)
+        else:
+            place = Placement(rank, spec.nodes, "JOB_ID", f"<node {rank}>", first, 0)
+        argv = shlex.join(torchrun_argv(spec, place)).replace(f"{first}:0", f"{first}:{PORT_PLACEHOLDER}")
+        nodes.append({"node_rank": rank, "torchrun": argv})
+    r = c.resources
+    return {
+        "run_dir": str(spec.run_dir),
+        "executor": c.executor.name,
+        "resources": {"nodes": r.nodes, "gpus_per_node": r.gpus_per_node, "workers_per_node": spec.workers_per_node,
+                      "world_size": spec.world_size, "cpus_per_task": r.cpus_per_task, "mem_gb": r.mem_gb,
+                      "timeout_min": r.timeout_min, "partition": r.partition},
+        "precision": c.precision.dtype,
+        "model": c.model.get("_target_"),
+        "data": c.data.get("_target_"),
+        "train": {"max_steps": c.train.max_steps, "batch_size": c.train.batch_size,
+                  "grad_accum_steps": c.train.grad_accum_steps,
+                  "micro_batch_per_worker": c.train.batch_size // (spec.world_size * c.train.grad_accum_steps)},
+        "nodes": nodes,
+        "overrides": spec.overrides,
+    }

@@ -1,0 +1,29 @@
+"""Submit a JobSpec through submitit and return the handle; the only module that dispatches."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Any
+
+from hpc_ft.job import JobSpec
+from hpc_ft.node.task import NodeTask
+from hpc_ft.submit.executors import make_executor
+
+
+def save_spec(spec: JobSpec) -> None:
+    """Write job.yaml into the run dir; a different existing one is kept aside, never overwritten."""
+    path = spec.spec_path
+    if path.exists():
+        old = path.read_text()
+        if old == spec.to_yaml():
+            return
+        shutil.copy2(path, path.with_name(f"job.{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
+    spec.save()
+
+
+def submit(spec: JobSpec) -> Any:
+    """Save the spec and submit one NodeTask per node; returns the submitit job."""
+    save_spec(spec)
+    executor = make_executor(spec)
+    return executor.submit(NodeTask(str(spec.spec_path)))

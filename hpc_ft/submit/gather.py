@@ -1,0 +1,80 @@
+"""Wait for a submitted job and bring every node's NodeReport back, failed nodes included."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hpc_ft.job import JobSpec, atomic_write_text
+from hpc_ft.node.result import NodeReport
+from hpc_ft.node.task import node_report_path
+
+ERROR_TAIL_CHARS = 4000
+
+
+def wait(job: Any, poll_s: float, timeout_s: float | None = None,
+         on_tick: Callable[[str, float], None] | None = None) -> None:
+    """Block until ``job`` is done, reporting (state, elapsed seconds) on every tick.
+
+    Local jobs are waited on through their controller process (no 1 s polling lag);
+    others are polled every ``poll_s`` seconds, as submitit does against the scheduler.
+    """
+    t0 = time.monotonic()
+    proc = getattr(job, "_process", None)  # submitit LocalJob's controller process
+    while True:
+        if proc is not None:
+            try:
+                proc.wait(timeout=poll_s)
+            except Exception:  # subprocess.TimeoutExpired: still running
+                pass
+        if job.done():
+            return
+        elapsed = time.monotonic() - t0
+        if timeout_s is not None and elapsed > timeout_s:
+            raise TimeoutError(f"job {job.job_id} not done after {timeout_s:.0f} s")
+        if on_tick is not None:
+            on_tick(job.state, elapsed)
+        if proc is None:
+            time.sleep(poll_s)
+
+
+def gather(job: Any, spec: JobSpec) -> list[NodeReport]:
+    """One NodeReport per node; a node whose task crashed gets a report with its error tail."""
+    reports = []
+    for rank in range(spec.nodes):
+        task = job.task(rank) if spec.nodes > 1 else job
+        try:
+            rep = task.result()
+            if not isinstance(rep, NodeReport):
+                raise TypeError(f"node task returned {type(rep).__name__}, not NodeReport")
+        except Exception as exc:  # the task itself died: keep the others, report this one
+            rep = _failed_report(spec, rank, job, task, exc)
+        reports.append(rep)
+        rep.save(node_report_path(spec.run_dir, rank))
+    return reports
+
+
+def _failed_report(spec: JobSpec, rank: int, job: Any, task: Any, exc: Exception) -> NodeReport:
+    saved = node_report_path(spec.run_dir, rank)
+    if saved.exists():  # the node wrote its report, then something after it failed
+        rep = NodeReport.load(saved)
+        if rep.exit_code != 0:
+            return rep
+    stderr = ""
+    try:
+        stderr = task.stderr() or ""
+    except Exception:
+        pass
+    tail = (stderr or str(exc))[-ERROR_TAIL_CHARS:]
+    # -1: the node task itself crashed before torchrun could report an exit status.
+    return NodeReport(host="?", node_rank=rank, job_id=str(job.job_id), exit_code=-1, wall_s=0.0,
+                      error_tail=tail)
+
+
+def save_results(spec: JobSpec, reports: list[NodeReport]) -> Path:
+    """Write run_dir/results.json: every node's report, in node order."""
+    path = spec.run_dir / "results.json"
+    atomic_write_text(path, json.dumps([r.to_dict() for r in reports], indent=1, default=str))
+    return path

@@ -1,0 +1,40 @@
+"""The per-node results table printed after a job: pure rendering of NodeReports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpc_ft.job import JobSpec
+from hpc_ft.node.result import NodeReport
+
+
+def _fmt(v: Any, spec: str = "") -> str:
+    if v is None or v == "":
+        return "-"
+    return format(v, spec) if spec and isinstance(v, (int, float)) else str(v)
+
+
+def render_results(spec: JobSpec, reports: list[NodeReport]):
+    """A rich renderable: per-node table, final loss, eval accuracy, run dir, failed nodes' error tails."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{spec.conf.run.name}: {len(reports)} node(s)")
+    for col in ("node", "host", "exit", "wall s", "steps", "samples/s"):
+        table.add_column(col, justify="right" if col not in ("host",) else "left")
+    for r in reports:
+        t = r.train
+        status = "ok" if r.ok else ("requeued" if r.requeued else str(r.exit_code))
+        table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.get("steps")),
+                      _fmt(t.get("samples_per_s"), ".1f"))
+    first = next((r.train for r in reports if r.train), {})
+    lines = [table,
+             Text(f"final train loss: {_fmt(first.get('final_loss'), '.4f')}   "
+                  f"eval accuracy: {_fmt(first.get('eval_accuracy'), '.3f')}"),
+             Text(f"run dir: {spec.run_dir}")]
+    for r in reports:
+        if not r.ok and r.error_tail:
+            lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"
+                              f"{r.error_tail.rstrip()}", style="red"))
+    return Group(*lines)
