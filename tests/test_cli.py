@@ -1,0 +1,65 @@
+"""The hpc-ft command: fast paths import no torch; bad configs exit non-zero and dispatch nothing."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "hpc_ft.cli"]
+
+
+def run(args, cwd, **kw):
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120, **kw)
+
+
+def imported_modules(args, cwd):
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "hpc_ft.cli", *args], cwd=cwd,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return {line.split("|")[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["submit", "dry_run=true", "hydra.run.dir=RUN"],
+                                  ["submit", "dry_run=true", "resources.nodes=2", "hydra.run.dir=RUN"]])
+def test_fast_paths_do_not_import_torch(tmp_path, args):
+    args = [a.replace("RUN", str(tmp_path / "run")) for a in args]
+    mods = imported_modules(args, tmp_path)
+    assert "hpc_ft" in mods
+    assert not {m for m in mods if m == "torch" or m.startswith("torch.")}
+
+
+def test_dry_run_prints_job_and_dispatches_nothing(tmp_path):
+    res = run(["submit", "dry_run=true", "resources.nodes=2", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    desc = json.loads(res.stdout)
+    assert desc["resources"]["world_size"] == 4
+    assert [n["node_rank"] for n in desc["nodes"]] == [0, 1]
+    assert "--rdzv-backend=c10d" in desc["nodes"][1]["torchrun"]
+    assert not (tmp_path / "run" / "job.yaml").exists()
+    assert not (tmp_path / "run" / "submitit").exists()
+
+
+def test_bad_config_exits_with_one_clear_error(tmp_path):
+    rd = tmp_path / "run"
+    res = run(["submit", "resources.nodes=0", "optim.lr=-1", f"hydra.run.dir={rd}"], tmp_path)
+    assert res.returncode == 2
+    assert "resources.nodes=0" in res.stderr and "optim.lr=-1" in res.stderr and "Fix:" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert not (rd / "job.yaml").exists() and not (rd / "submitit").exists()
+
+
+def test_cfg_job_prints_composed_config(tmp_path):
+    res = run(["submit", "--cfg", "job", "precision=fp32", "optim.lr=3e-5"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "dtype: fp32" in res.stdout and "lr: 3.0e-05" in res.stdout
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    res = run(["submit", "resources.gpuz=1", "dry_run=true"], tmp_path)
+    assert res.returncode != 0 and "gpuz" in res.stderr
+
+
+def test_help_lists_commands(tmp_path):
+    res = run(["--help"], tmp_path)
+    assert res.returncode == 0 and all(c in res.stdout for c in ("submit", "sbatch", "report", "plan"))
