@@ -1,0 +1,90 @@
+"""Allocation policies: how many GPUs each sweep job gets under the budget. Pure.
+
+All policies share the GPU budget among ``k = min(jobs, array_parallelism or jobs)`` jobs running at once
+and round down to a valid count (an integer in the job's [min_gpus, max_gpus], never above the budget):
+
+- ``equal``: every job gets ``budget.gpus // k``.
+- ``priority``: jobs taken ``k`` at a time in priority order (they run together); in each group every job gets
+  its minimum, then the remaining GPUs go to the higher-priority jobs first, each up to its maximum.
+- ``proportional``: a share proportional to the job's work (GPU-hours at its reference request), so
+  ``budget.gpus / k`` for a job of average work; with linear scaling this evens out the durations.
+- ``lp``: a linear program (see ``hpc_ft.sched.lp``).
+
+Without a GPU budget there is nothing to share: equal, priority and proportional give every job its request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hpc_ft.sched.model import Budget, SweepJob
+
+POLICIES = ("equal", "priority", "proportional", "lp")
+OBJECTIVES = ("throughput", "makespan")
+
+
+@dataclass(frozen=True)
+class Allocation:
+    gpus: dict[str, int]  # job name -> GPUs
+    notes: list[str] = field(default_factory=list)  # how the policy decided, for the plan's assumptions
+    lower_bound_h: float | None = None  # the LP's optimal fluid makespan, when the LP ran
+    alternatives: list[dict[str, int]] = field(default_factory=list)  # LP roundings; the planner picks one
+
+
+def concurrent_slots(n_jobs: int, parallelism: int | None) -> int:
+    return max(1, min(n_jobs, parallelism or n_jobs))
+
+
+def allocate(jobs: list[SweepJob], budget: Budget, policy: str, parallelism: int | None = None,
+             objective: str = "makespan") -> Allocation:
+    """GPUs per job under ``policy``; inputs are assumed validated (planner.validate_inputs)."""
+    if policy == "lp":
+        from hpc_ft.sched.lp import allocate_lp  # scipy is imported only when the LP runs
+
+        return allocate_lp(jobs, budget, parallelism, objective)
+    if budget.gpus is None:
+        return Allocation({j.name: j.clamp(j.gpus) for j in jobs},
+                          [f"policy={policy}: no GPU budget to share, every job gets its request"])
+    k = concurrent_slots(len(jobs), parallelism)
+    fn = {"equal": _equal, "priority": _priority, "proportional": _proportional}[policy]
+    return fn(jobs, budget.gpus, k)
+
+
+def _fit(job: SweepJob, gpus: int, cap: int) -> int:
+    return job.clamp(min(gpus, cap))
+
+
+def _equal(jobs: list[SweepJob], cap: int, k: int) -> Allocation:
+    share = cap // k
+    return Allocation({j.name: _fit(j, share, cap) for j in jobs},
+                      [f"policy=equal: {cap} GPUs shared by {k} jobs at once, {share} each "
+                       "(clamped to each job's [min_gpus, max_gpus])"])
+
+
+def priority_key(job: SweepJob) -> tuple[float, int]:
+    return (-job.priority, job.submit_order)
+
+
+def _priority(jobs: list[SweepJob], cap: int, k: int) -> Allocation:
+    ranked = sorted(jobs, key=priority_key)
+    out: dict[str, int] = {}
+    for first in range(0, len(ranked), k):
+        group = ranked[first:first + k]
+        left = max(0, cap - sum(j.lo_gpus for j in group))
+        for j in group:  # highest priority first
+            extra = min(j.hi_gpus - j.lo_gpus, left, cap - j.lo_gpus)
+            out[j.name] = j.lo_gpus + max(0, extra)
+            left -= max(0, extra)
+    return Allocation({j.name: out[j.name] for j in jobs},
+                      [f"policy=priority: groups of {k} in priority order; each gets its minimum, "
+                       f"the rest of the {cap} GPUs go to higher priority first"])
+
+
+def _proportional(jobs: list[SweepJob], cap: int, k: int) -> Allocation:
+    work = {j.name: j.gpu_hours(j.gpus) for j in jobs}
+    mean = sum(work.values()) / len(jobs)
+    # 1e-9 keeps exact quotients such as 2.9999999999 on the right side of floor.
+    out = {j.name: _fit(j, math.floor(cap * work[j.name] / (k * mean) + 1e-9), cap) for j in jobs}
+    return Allocation(out, [f"policy=proportional: GPUs proportional to each job's GPU-hours at its request, "
+                            f"{cap / k:g} for a job of average work ({mean:.4g} GPU-h)"])
