@@ -21,6 +21,7 @@ def plan_sweep(jobs: list[SweepJob], budget: Budget, policy: str = "equal", orde
     jobs at once (None: as many as the GPU budget allows). ``objective`` steers policy=lp only.
     """
     validate_inputs(jobs, budget, policy, order, array_parallelism, objective)
+    jobs = sorted(jobs, key=lambda j: (j.submit_order, j.name))  # the plan never depends on the input's order
     check_budget(jobs, budget)
     alloc = allocate(jobs, budget, policy, array_parallelism, objective)
     tried = [_schedule(jobs, gpus, budget, order, array_parallelism) for gpus in (alloc.alternatives or [alloc.gpus])]
