@@ -25,6 +25,8 @@ list-schedules better. ``scipy.optimize.milp`` would be exact but took 8-10 s (o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import sparse
 from scipy.optimize import linprog
@@ -37,9 +39,27 @@ _SUPPORT = 1e-7  # x above this is "used" by the LP
 _FIX_REL = 1e-7  # slack when fixing an earlier objective level
 
 
-def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
-                objective: str = "makespan") -> Allocation:
-    """GPUs per job from the LP; ``alternatives`` of the Allocation are its roundings, best first unknown."""
+@dataclass
+class LinearProgram:
+    """The allocation LP in linprog's form, with what it takes to read the solution back."""
+
+    c_makespan: np.ndarray  # level-1 objective: minimize T
+    c_gpu_hours: np.ndarray  # level-2 objective: GPU-hours, a slight preference for fewer GPUs
+    a_ub: sparse.csr_array
+    b_ub: np.ndarray
+    a_eq: sparse.csr_array
+    b_eq: np.ndarray
+    counts: list[np.ndarray]  # each job's candidate GPU counts
+    area: list[np.ndarray]  # each job's GPU-hours at those counts
+
+    @property
+    def t_col(self) -> int:
+        return self.a_ub.shape[1] - 1
+
+
+def build_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
+             objective: str = "makespan") -> LinearProgram:
+    """Matrices of the allocation LP (module docstring) for ``jobs`` under ``budget``."""
     counts = [np.fromiter(j.gpu_counts(budget.gpus), dtype=np.int64) for j in jobs]
     dur = [np.array([j.duration_h(int(g)) for g in c]) for j, c in zip(jobs, counts)]
     area = [g * d for g, d in zip(counts, dur)]
@@ -69,9 +89,8 @@ def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
         add_row(a_all, -float(budget.gpus), 0.0)
     if parallelism is not None:
         add_row(d_all, -float(parallelism), 0.0)
-    cap_h = budget.gpu_hours_cap
-    if cap_h is not None:
-        add_row(a_all, 0.0, cap_h)
+    if budget.gpu_hours_cap is not None:
+        add_row(a_all, 0.0, budget.gpu_hours_cap)
     base = len(b_ub)  # per-job rows: d_j . x_j - T <= 0
     rows.extend([base + job_of, base + np.arange(n)])
     cols.extend([np.arange(m), np.full(n, t_col)])
@@ -81,17 +100,26 @@ def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
     a_ub = sparse.csr_array((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                             shape=(len(b_ub), m + 1))
     a_eq = sparse.csr_array((np.ones(m), (job_of, np.arange(m))), shape=(n, m + 1))
-    b_eq = np.ones(n)
-
     c1 = np.zeros(m + 1)
     c1[t_col] = 1.0
-    res1 = _solve(c1, a_ub, b_ub, a_eq, b_eq, [(0, None)] * m + [(0, None)])
-    t_star = float(res1.x[t_col])
-
-    # Level 2: fewest GPU-hours within T*, a slight preference for fewer GPUs settling linear-scaling ties.
     hi = np.array([j.hi_gpus for j in jobs], dtype=float)[job_of]
     c2 = np.append(a_all * (1.0 + 1e-3 * g_all / hi), 0.0)
-    res2 = _solve(c2, a_ub, b_ub, a_eq, b_eq, [(0, None)] * m + [(0, t_star * (1 + _FIX_REL) + 1e-12)])
+    return LinearProgram(c1, c2, a_ub, np.asarray(b_ub), a_eq, np.ones(n), counts, area)
+
+
+def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
+                objective: str = "makespan") -> Allocation:
+    """GPUs per job from the LP; the Allocation's ``alternatives`` are its roundings for the planner to pick."""
+    lp = build_lp(jobs, budget, parallelism, objective)
+    counts, area, t_col = lp.counts, lp.area, lp.t_col
+    m, n = t_col, len(jobs)
+    sizes = np.array([len(c) for c in counts])
+    cap_h = budget.gpu_hours_cap
+    free = [(0, None)] * (m + 1)
+    res1 = _solve(lp.c_makespan, lp, free)
+    t_star = float(res1.x[t_col])
+    # Level 2: fewest GPU-hours within T*.
+    res2 = _solve(lp.c_gpu_hours, lp, free[:m] + [(0, t_star * (1 + _FIX_REL) + 1e-12)])
 
     x = res2.x[:m]
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -118,15 +146,16 @@ def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
             spent -= gain[name]
 
     notes = [f"policy=lp objective={objective}: linprog(method='highs') over each job's valid GPU counts; "
-             f"optimal fluid makespan T*={t_star:.4g} h is a lower bound on any schedule under this budget",
+             f"optimal fluid makespan T*={t_star:.4g} h is a lower bound on any schedule under this budget"
+             + (" on each job's cheapest counts" if objective == "throughput" else ""),
              f"{len(fractional)} of {n} jobs split by the LP between two counts, rounded up or down "
              "(whichever list-schedules better is kept)" if fractional else "the LP solution is integral"]
     alternatives = [up] if up == down else [up, down]
     return Allocation(alternatives[0], notes, t_star, alternatives)
 
 
-def _solve(c, a_ub, b_ub, a_eq, b_eq, bounds):
-    res = linprog(c, A_ub=a_ub, b_ub=np.asarray(b_ub), A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+def _solve(c: np.ndarray, lp: LinearProgram, bounds: list):
+    res = linprog(c, A_ub=lp.a_ub, b_ub=lp.b_ub, A_eq=lp.a_eq, b_eq=lp.b_eq, bounds=bounds, method="highs")
     if res.status != 0:
         # Inputs are checked against the budget before the LP runs, so this is a solver problem, not the user's.
         raise HpcFtError(f"LP allocation failed (HiGHS status {res.status}): {res.message}")
