@@ -15,6 +15,6 @@ from hpc_ft.sched.simulate import SimResult, simulate
 __all__ = [
     "Assignment", "Budget", "HistoryRecord", "OBJECTIVES", "ORDERS", "POLICIES", "Plan", "QueueEstimate",
     "SACCT_ARGS", "SimResult", "SweepJob", "allocate", "check_budget", "estimate_duration", "estimate_durations",
-    "estimate_from_history", "jobs_from_points", "list_schedule", "mm1", "mmc", "order_jobs", "parse_sacct", "plan_json",
-    "plan_sweep", "plan_table", "simulate", "validate_inputs",
+    "estimate_from_history", "jobs_from_points", "list_schedule", "mm1", "mmc", "order_jobs", "parse_sacct",
+    "plan_json", "plan_sweep", "plan_table", "simulate", "validate_inputs",
 ]

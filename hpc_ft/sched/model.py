@@ -136,7 +136,7 @@ class Plan:
     objective: str | None = None  # lp only: throughput | makespan
     budget: Budget = field(default_factory=Budget)
     wait: QueueEstimate | None = None
-    lower_bound_h: float = 0.0  # no schedule of these jobs under this budget can finish sooner (fluid bound)
+    lower_bound_h: float = 0.0  # fluid bound: no schedule on these GPU counts (lp: on any counts) ends sooner
     assumptions: list[str] = field(default_factory=list)
 
     def gpus_by_job(self) -> dict[str, int]:
