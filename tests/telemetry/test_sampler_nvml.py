@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pynvml
 import pytest
-from fake_nvml import MIB, FakeNvml
 
 from hpc_ft.telemetry import NodeSampler, read_series
 from hpc_ft.telemetry.nvml import DeviceSelector, assigned_devices
 
+MIB = 2**20
 HOUR = 3600.0  # an interval the thread never reaches: tests step with sample_now()
 
 
@@ -24,8 +24,8 @@ def _sampler(tmp_path, env=None, **kw) -> NodeSampler:
     return NodeSampler(out_dir=tmp_path, env=env if env is not None else {}, **kw)
 
 
-def test_no_nvml_library_means_host_metrics_and_one_notice(tmp_path, monkeypatch, caplog):
-    FakeNvml(2, init_error=pynvml.NVMLError_LibraryNotFound).install(monkeypatch)
+def test_no_nvml_library_means_host_metrics_and_one_notice(tmp_path, fake_nvml, caplog):
+    fake_nvml(2, init_error=pynvml.NVMLError_LibraryNotFound)
     s = _sampler(tmp_path, pids=lambda: [os.getpid()])
     with caplog.at_level(logging.WARNING, logger="hpc_ft.telemetry.sampler"):
         s.start()
@@ -43,14 +43,14 @@ def test_no_nvml_library_means_host_metrics_and_one_notice(tmp_path, monkeypatch
     json.dumps(out, allow_nan=False)  # the NodeReport carries it as JSON
 
 
-def test_driver_not_loaded_also_degrades(tmp_path, monkeypatch):
-    FakeNvml(1, init_error=pynvml.NVMLError_DriverNotLoaded).install(monkeypatch)
+def test_driver_not_loaded_also_degrades(tmp_path, fake_nvml):
+    fake_nvml(1, init_error=pynvml.NVMLError_DriverNotLoaded)
     out = _sampler(tmp_path).start().stop()
     assert out["nvml"] is False and out["summary"]["samples"] == 2
 
 
-def test_samples_only_the_assigned_gpus_with_every_metric(tmp_path, monkeypatch):
-    fake = FakeNvml(4).install(monkeypatch)
+def test_samples_only_the_assigned_gpus_with_every_metric(tmp_path, fake_nvml):
+    fake = fake_nvml(4)
     fake.gpus[3].util = 0
     fake.gpus[1].procs = [(os.getpid(), 3 * 1024 * MIB), (999_999_999, 20 * 1024 * MIB)]  # ours + a stranger's
     s = _sampler(tmp_path, env={"CUDA_VISIBLE_DEVICES": "1,3"}, pids=lambda: [os.getpid()])
@@ -75,14 +75,14 @@ def test_samples_only_the_assigned_gpus_with_every_metric(tmp_path, monkeypatch)
     assert out["summary"]["sampler"]["mean_cost_ms"] > 0
 
 
-def test_uuid_selection(tmp_path, monkeypatch):
-    fake = FakeNvml(3).install(monkeypatch)
+def test_uuid_selection(tmp_path, fake_nvml):
+    fake = fake_nvml(3)
     out = _sampler(tmp_path, env={"CUDA_VISIBLE_DEVICES": fake.gpus[2].uuid}).start().stop()
     assert [g["index"] for g in out["summary"]["gpus"]] == [2]
 
 
-def test_unknown_device_is_a_notice_not_a_crash(tmp_path, monkeypatch):
-    FakeNvml(2).install(monkeypatch)
+def test_unknown_device_is_a_notice_not_a_crash(tmp_path, fake_nvml):
+    fake_nvml(2)
     out = _sampler(tmp_path, env={"CUDA_VISIBLE_DEVICES": "1,7"}).start().stop()
     assert [g["index"] for g in out["summary"]["gpus"]] == [1]
     assert any("GPU 7" in n for n in out["notices"])
@@ -104,15 +104,15 @@ def test_assigned_devices(env, expected):
     assert assigned_devices(env) == expected
 
 
-def test_slurm_binding_selects_physical_gpus(tmp_path, monkeypatch):
-    FakeNvml(8).install(monkeypatch)
+def test_slurm_binding_selects_physical_gpus(tmp_path, fake_nvml):
+    fake_nvml(8)
     env = {"SLURM_STEP_GPUS": "4,5", "CUDA_VISIBLE_DEVICES": "0,1"}
     out = _sampler(tmp_path, env=env).start().stop()
     assert [g["index"] for g in out["summary"]["gpus"]] == [4, 5]
 
 
-def test_gpu_lost_mid_run_stops_that_gpu_only(tmp_path, monkeypatch):
-    fake = FakeNvml(2).install(monkeypatch)
+def test_gpu_lost_mid_run_stops_that_gpu_only(tmp_path, fake_nvml):
+    fake = fake_nvml(2)
     s = _sampler(tmp_path)
     s.start()  # sample 1
     s.sample_now()  # sample 2
@@ -133,8 +133,8 @@ def test_gpu_lost_mid_run_stops_that_gpu_only(tmp_path, monkeypatch):
     assert g1["util_pct"]["n"] == 2 and "util_pct" in g1["gaps"]
 
 
-def test_not_supported_metric_is_dropped_and_sampling_goes_on(tmp_path, monkeypatch):
-    fake = FakeNvml(1).install(monkeypatch)
+def test_not_supported_metric_is_dropped_and_sampling_goes_on(tmp_path, fake_nvml):
+    fake = fake_nvml(1)
     fake.gpus[0].fail["nvmlDeviceGetTotalEnergyConsumption"] = pynvml.NVMLError_NotSupported  # e.g. pre-Volta
     s = _sampler(tmp_path)
     s.start()
@@ -154,8 +154,8 @@ def test_not_supported_metric_is_dropped_and_sampling_goes_on(tmp_path, monkeypa
     assert len([n for n in out["notices"] if "NotSupported" in n]) == 2
 
 
-def test_thread_samples_on_its_own_and_stops_at_once(tmp_path, monkeypatch):
-    FakeNvml(1).install(monkeypatch)
+def test_thread_samples_on_its_own_and_stops_at_once(tmp_path, fake_nvml):
+    fake_nvml(1)
     s = NodeSampler(out_dir=tmp_path, interval_s=0.02, env={})
     s.start()
     deadline = time.monotonic() + 30
@@ -171,8 +171,8 @@ def test_thread_samples_on_its_own_and_stops_at_once(tmp_path, monkeypatch):
     assert not s2._thread.is_alive() and not any("did not stop" in n for n in s2.notices)
 
 
-def test_report_series_is_bounded(tmp_path, monkeypatch):
-    FakeNvml(8).install(monkeypatch)
+def test_report_series_is_bounded(tmp_path, fake_nvml):
+    fake_nvml(8)
     s = _sampler(tmp_path, max_report_points=16)
     s.start()
     for _ in range(500):
@@ -186,8 +186,8 @@ def test_report_series_is_bounded(tmp_path, monkeypatch):
     assert len(rec) == 502  # the file keeps every sample
 
 
-def test_a_failing_pid_callback_does_not_stop_sampling(tmp_path, monkeypatch):
-    FakeNvml(1).install(monkeypatch)
+def test_a_failing_pid_callback_does_not_stop_sampling(tmp_path, fake_nvml):
+    fake_nvml(1)
 
     def broken():
         raise RuntimeError("process table unreadable")

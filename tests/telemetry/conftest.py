@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pynvml
+import pytest
 
 MIB = 2**20
 
@@ -100,3 +101,12 @@ class FakeNvml:
             assert hasattr(pynvml, name), name  # the fake only replaces functions the real module has
             mp.setattr(pynvml, name, fn)
         return self
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    """``fake_nvml(n, init_error=None)`` installs a FakeNvml with ``n`` GPUs and returns it."""
+    def make(n: int = 2, init_error: type | None = None) -> FakeNvml:
+        return FakeNvml(n, init_error=init_error).install(monkeypatch)
+
+    return make
