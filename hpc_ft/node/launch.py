@@ -31,7 +31,11 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
     else:
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={place.rdzv_host}:{place.rdzv_port}",
                  f"--rdzv-id=hpc_ft-{place.job_id}"]
+    # After forwarding a signal torchrun SIGKILLs workers that are still running after --shutdown-timeout:
+    # give them most of the warning time so the preemption checkpoint completes.
+    grace_s = max(30, c.executor.preempt_signal_delay_s - 15)
     argv += [f"--max-restarts={c.executor.max_restarts}", f"--signals-to-handle={','.join(forwarded)}",
+             f"--shutdown-timeout={grace_s}",
              "-m", "hpc_ft.train", str(spec.spec_path)]
     return argv
 

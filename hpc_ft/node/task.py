@@ -22,7 +22,7 @@ from hpc_ft.node.result import NodeReport
 
 log = logging.getLogger(__name__)
 
-ERROR_TAIL_LINES = 40
+ERROR_TAIL_LINES = 400  # kept in memory; the report gets a digest of them (see _error_tail)
 PREEMPTED_EXIT_CODE = 75  # what hpc_ft.train exits with after a preemption checkpoint (EX_TEMPFAIL)
 
 
@@ -65,10 +65,11 @@ class NodeTask:
         argv = torchrun_argv(spec, place)
         env = worker_env(spec, place)
         (ndir / "torchrun_argv.json").write_text(json.dumps(argv))
+        (ndir / "train.json").unlink(missing_ok=True)  # a requeued run must not report the last run's result
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
         sampler = _start_sampler(spec, ndir, lambda: _process_tree(self._proc.pid) if self._proc else [])
         t0 = time.monotonic()
-        with open(ndir / "torchrun.log", "a") as logf:
+        with open(ndir / "torchrun.log", "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
             self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, bufsize=1, start_new_session=True)
@@ -81,8 +82,8 @@ class NodeTask:
         train = _read_json(ndir / "train.json")
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
-                            error_tail="" if code == 0 else "".join(tail),
-                            requeued=code == PREEMPTED_EXIT_CODE)
+                            error_tail="" if code == 0 else _error_tail(list(tail)),
+                            requeued=_preempted(code, train))
         report.save(node_report_path(spec.run_dir, place.node_rank))
         return report
 
@@ -92,6 +93,7 @@ class NodeTask:
 
         ndir = node_dir(spec.run_dir, place.node_rank)
         ndir.mkdir(parents=True, exist_ok=True)
+        (ndir / "train.json").unlink(missing_ok=True)
         single = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                   "HPC_FT_NODE_RANK": str(place.node_rank)}
         saved = {k: os.environ.get(k) for k in single}
@@ -105,8 +107,10 @@ class NodeTask:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+        train = _read_json(ndir / "train.json")
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
-                            wall_s=time.monotonic() - t0, train=_read_json(ndir / "train.json"))
+                            wall_s=time.monotonic() - t0, train=train,
+                            requeued=_preempted(code, train))
         report.save(node_report_path(spec.run_dir, place.node_rank))
         return report
 
@@ -175,6 +179,21 @@ def _process_tree(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
+
+
+def _error_tail(lines: list[str], worker_lines: int = 25, agent_lines: int = 6) -> str:
+    """The end of the workers' own error output (torchrun prefixes it with [rankN]:), then torchrun's verdict.
+
+    torchrun's closing summary alone is long and never names the cause, so the workers' lines come first.
+    """
+    worker = [ln for ln in lines if ln.startswith("[rank")]
+    agent = [ln for ln in lines if not ln.startswith("[rank")]
+    return "".join(worker[-worker_lines:] + (["...\n"] if worker else []) + agent[-agent_lines:])
+
+
+def _preempted(code: int, train: dict[str, Any]) -> bool:
+    """Training stopped at a preemption checkpoint (torchrun itself exits non-zero after forwarding a signal)."""
+    return code == PREEMPTED_EXIT_CODE or bool(train.get("preempted"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

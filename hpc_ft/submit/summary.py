@@ -25,13 +25,15 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
         table.add_column(col, justify="right" if col not in ("host",) else "left")
     for r in reports:
         t = r.train
-        status = "ok" if r.ok else ("requeued" if r.requeued else str(r.exit_code))
+        status = "ok" if r.ok else (f"preempted ({r.exit_code})" if r.requeued else str(r.exit_code))
         table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.get("steps")),
                       _fmt(t.get("samples_per_s"), ".1f"))
     first = next((r.train for r in reports if r.train), {})
     lines = [table,
              Text(f"final train loss: {_fmt(first.get('final_loss'), '.4f')}   "
-                  f"eval accuracy: {_fmt(first.get('eval_accuracy'), '.3f')}"),
+                  f"eval accuracy: {_fmt(first.get('eval_accuracy'), '.3f')} "
+                  f"(majority baseline {_fmt(first.get('majority_accuracy'), '.3f')})   "
+                  f"precision: {_fmt(first.get('precision'))}   world size: {_fmt(first.get('world_size'))}"),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:
         if not r.ok and r.error_tail:

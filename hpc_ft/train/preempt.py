@@ -1,0 +1,71 @@
+"""Preemption: a signal asks training to stop after the current step; all ranks agree before stopping.
+
+Slurm (through submitit or the sbatch script) sends the configured signal before the time limit or on
+preemption; torchrun forwards it to every worker (``--signals-to-handle``). The handler only sets a
+flag: the loop checks it between steps, so a checkpoint is never taken mid-step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import torch
+import torch.distributed as dist
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" — the node task requeues the job
+HOLD_TIMEOUT_S = 600.0
+
+
+class PreemptFlag:
+    """Set by the preemption signals; ``agreed()`` makes every rank see the same answer."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signal_name: str | None = None
+
+    def install(self) -> None:
+        names = {"SIGUSR2", "SIGTERM", os.environ.get("HPC_FT_PREEMPT_SIGNAL", "SIGUSR2")}
+        for name in names:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+
+    def agreed(self, local: bool, device: torch.device) -> bool:
+        """True on every rank if any rank wants to stop (one tiny all-reduce)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def hold_until_signal(self, marker: os.PathLike | None, device: torch.device, rank: int) -> None:
+        """Test hook: announce the step through ``marker`` and wait (bounded) until the signal arrives.
+
+        Every rank polls its own flag and all ranks agree in lockstep, so a signal that reaches only
+        some workers still stops them all at the same step. Rank 0 ends the wait at the deadline.
+        """
+        if marker is not None:
+            from hpc_ft.job import atomic_write_text
+
+            atomic_write_text(marker, "held\n")
+        deadline = time.monotonic() + HOLD_TIMEOUT_S
+        while True:
+            code = 1.0 if self.requested else 0.0
+            if rank == 0 and time.monotonic() > deadline:
+                code = 2.0
+            if dist.is_available() and dist.is_initialized():
+                t = torch.tensor([code], device=device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                code = float(t.item())
+            if code >= 2.0:
+                raise TimeoutError(f"no preemption signal within {HOLD_TIMEOUT_S:.0f} s of the test hold")
+            if code >= 1.0:
+                self.requested = True
+                return
+            time.sleep(0.05)  # polling a flag set by a signal handler; the all-reduce keeps ranks in step
