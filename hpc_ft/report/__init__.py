@@ -1,0 +1,100 @@
+"""Run reports: utilization, idle GPUs, memory, energy, GPU-hours, cost, throughput/MFU, right-sizing.
+
+    rr = build_report(*load_run(run_dir))   # pure once loaded
+    console.print(render_text(rr))           # terminal tables
+    write_report(rr, run_dir)                # run_dir/report/report.json + PNG plots
+
+``main(path)`` is `hpc-ft report PATH`, for a run dir or a Hydra multirun (sweep) dir.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.report.advice import Advice, advise, next_command, next_overrides
+from hpc_ft.report.build import RunReport, build_report
+from hpc_ft.report.load import NodeData, find_sweep_jobs, load_run
+from hpc_ft.report.render import gpu_table, node_table, render_text, sweep_table, totals_lines
+
+REPORT_DIR = "report"
+
+__all__ = ["Advice", "NodeData", "RunReport", "advise", "build_report", "find_sweep_jobs", "gpu_table", "load_run",
+           "main", "next_command", "next_overrides", "node_table", "render_text", "sweep_table", "totals_lines",
+           "write_plots", "write_report", "write_sweep_report"]
+
+
+def json_safe(x: Any) -> Any:
+    """``x`` with NaN/inf replaced by None (JSON has no NaN; a train.json may carry one)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
+
+
+def write_plots(rr: RunReport, out_dir: str | Path) -> list[Path]:
+    """The PNG plots of ``rr`` into ``out_dir`` (matplotlib is imported only here)."""
+    from hpc_ft.report.plots import write_plots as _write
+
+    return _write(rr, out_dir)
+
+
+def write_report(rr: RunReport, run_dir: str | Path) -> Path:
+    """run_dir/report/report.json (atomic) and the PNG plots beside it; returns the report directory."""
+    from hpc_ft.job import atomic_write_text
+
+    out = Path(run_dir) / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(json_safe(rr.to_dict()), indent=1, allow_nan=False))
+    write_plots(rr, out)
+    return out
+
+
+def write_sweep_report(sweep_dir: str | Path, jobs: list[tuple[str, RunReport]]) -> Path:
+    """sweep_dir/report/sweep.json: one entry per job (each job's own report lies in its run dir)."""
+    from hpc_ft.job import atomic_write_text
+
+    out = Path(sweep_dir) / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    payload = [{"sweep_job": name, **{k: rr.to_dict()[k] for k in ("run_dir", "job", "totals", "throughput", "advice",
+                                                             "command")}} for name, rr in jobs]
+    atomic_write_text(out / "sweep.json", json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    return out
+
+
+def main(path: str | Path) -> int:
+    """`hpc-ft report PATH`: print the report of a run (or of every job of a sweep) and write its files."""
+    from rich.console import Console
+
+    con = Console(highlight=False)
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir")
+        return 2
+    jobs = find_sweep_jobs(path)
+    if not jobs:
+        rr = build_report(*load_run(path))
+        if rr.job.get("name") is None and not rr.nodes:
+            con.print(f"[red]error:[/] {path} holds no job.yaml and no nodes/: not an hpc_ft run or sweep dir")
+            return 2
+        con.print(render_text(rr))
+        out = write_report(rr, path)
+        con.print(f"wrote {out / 'report.json'} and plots in {out}")
+        return 0
+    reports = []
+    for d in jobs:
+        rr = build_report(*load_run(d))
+        write_report(rr, d)
+        reports.append((str(d.relative_to(path)), rr))
+    con.print(sweep_table(reports))
+    for name, rr in reports:
+        con.rule(f"job {name}")
+        con.print(render_text(rr))
+    out = write_sweep_report(path, reports)
+    con.print(f"wrote {out / 'sweep.json'}; each job's report.json and plots are in its run dir")
+    return 0

@@ -1,0 +1,199 @@
+"""RunReport: did the job use what it asked for? Pure: built from loaded records, no I/O."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.job import JobSpec
+from hpc_ft.report.advice import Advice, advise, next_command
+from hpc_ft.report.load import NodeData, finite
+from hpc_ft.report.peaks import peak_tflops
+
+# A GPU counts as idle when it sat below telemetry.idle_util_pct for at least this share of the run.
+IDLE_MOST_FRACTION = 0.8
+
+
+@dataclass
+class RunReport:
+    """The report of one run; ``to_dict`` is report.json (the plot series stay out of it)."""
+
+    run_dir: str
+    job: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    gpus: list[dict[str, Any]]
+    totals: dict[str, Any]
+    throughput: dict[str, Any]
+    advice: list[Advice]
+    command: str | None  # the next submission with every advised override applied
+    notes: list[str] = field(default_factory=list)
+    series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
+
+    @property
+    def gpu_sampled(self) -> bool:
+        return bool(self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("series")
+        d["advice"] = [asdict(a) for a in self.advice]
+        return d
+
+
+def _stat(summary: dict | None, *path: str) -> float | None:
+    node: Any = summary
+    for p in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(p)
+    return finite(node)
+
+
+def _gpu_rows(nd: NodeData) -> list[dict[str, Any]]:
+    rows = []
+    for slot, g in enumerate((nd.summary or {}).get("gpus", [])):
+        idle_frac = finite(g.get("idle_fraction"))
+        mem_peak, mem_total = _stat(g, "mem_used_gb", "max"), finite(g.get("mem_total_gb"))
+        rows.append({
+            "node": nd.rank, "slot": slot, "index": g.get("index"), "name": g.get("name"), "uuid": g.get("uuid"),
+            "util_mean_pct": _stat(g, "util_pct", "mean"), "util_p50_pct": _stat(g, "util_pct", "p50"),
+            "util_p95_pct": _stat(g, "util_pct", "p95"), "mem_util_mean_pct": _stat(g, "mem_util_pct", "mean"),
+            "idle_fraction": idle_frac, "idle": idle_frac is not None and idle_frac >= IDLE_MOST_FRACTION,
+            "mem_peak_gb": mem_peak, "mem_total_gb": mem_total,
+            "mem_peak_pct": 100 * mem_peak / mem_total if mem_peak is not None and mem_total else None,
+            "job_mem_peak_gb": _stat(g, "job_mem_gb", "max"),
+            "power_mean_w": _stat(g, "power_w", "mean"), "power_max_w": _stat(g, "power_w", "max"),
+            "power_limit_w": finite(g.get("power_limit_w")),
+            "energy_kwh": finite(g.get("energy_kwh")), "energy_source": g.get("energy_source"),
+            "temp_max_c": _stat(g, "temp_c", "max"), "sm_clock_mean_mhz": _stat(g, "sm_clock_mhz", "mean"),
+            "missing": list(g.get("missing", [])),
+        })
+    return rows
+
+
+def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    s, r = nd.summary or {}, nd.report
+    utils = [g["util_mean_pct"] for g in gpus if g["util_mean_pct"] is not None]
+    train = r.train if r else {}
+    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("requeued" if r.requeued else "failed"))
+    energies = [g["energy_kwh"] for g in gpus if g["energy_kwh"] is not None]
+    return {
+        "node": nd.rank, "host": (r.host if r else None) or (s.get("host_info") or {}).get("name"),
+        "status": status, "exit_code": r.exit_code if r else None,
+        "wall_s": finite(r.wall_s) if r else finite(s.get("duration_s")),
+        "sampled_s": finite(s.get("duration_s")), "samples": s.get("samples", 0), "source": nd.source,
+        "cpu_util_mean_pct": _stat(s, "host", "cpu_util_pct", "mean"),
+        "load1_max": _stat(s, "host", "load1", "max"),
+        "host_mem_peak_gb": _stat(s, "host", "mem_used_gb", "max"),
+        "host_mem_total_gb": finite((s.get("host_info") or {}).get("mem_total_gb")),
+        "job_rss_peak_gb": _stat(s, "host", "job_rss_gb", "max"),
+        "job_cpu_cores_mean": _stat(s, "host", "job_cpu_cores", "mean"),
+        "job_cpu_cores_p95": _stat(s, "host", "job_cpu_cores", "p95"),
+        "gpus": len(gpus), "idle_gpus": sum(g["idle"] for g in gpus),
+        "gpu_util_mean_pct": statistics.fmean(utils) if utils else None,
+        "gpu_mem_peak_gb": max((g["mem_peak_gb"] for g in gpus if g["mem_peak_gb"] is not None), default=None),
+        "energy_kwh": sum(energies) if energies else None,
+        "sampler_cost_ms": _stat(s, "sampler", "mean_cost_ms"),
+        "samples_per_s": finite(train.get("samples_per_s")), "tokens_per_s": finite(train.get("tokens_per_s")),
+        "steps": train.get("steps"), "notes": list(nd.notes),
+    }
+
+
+def _median(vals: list[float | None]) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], conf_peak: float | None,
+                n_gpus: int) -> dict[str, Any]:
+    trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
+    # Every node logs the same global step rate (batch_size counts all workers), so take the median.
+    sps = _median([finite(t.get("samples_per_s")) for t in trains])
+    tps = _median([finite(t.get("tokens_per_s")) for t in trains])
+    fps = _median([finite(t.get("flops_per_sample")) for t in trains])
+    precision = spec.conf.precision.dtype if spec else None
+    name = next((g["name"] for g in gpus if g.get("name")), None)
+    peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
+        peak_tflops(name, precision or "bf16"), f"table ({name}, {precision})" if name else None)
+    achieved = fps * sps / 1e12 if fps and sps else None
+    mfu = achieved / (peak * n_gpus) if achieved and peak and n_gpus else None
+    why = None
+    if mfu is None:
+        why = ("no training metrics" if sps is None else "flops_per_sample unknown" if fps is None
+               else "no GPU" if not n_gpus else "peak TFLOPS of this GPU unknown (set telemetry.gpu_peak_tflops)")
+    return {"samples_per_s": sps, "tokens_per_s": tps, "flops_per_sample": fps, "achieved_tflops": achieved,
+            "peak_tflops_per_gpu": peak, "peak_source": peak_src if peak else None, "gpus": n_gpus,
+            "precision": precision, "mfu": mfu, "mfu_unavailable": why,
+            "step_time_s": _median([finite(t.get("step_time_s")) for t in trains]),
+            "final_loss": next((t.get("final_loss") for t in trains if t.get("final_loss") is not None), None),
+            "eval_accuracy": next((t.get("eval_accuracy") for t in trains if t.get("eval_accuracy") is not None),
+                                  None)}
+
+
+def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
+    """The run report of one run from its loaded records (see ``load_run``)."""
+    gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
+    node_rows = [_node_row(nd, [g for g in gpu_rows if g["node"] == nd.rank]) for nd in nodes]
+    res = spec.conf.resources if spec else None
+    tel = spec.conf.telemetry if spec else None
+    walls = [n["wall_s"] for n in node_rows if n["wall_s"] is not None]
+    wall_s = max(walls) if walls else None
+    n_alloc = res.nodes * res.gpus_per_node if res else len(gpu_rows)
+    wall_h = (wall_s or 0.0) / 3600
+    busy_h = 0.0
+    util_h = 0.0
+    for g in gpu_rows:
+        dur_h = (next(n["sampled_s"] for n in node_rows if n["node"] == g["node"]) or 0.0) / 3600
+        if g["idle_fraction"] is not None:
+            busy_h += dur_h * (1 - g["idle_fraction"])
+        if g["util_mean_pct"] is not None:
+            util_h += dur_h * g["util_mean_pct"] / 100
+    energies = [g["energy_kwh"] for g in gpu_rows if g["energy_kwh"] is not None]
+    energy_kwh = sum(energies) if energies else None
+    price_h = tel.price_per_gpu_hour if tel else 0.0
+    price_kwh = tel.price_per_kwh if tel else 0.0
+    requested_h = n_alloc * wall_h
+    totals = {
+        "nodes": len(nodes), "nodes_requested": res.nodes if res else None,
+        "gpus_requested": n_alloc, "gpus_sampled": len(gpu_rows),
+        "idle_gpus": sum(g["idle"] for g in gpu_rows), "wall_s": wall_s,
+        "gpu_hours_requested": requested_h,  # allocated GPUs x the run's wall time
+        "gpu_hours_reserved": n_alloc * res.timeout_min / 60 if res else None,  # what the time limit held
+        "gpu_hours_busy": busy_h if gpu_rows else None,  # GPU time above the idle threshold
+        "gpu_hours_util": util_h if gpu_rows else None,  # utilization-weighted GPU time
+        "energy_kwh": energy_kwh,
+        "cost_gpu_hours": requested_h * price_h,
+        "cost_energy": energy_kwh * price_kwh if energy_kwh is not None else None,
+        "cost_idle": (requested_h - busy_h) * price_h if gpu_rows else None,
+        "price_per_gpu_hour": price_h, "price_per_kwh": price_kwh,
+    }
+    totals["cost_total"] = totals["cost_gpu_hours"] + (totals["cost_energy"] or 0.0)
+    throughput = _throughput(spec, nodes, gpu_rows, tel.gpu_peak_tflops if tel else None, n_alloc)
+    advice = advise(spec, node_rows, gpu_rows, totals) if spec else []
+    notes = []
+    if not gpu_rows:
+        why = sorted({n for nd in nodes for n in nd.notes if "GPU" in n})
+        notes.append("no GPU was sampled on any node; host metrics only" + (f" ({why[0]})" if why else ""))
+    missing = [n["node"] for n in node_rows if n["status"] == "missing"]
+    if missing:
+        notes.append(f"node(s) {missing} sent no report")
+    job = {"name": spec.conf.run.name if spec else None, "executor": spec.conf.executor.name if spec else None,
+           "resources": {k: getattr(res, k) for k in ("nodes", "gpus_per_node", "workers_per_node", "gpu_type",
+                                                        "cpus_per_task", "mem_gb", "timeout_min")} if res else None,
+           "overrides": list(spec.overrides) if spec else [],
+           "idle_util_pct": tel.idle_util_pct if tel else None}
+    return RunReport(run_dir=str(run_dir), job=job, nodes=node_rows, gpus=gpu_rows, totals=totals,
+                     throughput=throughput, advice=advice,
+                     command=next_command(spec, advice) if spec and advice else None, notes=notes,
+                     series={nd.rank: nd.series for nd in nodes if nd.series})
+
+
+def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:
+    """Human formatting that shows '-' for missing values."""
+    v = finite(v) if not isinstance(v, bool) else v
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{format(v, spec)}{unit}"

@@ -1,0 +1,130 @@
+"""Terminal rendering of run and sweep reports (rich renderables; no printing here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpc_ft.report.build import RunReport, fmt_num
+
+MAX_GPU_ROWS = 64  # a 64-node x 8-GPU run lists idle or notable GPUs beyond this, not all 512
+
+
+def _of(a: Any, b: Any, unit: str, spec: str = ".1f") -> str:
+    if a is None:
+        return "-"
+    return f"{fmt_num(a, spec)}/{fmt_num(b, spec)}{unit}" if b is not None else f"{fmt_num(a, spec)}{unit}"
+
+
+def node_table(rr: RunReport):
+    """The per-node table (also what the notebook shows)."""
+    from rich.table import Table
+
+    t = Table(title="per node", title_justify="left")
+    for col in ("node", "host", "status", "wall", "CPU %", "job RSS / mem", "cores", "GPUs", "GPU util %",
+                "idle GPUs", "GPU mem peak", "energy", "samples/s"):
+        t.add_column(col, justify="left" if col in ("host", "status") else "right")
+    mem_req = (rr.job.get("resources") or {}).get("mem_gb")
+    for n in rr.nodes:
+        t.add_row(str(n["node"]), str(n["host"] or "-"), n["status"], fmt_num(n["wall_s"], ".0f", " s"),
+                  fmt_num(n["cpu_util_mean_pct"], ".0f"), _of(n["job_rss_peak_gb"], mem_req, " GiB"),
+                  fmt_num(n["job_cpu_cores_mean"], ".1f"), str(n["gpus"]), fmt_num(n["gpu_util_mean_pct"], ".0f"),
+                  str(n["idle_gpus"]) if n["gpus"] else "-", fmt_num(n["gpu_mem_peak_gb"], ".1f", " GiB"),
+                  fmt_num(n["energy_kwh"], ".3f", " kWh"), fmt_num(n["samples_per_s"], ".1f"))
+    return t
+
+
+def gpu_table(rr: RunReport):
+    """The per-GPU table; on very large runs the idle and near-full GPUs first."""
+    from rich.table import Table
+
+    rows = rr.gpus
+    if len(rows) > MAX_GPU_ROWS:
+        rows = sorted(rows, key=lambda g: (not g["idle"], -(g["mem_peak_pct"] or 0)))[:MAX_GPU_ROWS]
+    t = Table(title=f"per GPU ({len(rows)} of {len(rr.gpus)})" if len(rows) < len(rr.gpus) else "per GPU",
+              title_justify="left")
+    for col in ("node", "GPU", "name", "util % mean/p95", "idle", "mem peak / total", "power mean / limit",
+                "energy", "temp max"):
+        t.add_column(col, justify="left" if col in ("name",) else "right")
+    for g in rows:
+        t.add_row(str(g["node"]), str(g["index"]), str(g["name"]),
+                  f"{fmt_num(g['util_mean_pct'], '.0f')}/{fmt_num(g['util_p95_pct'], '.0f')}",
+                  ("[red]idle[/] " if g["idle"] else "") + fmt_num(
+                      100 * g["idle_fraction"] if g["idle_fraction"] is not None else None, ".0f", "%"),
+                  _of(g["mem_peak_gb"], g["mem_total_gb"], " GiB") + (
+                      f" ({g['mem_peak_pct']:.0f}%)" if g["mem_peak_pct"] is not None else ""),
+                  _of(g["power_mean_w"], g["power_limit_w"], " W", ".0f"),
+                  fmt_num(g["energy_kwh"], ".3f", " kWh") + ("*" if g["energy_source"] == "power" else ""),
+                  fmt_num(g["temp_max_c"], ".0f", " C"))
+    return t
+
+
+def totals_lines(rr: RunReport) -> list[str]:
+    """GPU-hours, energy, cost and throughput as plain lines."""
+    t, tp = rr.totals, rr.throughput
+    lines = []
+    if t["gpus_requested"]:
+        lines.append(f"GPU-hours: requested {fmt_num(t['gpu_hours_requested'], '.2f')} "
+                     f"({t['gpus_requested']} GPU(s) x {fmt_num((t['wall_s'] or 0) / 60, '.1f')} min wall), "
+                     f"reserved by the time limit {fmt_num(t['gpu_hours_reserved'], '.2f')}, busy "
+                     f"{fmt_num(t['gpu_hours_busy'], '.2f')}, utilization-weighted "
+                     f"{fmt_num(t['gpu_hours_util'], '.2f')}")
+        lines.append(f"idle GPUs: {t['idle_gpus']} of {t['gpus_sampled']} sampled "
+                     f"(below {rr.job.get('idle_util_pct')}% utilization for most of the run)")
+    lines.append(f"energy (GPUs): {fmt_num(t['energy_kwh'], '.3f', ' kWh')}   cost: "
+                 f"{fmt_num(t['cost_total'], '.2f')} = {fmt_num(t['cost_gpu_hours'], '.2f')} GPU-hours at "
+                 f"{t['price_per_gpu_hour']:g}/h + {fmt_num(t['cost_energy'], '.2f')} energy at "
+                 f"{t['price_per_kwh']:g}/kWh" + (f"; idle GPU time cost {t['cost_idle']:.2f}"
+                                                   if t["cost_idle"] else ""))
+    mfu = (f"MFU {100 * tp['mfu']:.1f}% ({fmt_num(tp['achieved_tflops'], '.2f')} of "
+           f"{tp['gpus']} x {tp['peak_tflops_per_gpu']:g} TFLOPS, {tp['peak_source']})" if tp["mfu"] is not None
+           else f"MFU: n/a ({tp['mfu_unavailable']})")
+    lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
+                 f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
+    return lines
+
+
+def render_text(rr: RunReport):
+    """The whole run report as one rich renderable."""
+    from rich.console import Group
+    from rich.text import Text
+
+    parts: list[Any] = [Text(f"run report: {rr.job.get('name') or ''}  {rr.run_dir}", style="bold")]
+    parts += [Text(n, style="yellow") for n in rr.notes]
+    parts.append(node_table(rr))
+    if rr.gpus:
+        parts.append(gpu_table(rr))
+    parts += [Text(line) for line in totals_lines(rr)]
+    for n in rr.nodes:
+        for note in n["notes"][:3]:
+            parts.append(Text(f"node {n['node']}: {note}", style="dim"))
+    if rr.advice:
+        parts.append(Text("right-sizing advice for the next submission:", style="bold"))
+        for a in rr.advice:
+            parts.append(Text(f"  {a.override}   ({a.reason})"))
+        parts.append(Text(f"  {rr.command}", style="green"))
+    else:
+        parts.append(Text("right-sizing: the request fits what the job used; no change advised"))
+    return Group(*parts)
+
+
+def sweep_table(jobs: list[tuple[str, RunReport]]):
+    """One row per job of a sweep."""
+    from rich.table import Table
+
+    t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left")
+    for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
+                "energy", "cost", "samples/s", "final loss", "advice"):
+        t.add_column(col, justify="left" if col in ("job", "overrides", "status", "advice") else "right")
+    for name, rr in jobs:
+        res = rr.job.get("resources") or {}
+        statuses = sorted({n["status"] for n in rr.nodes}) or ["-"]
+        utils = [g["util_mean_pct"] for g in rr.gpus if g["util_mean_pct"] is not None]
+        ov = [o for o in rr.job.get("overrides", []) if not o.startswith(("hydra.", "run.dir"))]
+        t.add_row(name, " ".join(ov) or "-", f"{res.get('nodes', '-')} x {res.get('gpus_per_node', '-')}",
+                  ",".join(statuses), fmt_num(rr.totals["wall_s"], ".0f", " s"),
+                  fmt_num(sum(utils) / len(utils) if utils else None, ".0f"),
+                  f"{rr.totals['idle_gpus']}/{rr.totals['gpus_sampled']}" if rr.gpus else "-",
+                  fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
+                  fmt_num(rr.totals["cost_total"], ".2f"), fmt_num(rr.throughput["samples_per_s"], ".1f"),
+                  fmt_num(rr.throughput["final_loss"], ".4f"), " ".join(a.override for a in rr.advice) or "-")
+    return t

@@ -1,0 +1,250 @@
+"""The run report and its right-sizing advice on crafted records (real series files, NodeReports, job.yaml)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from hpc_ft import report
+from hpc_ft.cli import main as cli_main
+from hpc_ft.config import validate
+from hpc_ft.config.compose import compose_conf
+from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, remove_series, synthetic_run
+
+GPU_JOB = ["resources=gpu", "executor=slurm", "train.batch_size=16", "resources.cpus_per_task=4"]
+TRAIN = {"samples_per_s": 100.0, "tokens_per_s": 12800.0, "flops_per_sample": 6e12, "final_loss": 0.25,
+         "steps": 200, "max_steps": 200}
+IDLE = GpuProfile(util_pct=0.0, mem_used_gb=0.5, power_w=70.0)
+
+
+def _busy(**kw) -> GpuProfile:
+    return GpuProfile(**kw)
+
+
+def _build(run_dir):
+    return report.build_report(*report.load_run(run_dir))
+
+
+def _accepted(rr, tmp_path):
+    """The advised command's overrides compose and validate (what `hpc-ft submit` does with them)."""
+    spec = report.load_run(rr.run_dir)[1]
+    overrides = report.next_overrides(spec, rr.advice)
+    conf = compose_conf(overrides, run_dir=tmp_path / "next")
+    validate(conf, gpu_count=lambda: 8)
+    return conf
+
+
+def test_idle_gpus_give_fewer_gpus(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), _busy(), IDLE, IDLE])], seconds=3600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "resources.timeout_min=90",
+                                   "resources.mem_gb=8"], train=TRAIN)
+    rr = _build(run)
+    assert [g["idle"] for g in rr.gpus] == [False, False, True, True]
+    assert rr.nodes[0]["idle_gpus"] == 2 and rr.totals["idle_gpus"] == 2
+    assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 2}
+    assert "2 of 4 GPUs" in rr.advice[0].reason and "GPU 2" in rr.advice[0].reason
+    # GPU-hours: 4 GPUs x 1 h requested, 4 x 1.5 h reserved, 2 x 1 h busy.
+    t = rr.totals
+    assert t["gpu_hours_requested"] == pytest.approx(4.0) and t["gpu_hours_reserved"] == pytest.approx(6.0)
+    assert t["gpu_hours_busy"] == pytest.approx(2.0, rel=1e-3)
+    # Energy: the counters integrate 500 W and 70 W over 3599 s (first sample at 0 J).
+    kwh = 3599 * (2 * 500 + 2 * 70) / 3.6e6
+    assert t["energy_kwh"] == pytest.approx(kwh, rel=1e-6)
+    assert t["cost_gpu_hours"] == pytest.approx(4 * 2.0) and t["cost_energy"] == pytest.approx(kwh * 0.25, rel=1e-6)
+    assert t["cost_total"] == pytest.approx(8.0 + kwh * 0.25, rel=1e-6)
+    tp = rr.throughput
+    assert tp["samples_per_s"] == 100.0 and tp["tokens_per_s"] == 12800.0
+    assert tp["mfu"] == pytest.approx(6e12 * 100 / (4 * 989.4e12))  # H100 SXM dense bf16
+    conf = _accepted(rr, tmp_path)
+    assert conf.resources.gpus_per_node == 2
+
+
+def test_batch_size_kept_valid_when_gpus_shrink(tmp_path):
+    # 3 of 4 GPUs busy: 3 does not divide batch 16, so 4 stays... unless the batch moves; 1 busy of 4 -> 1.
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), IDLE, IDLE, IDLE])], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "train.batch_size=12",
+                                   "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
+    rr = _build(run)
+    assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 1}
+    _accepted(rr, tmp_path)
+    run2 = synthetic_run(tmp_path / "run2", [NodeProfile(gpus=[_busy(), _busy(), _busy(), IDLE, IDLE, IDLE, IDLE,
+                                                                IDLE])], seconds=600,
+                         overrides=[*GPU_JOB, "resources.gpus_per_node=8", "train.batch_size=16",
+                                    "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
+    rr2 = _build(run2)
+    adv = {a.key: a.value for a in rr2.advice}
+    assert adv == {"resources.gpus_per_node": 4}  # 3 busy, 4 divides the batch of 16
+    assert _accepted(rr2, tmp_path).resources.gpus_per_node == 4
+
+
+def test_memory_bound_job(tmp_path):
+    full = _busy(mem_used_gb=78.0)
+    prof = NodeProfile(gpus=[full, full], job_rss_gb=60.0)
+    run = synthetic_run(tmp_path / "run", [prof], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=2", "resources.mem_gb=64",
+                                   "resources.timeout_min=20"], train=TRAIN)
+    rr = _build(run)
+    adv = {a.key: a for a in rr.advice}
+    assert set(adv) == {"train.grad_accum_steps", "resources.mem_gb"}
+    assert adv["train.grad_accum_steps"].value == 2 and "78.0 of 80.0 GiB" in adv["train.grad_accum_steps"].reason
+    assert adv["resources.mem_gb"].value == 90 and "60.0 GiB" in adv["resources.mem_gb"].reason
+    assert rr.gpus[0]["mem_peak_pct"] == pytest.approx(97.5)
+    conf = _accepted(rr, tmp_path)
+    assert conf.train.grad_accum_steps == 2 and conf.resources.mem_gb == 90
+
+
+def test_far_too_long_time_limit_and_oversized_memory(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()], job_rss_gb=5.0)], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=1", "resources.timeout_min=1440",
+                                   "resources.mem_gb=128"], train=TRAIN)
+    rr = _build(run)
+    adv = {a.key: a for a in rr.advice}
+    assert set(adv) == {"resources.timeout_min", "resources.mem_gb"}
+    assert adv["resources.timeout_min"].value == 20  # 10 min x 1.5 + 5
+    assert "10.0 min of its 1440 min" in adv["resources.timeout_min"].reason
+    assert adv["resources.mem_gb"].value == 8  # 5 GiB x 1.25 + 1, rounded up to even
+    assert rr.command.startswith("hpc-ft submit ") and "resources.timeout_min=20" in rr.command
+    assert "run.dir" not in rr.command
+    conf = _accepted(rr, tmp_path)
+    assert (conf.resources.timeout_min, conf.resources.mem_gb) == (20, 8)
+
+
+def test_well_sized_job_gets_no_advice(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), _busy()], job_rss_gb=5.0)], seconds=2400,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=2", "resources.timeout_min=60",
+                                   "resources.mem_gb=8"], train=TRAIN)
+    rr = _build(run)
+    assert rr.advice == [] and rr.command is None
+    assert "no change advised" in _text(rr)
+
+
+def test_oversized_cpu_request(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()], job_cpu_cores=2.0, job_rss_gb=5.0)],
+                        seconds=600, overrides=["resources=gpu", "executor=slurm", "resources.gpus_per_node=1",
+                                                "resources.cpus_per_task=32", "resources.timeout_min=20",
+                                                "resources.mem_gb=8"], train=TRAIN)
+    rr = _build(run)
+    assert {a.key: a.value for a in rr.advice} == {"resources.cpus_per_task": 6}  # p95 ~2.2 cores x 2, even
+    assert _accepted(rr, tmp_path).resources.cpus_per_task == 6
+
+
+def test_unfinished_run_keeps_its_time_limit(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()], job_rss_gb=5.0)], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=1", "resources.timeout_min=1440",
+                                   "resources.mem_gb=8"], train=TRAIN, exit_codes=[1])
+    assert "resources.timeout_min" not in {a.key for a in _build(run).advice}
+
+
+def _text(rr) -> str:
+    from rich.console import Console
+
+    con = Console(width=200, record=True, file=open("/dev/null", "w"))
+    con.print(report.render_text(rr))
+    return con.export_text()
+
+
+def test_outputs_json_plots_and_terminal(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), IDLE]), NodeProfile(gpus=[_busy(), IDLE])],
+                        seconds=900, overrides=[*GPU_JOB, "resources.nodes=2", "resources.gpus_per_node=2"],
+                        train=TRAIN)
+    rr = _build(run)
+    out = report.write_report(rr, run)
+    data = json.loads((out / "report.json").read_text())
+    assert [n["node"] for n in data["nodes"]] == [0, 1] and len(data["gpus"]) == 4
+    assert data["advice"][0]["key"] == "resources.gpus_per_node" and "series" not in data
+    for name in ("utilization.png", "memory.png", "power.png", "host.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
+    text = _text(rr)
+    assert "per node" in text and "per GPU" in text and "MFU" in text and "kWh" in text
+    assert "resources.gpus_per_node=1" in text
+
+
+def test_cpu_only_run_shows_host_metrics(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[], job_rss_gb=1.0)], seconds=120,
+                        overrides=["resources.gpus_per_node=0"], train={"samples_per_s": 50.0})
+    rr = _build(run)
+    assert rr.gpus == [] and rr.totals["gpus_requested"] == 0
+    assert any("no GPU was sampled" in n for n in rr.notes)
+    assert rr.nodes[0]["job_rss_peak_gb"] == pytest.approx(1.0, rel=1e-3)
+    assert rr.throughput["mfu"] is None and rr.throughput["mfu_unavailable"] == "flops_per_sample unknown"
+    out = report.write_report(rr, run)
+    assert sorted(p.name for p in out.glob("*.png")) == ["host.png"]
+    text = _text(rr)
+    assert "no GPU was sampled" in text and "per GPU" not in text
+
+
+def test_without_shared_filesystem_the_node_reports_suffice(tmp_path):
+    profiles = [NodeProfile(gpus=[_busy(), IDLE])]
+    run = synthetic_run(tmp_path / "run", profiles, seconds=1200,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=2"], train=TRAIN)
+    from_files = _build(run)
+    remove_series(run)
+    from_reports = _build(run)
+    assert from_files.nodes[0]["source"] == "series" and from_reports.nodes[0]["source"] == "node report"
+    for a, b in zip(from_files.gpus, from_reports.gpus):
+        assert a["util_mean_pct"] == pytest.approx(b["util_mean_pct"]) and a["idle"] == b["idle"]
+    assert [x.override for x in from_files.advice] == [x.override for x in from_reports.advice]
+    report.write_report(from_reports, run)  # plots from the bounded series
+
+
+def test_missing_node_and_requeued_segments(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()])], seconds=100,
+                        overrides=[*GPU_JOB, "resources.nodes=2", "resources.gpus_per_node=1"], train=TRAIN)
+    # Node 0 was requeued once: a second segment whose counter starts again.
+    from hpc_ft.telemetry.synthetic import write_node_series
+
+    write_node_series(run / "nodes" / "node0" / "telemetry.1.bin", NodeProfile(gpus=[_busy()]), rows=100,
+                      t0=1.7e9 + 500)
+    rr = _build(run)
+    assert [n["status"] for n in rr.nodes] == ["ok", "missing"]
+    assert any("node(s) [1] sent no report" in n for n in rr.notes)
+    assert rr.nodes[0]["sampled_s"] == pytest.approx(200.0)
+    assert rr.gpus[0]["energy_kwh"] == pytest.approx(2 * 99 * 500 / 3.6e6)
+
+
+def test_cli_report_command_and_bad_dir(tmp_path, capsys):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()])], seconds=60,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=1"], train=TRAIN)
+    assert cli_main(["report", str(run)]) == 0
+    assert (run / "report" / "report.json").exists()
+    assert cli_main(["report", str(tmp_path / "nope")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["report", str(tmp_path / "empty")]) == 2
+    assert "not an hpc_ft run" in capsys.readouterr().out
+
+
+def test_sweep_dir_renders_every_job(tmp_path, capsys):
+    sweep = tmp_path / "multirun" / "2026-01-01" / "00-00-00"
+    for i, gpus in enumerate(([_busy(), _busy()], [_busy(), IDLE])):
+        synthetic_run(sweep / str(i), [NodeProfile(gpus=gpus)], seconds=300,
+                      overrides=[*GPU_JOB, "resources.gpus_per_node=2", "resources.mem_gb=8",
+                                 "resources.timeout_min=20", f"optim.lr={i + 1}e-4"],
+                      train={**TRAIN, "final_loss": 0.1 * (i + 1)})
+    assert report.main(sweep) == 0
+    out = capsys.readouterr().out
+    assert "sweep: 2 job(s)" in out and "job 0" in out and "job 1" in out and "optim.lr=2e-4" in out
+    data = json.loads((sweep / "report" / "sweep.json").read_text())
+    assert [d["sweep_job"] for d in data] == ["0", "1"]
+    assert data[0]["advice"] == [] and data[1]["advice"][0]["value"] == 1
+    assert (sweep / "1" / "report" / "report.json").exists()
+    assert report.find_sweep_jobs(tmp_path / "multirun") == [sweep / "0", sweep / "1"]
+
+
+def test_report_json_has_no_nan(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()])], seconds=60,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=1"], train={**TRAIN, "final_loss": math.nan})
+    out = report.write_report(_build(run), run)
+    assert json.loads((out / "report.json").read_text())["throughput"]["final_loss"] is None
+
+
+def test_peak_table():
+    from hpc_ft.report.peaks import peak_tflops
+
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.5
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312.0
+    assert peak_tflops("NVIDIA L40S", "fp32") == 91.6 and peak_tflops("NVIDIA L4", "bf16") == 121.0
+    assert peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None and peak_tflops("Mystery GPU", "bf16") is None
