@@ -1,0 +1,57 @@
+"""The README stays true: the two-command quick start, CI running its test command, its examples composing."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _bash_blocks(text: str) -> list[list[str]]:
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [[ln for ln in b.splitlines() if ln.strip() and not ln.lstrip().startswith("#")] for b in blocks]
+
+
+def _quick_start() -> list[str]:
+    section = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    (block,) = _bash_blocks(section)
+    return block
+
+
+def test_quick_start_is_exactly_two_commands():
+    install_and_run, run_tests = _quick_start()
+    assert "pip install" in install_and_run and install_and_run.rstrip().endswith("hpc-ft submit")
+    assert "pytest" in run_tests
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test_cmd = _quick_start()[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    assert test_cmd in commands, f".ci/run must run the README's test command {test_cmd!r}"
+    assert "set -euo pipefail" in ci
+    # CI installs through the project's own files exactly as the README's first command does.
+    for piece in ("python3 -m venv .venv", "pip install", "torch==2.13.0", "-e '.[test]'"):
+        assert piece in _quick_start()[0] and piece in ci, piece
+
+
+def _submit_examples() -> list[list[str]]:
+    out = []
+    for block in _bash_blocks(README):
+        for line in block:
+            line = line.split("  #")[0].strip()
+            if line.startswith("hpc-ft submit") and "my_" not in line and "--cfg" not in line and " -m " not in line:
+                out.append(shlex.split(line)[2:])
+    return out
+
+
+@pytest.mark.parametrize("overrides", _submit_examples(), ids=lambda o: " ".join(o) or "default")
+def test_readme_submit_examples_compose_and_validate(overrides, tmp_path, run_cli):
+    res = run_cli("submit", *overrides, "dry_run=true", f"hydra.run.dir={tmp_path}", timeout_s=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert not (tmp_path / "job.yaml").exists()  # a dry run dispatches nothing
