@@ -1,0 +1,41 @@
+"""notebooks/run_analysis.ipynb runs top to bottom against a run this test produces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, synthetic_run
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run_analysis.ipynb"
+
+
+def execute_notebook(run_dir: Path, monkeypatch) -> tuple[str, int]:
+    """Run the notebook against ``run_dir``; (all text output, number of PNG images shown)."""
+    monkeypatch.setenv("HPC_FT_RUN_DIR", str(run_dir))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": str(run_dir)}}).execute()
+    text, images = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+            images += "image/png" in out.get("data", {})
+    return "\n".join(text), images
+
+
+def test_notebook_on_a_two_node_gpu_run(tmp_path, monkeypatch):
+    busy, idle = GpuProfile(), GpuProfile(util_pct=0.0, mem_used_gb=0.5, power_w=70.0)
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[busy, idle]), NodeProfile(gpus=[busy, idle])],
+                        seconds=900, overrides=["resources=gpu", "executor=slurm", "resources.nodes=2",
+                                                "resources.gpus_per_node=2", "train.batch_size=16"],
+                        train={"samples_per_s": 80.0, "flops_per_sample": 1e12})
+    text, images = execute_notebook(run, monkeypatch)
+    assert "2 node(s), 4 GPU(s) sampled" in text
+    assert "per node" in text and "per GPU" in text and "MFU" in text
+    assert "resources.gpus_per_node=1" in text
+    assert images == 4  # utilization, memory, power, host
+    assert "samples of" in text
