@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, synthetic_run
@@ -39,3 +42,16 @@ def test_notebook_on_a_two_node_gpu_run(tmp_path, monkeypatch):
     assert "resources.gpus_per_node=1" in text
     assert images == 4  # utilization, memory, power, host
     assert "samples of" in text
+
+
+@pytest.mark.slow
+def test_notebook_on_a_real_local_run(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("hpc-ft")
+    res = subprocess.run([str(exe), "submit", "model=mlp", "data=synthetic", "precision=fp32", "train.max_steps=20",
+                          "resources.nodes=2", f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=500,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    text, images = execute_notebook(run, monkeypatch)
+    assert "2 node(s), 0 GPU(s) sampled" in text and "no GPU was sampled" in text
+    assert "per node" in text and images == 1  # host.png: CPU-only run
