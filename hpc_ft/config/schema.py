@@ -78,12 +78,25 @@ class TelemetryConf:
 
 @dataclass
 class SchedConf:
-    policy: str = "equal"  # equal | priority | proportional | lp
-    order: str = "fcfs"  # fcfs | sjf | priority
-    budget_gpus: Optional[int] = None
-    budget_gpu_hours: Optional[float] = None
-    budget_money: Optional[float] = None
-    array_parallelism: Optional[int] = None  # None: as many as the GPU budget allows
+    """How a -m sweep is planned and submitted (hpc_ft.sched); a single run ignores it.
+
+    policy, order, objective, budgets and array_parallelism hold for the whole sweep (one value);
+    est_duration_h, priority and the GPU range may differ per sweep point.
+    """
+
+    policy: str = "equal"  # equal | priority | proportional | lp: GPUs per job under the budget
+    order: str = "fcfs"  # fcfs | sjf | priority: submission (array task) order
+    objective: str = "makespan"  # policy=lp only: makespan | throughput
+    budget_gpus: Optional[int] = None  # GPUs in use at once (CPU jobs count one per node); None: no limit
+    budget_gpu_hours: Optional[float] = None  # GPU-hours for the whole sweep; None: no limit
+    budget_money: Optional[float] = None  # at telemetry.price_per_gpu_hour; None: no limit
+    array_parallelism: Optional[int] = None  # jobs running at once (the array's %N); None: from the plan
+    est_duration_h: Optional[float] = None  # wall hours of this job on its requested GPUs; None: from history
+    priority: float = 1.0  # larger starts first (order=priority) and gets GPUs first (policy=priority)
+    min_gpus: Optional[int] = None  # one-node GPU jobs: fewest GPUs the policy may give (None: as requested)
+    max_gpus: Optional[int] = None  # one-node GPU jobs: most GPUs the policy may give (None: as requested)
+    parallel_fraction: float = 1.0  # Amdahl's p of the job: 1.0 scales linearly with GPUs
+    history: List[str] = field(default_factory=list)  # earlier run or sweep dirs whose reports give durations
 
 
 @dataclass

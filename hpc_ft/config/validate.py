@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 from typing import Callable
 
-from hpc_ft.config.schema import JobConf
+from hpc_ft.config.schema import JobConf, SchedConf
 from hpc_ft.errors import ConfigError, Problem
+from hpc_ft.sched.allocate import OBJECTIVES, POLICIES
+from hpc_ft.sched.order import ORDERS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "debug", "slurm")
-POLICIES = ("equal", "priority", "proportional", "lp")
-ORDERS = ("fcfs", "sjf", "priority")
 # Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -40,6 +41,41 @@ def workers_per_node(conf: JobConf) -> int:
     if r.workers_per_node is not None:
         return r.workers_per_node
     return r.gpus_per_node if r.gpus_per_node > 0 else 2
+
+
+def sched_problems(s: SchedConf, nodes: int, gpus_per_node: int) -> list[Problem]:
+    """Problems of the sweep settings (sched.*); the planner re-checks what depends on the whole sweep."""
+    p: list[Problem] = []
+
+    def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
+        if not ok:
+            p.append(Problem(key, value, rule, fix))
+
+    need(s.policy in POLICIES, "sched.policy", s.policy, f"must be one of {', '.join(POLICIES)}",
+         "pass sched.policy=equal")
+    need(s.order in ORDERS, "sched.order", s.order, f"must be one of {', '.join(ORDERS)}", "pass sched.order=fcfs")
+    need(s.objective in OBJECTIVES, "sched.objective", s.objective, f"must be one of {', '.join(OBJECTIVES)}",
+         "pass sched.objective=makespan")
+    for key in ("budget_gpus", "array_parallelism", "min_gpus", "max_gpus"):
+        v = getattr(s, key)
+        need(v is None or v >= 1, f"sched.{key}", v, "must be a whole number, at least 1",
+             f"pass sched.{key}=2 or leave it unset")
+    for key in ("budget_gpu_hours", "budget_money", "est_duration_h"):
+        v = getattr(s, key)
+        need(v is None or (math.isfinite(v) and v > 0), f"sched.{key}", v, "must be a positive number",
+             f"pass sched.{key}=1.0 or leave it unset")
+    need(math.isfinite(s.priority), "sched.priority", s.priority, "must be a finite number", "pass sched.priority=1")
+    need(0.0 <= s.parallel_fraction <= 1.0, "sched.parallel_fraction", s.parallel_fraction,
+         "must be within [0, 1] (Amdahl's p)", "pass sched.parallel_fraction=1.0")
+    if s.min_gpus is not None or s.max_gpus is not None:
+        lo = gpus_per_node if s.min_gpus is None else s.min_gpus
+        hi = gpus_per_node if s.max_gpus is None else s.max_gpus
+        need(gpus_per_node > 0 and nodes == 1, "sched.min_gpus..max_gpus", f"{s.min_gpus}..{s.max_gpus}",
+             "a GPU range applies to one-node GPU jobs only (the planner sets resources.gpus_per_node)",
+             "drop sched.min_gpus/max_gpus, or pass resources.nodes=1 and resources.gpus_per_node>=1")
+        need(lo <= hi, "sched.min_gpus..max_gpus", f"{lo}..{hi}", "min must not exceed max",
+             f"pass sched.max_gpus={lo}")
+    return p
 
 
 def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> list[str]:
@@ -129,10 +165,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
          "pass telemetry.interval_s=1.0")
     need(tel.max_report_points >= 2, "telemetry.max_report_points", tel.max_report_points,
          "must be at least 2", "pass telemetry.max_report_points=600")
-    need(conf.sched.policy in POLICIES, "sched.policy", conf.sched.policy,
-         f"must be one of {', '.join(POLICIES)}", "pass sched.policy=equal")
-    need(conf.sched.order in ORDERS, "sched.order", conf.sched.order,
-         f"must be one of {', '.join(ORDERS)}", "pass sched.order=fcfs")
+    p += sched_problems(conf.sched, r.nodes, r.gpus_per_node)
 
     if ex.name in ("local", "debug") and r.gpus_per_node > 0:
         have = gpu_count()

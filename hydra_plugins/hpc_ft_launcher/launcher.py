@@ -1,0 +1,226 @@
+"""HpcFtLauncher: every job of a -m sweep composed, validated and planned before any is submitted.
+
+1. compose every job (Hydra's sweep config), validate all of them, plan the sweep (hpc_ft.sched: GPUs per
+   job, order, parallelism; an infeasible budget is refused naming the smallest one that fits);
+2. Hydra's per-job setup (output dir hydra.sweep.dir/hydra.sweep.subdir, .hydra/ with the overrides) runs
+   the task function, which hands its job to the sweep (hpc_ft.sweep.context) instead of submitting it;
+3. submit in plan order (Slurm: one array per resource group, %parallelism; local: a queue of that width),
+   wait, and return one JobReturn per job whose return_value is every node's NodeReport.
+
+A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's usual behaviour: run once per job.
+"""
+
+# No `from __future__ import annotations`: Hydra's plugin scan runs this module outside sys.modules,
+# where dataclasses cannot resolve string annotations.
+import copy
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.errors import CompactHydraException
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from hpc_ft.errors import LaunchError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HpcFtLauncherConf:
+    # Everything else comes from the job config: executor.*, sched.*, wait.
+    _target_: str = "hydra_plugins.hpc_ft_launcher.launcher.HpcFtLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="hpc_ft", node=HpcFtLauncherConf, provider="hpc_ft")
+
+
+class HpcFtLauncher(Launcher):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    # -- Hydra's entry point --------------------------------------------------------------------------------
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hpc_ft.errors import HpcFtError
+        from hpc_ft.sweep.context import SweepContext, preparing
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None and self.task_function is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        nums = [initial_job_idx + i for i in range(len(job_overrides))]
+        overrides = {n: list(o) for n, o in zip(nums, job_overrides)}
+        configs = {n: self._sweep_config(overrides[n], n) for n in nums}
+
+        ctx = SweepContext()
+        plan = None
+        try:
+            plan = self._plan(configs, overrides)
+        except HpcFtError as exc:  # delivered through the first task, so the CLI reports it as a bad config
+            ctx.error = exc
+        log.info(f"hpc_ft: preparing {len(nums)} sweep job(s) in {sweep_dir}")
+        runs: dict[int, JobReturn] = {}
+        with preparing(ctx):
+            for n in nums:
+                log.info(f"\t#{n} : {' '.join(filter_overrides(overrides[n]))}")
+                runs[n] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                  config=configs[n], job_dir_key="hydra.sweep.dir",
+                                  job_subdir_key="hydra.sweep.subdir")
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                if ctx.refused:
+                    break
+        if plan is None or ctx.refused or set(ctx.specs) != set(nums):
+            return [runs[n] for n in nums if n in runs]  # refused, or a task that runs each job itself
+        for line in sorted({w for ws in ctx.warnings.values() for w in ws}):
+            log.warning(line)
+        return self._submit(plan, ctx.specs, runs, sweep_dir)
+
+    # -- 1. compose, validate, plan -------------------------------------------------------------------------
+    def _sweep_config(self, overrides: list[str], num: int) -> DictConfig:
+        assert self.hydra_context is not None and self.config is not None
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = num
+            cfg.hydra.job.num = num
+        return cfg
+
+    @staticmethod
+    def _job_conf(sweep_config: DictConfig) -> Any:
+        """The typed JobConf of a sweep job, its ${hydra:...} values resolved as run_job will resolve them."""
+        cfg = copy.deepcopy(sweep_config)
+        out = str(OmegaConf.select(cfg, "hydra.sweep.dir"))
+        out = os.path.abspath(os.path.join(out, str(OmegaConf.select(cfg, "hydra.sweep.subdir"))))
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = out
+        hc = HydraConfig.instance()
+        before = hc.cfg
+        hc.set_config(cfg)
+        try:
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]
+            return OmegaConf.to_object(cfg)
+        finally:
+            hc.cfg = before
+
+    def _plan(self, configs: dict[int, DictConfig], overrides: dict[int, list[str]]):
+        """Validate every job, plan the sweep, give each job its allocated GPUs; raises ConfigError."""
+        from hpc_ft.config import validate
+        from hpc_ft.errors import ConfigError, Problem
+        from hpc_ft.sweep.history import load_history
+        from hpc_ft.sweep.plan import allocation_overrides, plan_confs, prefixed_problems, varying
+
+        nums = sorted(configs)
+        confs = {n: self._job_conf(configs[n]) for n in nums}
+
+        def check(which: list[int]) -> None:
+            errors = {}
+            for n in which:
+                try:
+                    validate(confs[n])
+                except ConfigError as exc:
+                    errors[n] = exc
+            if errors:
+                raise prefixed_problems(errors, len(nums))
+
+        check(nums)
+        dirs = [confs[n].run.dir for n in nums]
+        if len(set(dirs)) < len(dirs):
+            raise ConfigError([Problem("run.dir", dirs[0], "is the same for several sweep jobs",
+                                       "leave run.dir unset: each job gets hydra.sweep.dir/hydra.sweep.subdir")])
+        history = load_history(list(confs[nums[0]].sched.history))
+        shown = varying([filter_overrides(overrides[n]) for n in nums])
+        plan = plan_confs([confs[n] for n in nums], shown, history,
+                          first_num=nums[0])
+        extra = allocation_overrides(plan, [confs[n] for n in nums], first_num=nums[0])
+        for n, ov in extra.items():  # recorded in the job's .hydra/overrides.yaml like the user's own
+            overrides[n] += ov
+            configs[n] = self._sweep_config(overrides[n], n)
+            confs[n] = self._job_conf(configs[n])
+        check(sorted(extra))
+        return plan
+
+    # -- 3. submit and gather -------------------------------------------------------------------------------
+    def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path) -> list[JobReturn]:
+        from hpc_ft.sched import plan_table
+        from hpc_ft.job import atomic_write_text
+        from hpc_ft.submit.dispatch import save_spec
+        from hpc_ft.sweep import run as sweep_run
+
+        order = {int(name): i for i, name in enumerate(plan.order)}
+        entries = sorted((sweep_run.SweepEntry(n, specs[n], order[n]) for n in specs), key=lambda e: e.order_index)
+        conf = entries[0].spec.conf
+        executor, wait, poll_s = conf.executor.name, conf.wait, conf.executor.poll_interval_s
+        for e in entries:
+            save_spec(e.spec)
+        table = plan_table(plan)
+        atomic_write_text(sweep_dir / "plan.txt", table + "\n")
+        log.info(table.split("\n\n", 1)[0])
+        plan_dict = plan.to_dict()
+
+        def record(state: str) -> None:  # manifest.json: what `hpc-ft report SWEEP_DIR` reads later
+            sweep_run.write_manifest(sweep_dir, plan_dict, entries, executor=executor, wait=wait, state=state)
+
+        record("submitting")
+        par = plan.array_parallelism
+        if executor == "slurm":
+            sweep_run.submit_slurm(entries, par, sweep_dir)
+            record("submitted")
+            if wait:
+                sweep_run.gather_entries(entries, poll_s)
+        elif executor == "local" and wait:
+            sweep_run.run_local(entries, par, poll_s, on_submit=lambda e: record("running"))
+            sweep_run.gather_entries(entries, poll_s)
+        elif executor == "local":
+            driver = sweep_run.submit_local_detached(entries, par, sweep_dir)
+            log.info(f"local sweep driver {driver.job_id} runs {len(entries)} job(s), {par} at once")
+        else:
+            if not wait:
+                log.warning("executor=debug trains in this process: wait=false is ignored")
+            sweep_run.run_debug(entries)
+        waited = wait or executor == "debug"
+        record("finished" if waited else "submitted")
+        if not waited:
+            log.info(f"not waiting (wait=false); later: hpc-ft report {sweep_dir}")
+
+        failed = []
+        for e in sorted(entries, key=lambda e: e.num):
+            bad = [r for r in e.reports if not r.ok]
+            if waited:
+                log.info(f"\t#{e.num}: {'FAILED' if bad else 'ok'} ({len(e.reports)} node(s)) {e.spec.run_dir}")
+            if bad:
+                failed.append(f"#{e.num} (node " + ", ".join(f"{r.node_rank} exit {r.exit_code}" for r in bad)
+                              + f"): {e.spec.run_dir / 'results.json'}")
+        for e in entries:
+            ret = runs[e.num]
+            if not waited:
+                ret.status, ret.return_value = JobStatus.COMPLETED, None if e.job is None else str(e.job.job_id)
+            elif e.ok:
+                ret.status, ret.return_value = JobStatus.COMPLETED, e.reports
+            else:  # Hydra raises the first failed job's error after the launcher returns: it names them all
+                ret.status = JobStatus.FAILED
+                ret.return_value = SweepJobFailed(f"{len(failed)} of {len(entries)} sweep job(s) failed: "
+                                                  + "; ".join(failed), e.reports)
+        return [runs[n] for n in sorted(runs)]
+
+
+class SweepJobFailed(LaunchError, CompactHydraException):
+    """A sweep job whose node(s) failed; Hydra prints only this message (compact), then exits 1."""
+
+    def __init__(self, message: str, reports: list) -> None:
+        super().__init__(message)
+        self.reports = reports  # every node's NodeReport of this job, failed ones included
