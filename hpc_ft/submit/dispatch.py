@@ -23,7 +23,22 @@ def save_spec(spec: JobSpec) -> None:
 
 
 def submit(spec: JobSpec) -> Any:
-    """Save the spec and submit one NodeTask per node; returns the submitit job."""
+    """Save the spec and submit one NodeTask per node; returns the submitit job.
+
+    Slurm requests are checked first (values a batch script can't hold; with ``preflight``, the
+    partition's limits), so a refused job leaves nothing behind.
+    """
+    task_cls = NodeTask
+    if spec.conf.executor.name == "slurm":
+        from hpc_ft.node.slurm_task import SlurmNodeTask
+        from hpc_ft.submit.slurm import check_sbatch_values
+
+        check_sbatch_values(spec)
+        if spec.conf.preflight:
+            from hpc_ft.submit.preflight import preflight
+
+            preflight(spec.conf.resources)
+        task_cls = SlurmNodeTask
     save_spec(spec)
     executor = make_executor(spec)
-    return executor.submit(NodeTask(str(spec.spec_path)))
+    return executor.submit(task_cls(str(spec.spec_path)))
