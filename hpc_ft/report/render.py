@@ -20,16 +20,16 @@ def node_table(rr: RunReport):
     from rich.table import Table
 
     t = Table(title="per node", title_justify="left")
-    for col in ("node", "host", "status", "wall", "CPU %", "job RSS / mem", "cores", "GPUs", "GPU util %",
-                "idle GPUs", "GPU mem peak", "energy", "samples/s"):
+    for col in ("node", "host", "status", "wall s", "CPU%", "RSS/mem GiB", "cores", "GPUs", "util%", "idle",
+                "GPU mem GiB", "kWh", "samples/s"):
         t.add_column(col, justify="left" if col in ("host", "status") else "right")
     mem_req = (rr.job.get("resources") or {}).get("mem_gb")
     for n in rr.nodes:
-        t.add_row(str(n["node"]), str(n["host"] or "-"), n["status"], fmt_num(n["wall_s"], ".0f", " s"),
-                  fmt_num(n["cpu_util_mean_pct"], ".0f"), _of(n["job_rss_peak_gb"], mem_req, " GiB"),
+        t.add_row(str(n["node"]), str(n["host"] or "-"), n["status"], fmt_num(n["wall_s"], ".0f"),
+                  fmt_num(n["cpu_util_mean_pct"], ".0f"), _of(n["job_rss_peak_gb"], mem_req, ""),
                   fmt_num(n["job_cpu_cores_mean"], ".1f"), str(n["gpus"]), fmt_num(n["gpu_util_mean_pct"], ".0f"),
-                  str(n["idle_gpus"]) if n["gpus"] else "-", fmt_num(n["gpu_mem_peak_gb"], ".1f", " GiB"),
-                  fmt_num(n["energy_kwh"], ".3f", " kWh"), fmt_num(n["samples_per_s"], ".1f"))
+                  str(n["idle_gpus"]) if n["gpus"] else "-", fmt_num(n["gpu_mem_peak_gb"], ".1f"),
+                  fmt_num(n["energy_kwh"], ".3f"), fmt_num(n["samples_per_s"], ".1f"))
     return t
 
 
@@ -42,19 +42,19 @@ def gpu_table(rr: RunReport):
         rows = sorted(rows, key=lambda g: (not g["idle"], -(g["mem_peak_pct"] or 0)))[:MAX_GPU_ROWS]
     t = Table(title=f"per GPU ({len(rows)} of {len(rr.gpus)})" if len(rows) < len(rr.gpus) else "per GPU",
               title_justify="left")
-    for col in ("node", "GPU", "name", "util % mean/p95", "idle", "mem peak / total", "power mean / limit",
-                "energy", "temp max"):
+    for col in ("node", "GPU", "name", "util% mean/p95", "idle", "mem peak/total GiB", "power mean/limit W",
+                "kWh", "temp C"):
         t.add_column(col, justify="left" if col in ("name",) else "right")
     for g in rows:
         t.add_row(str(g["node"]), str(g["index"]), str(g["name"]),
                   f"{fmt_num(g['util_mean_pct'], '.0f')}/{fmt_num(g['util_p95_pct'], '.0f')}",
                   ("[red]idle[/] " if g["idle"] else "") + fmt_num(
                       100 * g["idle_fraction"] if g["idle_fraction"] is not None else None, ".0f", "%"),
-                  _of(g["mem_peak_gb"], g["mem_total_gb"], " GiB") + (
+                  _of(g["mem_peak_gb"], g["mem_total_gb"], "") + (
                       f" ({g['mem_peak_pct']:.0f}%)" if g["mem_peak_pct"] is not None else ""),
-                  _of(g["power_mean_w"], g["power_limit_w"], " W", ".0f"),
-                  fmt_num(g["energy_kwh"], ".3f", " kWh") + ("*" if g["energy_source"] == "power" else ""),
-                  fmt_num(g["temp_max_c"], ".0f", " C"))
+                  _of(g["power_mean_w"], g["power_limit_w"], "", ".0f"),
+                  fmt_num(g["energy_kwh"], ".3f") + ("*" if g["energy_source"] == "power" else ""),
+                  fmt_num(g["temp_max_c"], ".0f"))
     return t
 
 
@@ -94,6 +94,8 @@ def render_text(rr: RunReport):
     if rr.gpus:
         parts.append(gpu_table(rr))
     parts += [Text(line) for line in totals_lines(rr)]
+    if any(g["energy_source"] == "power" for g in rr.gpus):
+        parts.append(Text("* energy from sampled power (this GPU has no energy counter)", style="dim"))
     for n in rr.nodes:
         for note in n["notes"][:3]:
             parts.append(Text(f"node {n['node']}: {note}", style="dim"))

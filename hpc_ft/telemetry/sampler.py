@@ -65,7 +65,10 @@ class NodeSampler:
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "NodeSampler":
         """Open NVML (or note why not), write the series header, take the first sample, start the thread."""
-        self.gpus, notes = NvmlGpus.open(self._env)
+        try:
+            self.gpus, notes = NvmlGpus.open(self._env)
+        except Exception as exc:  # noqa: BLE001 - a broken driver stack must not stop the node
+            self.gpus, notes = None, [f"no GPU telemetry: NVML failed to start ({type(exc).__name__}: {exc})"]
         for n in notes:
             self._notice(n)
         gpu_info = [g.info for g in self.gpus.gpus] if self.gpus else []
@@ -73,7 +76,10 @@ class NodeSampler:
         header = {"version": FORMAT_VERSION, "host": host_info, "node_rank": self.node_rank,
                   "interval_s": self.interval_s, "idle_util_pct": self.idle_util_pct, "gpus": gpu_info,
                   "nvml": self.gpus is not None, "t0": time.time()}
-        self.writer = SeriesWriter(new_series_path(self.out_dir), header)
+        try:
+            self.writer = SeriesWriter(new_series_path(self.out_dir), header)
+        except OSError as exc:  # e.g. a full or read-only run dir: keep the in-memory summary going
+            self._notice(f"cannot write the telemetry series in {self.out_dir} ({exc}); summary only")
         self.summary = NodeSummary(gpu_info, self.idle_util_pct, self.interval_s, host=host_info)
         self.down = Downsampler(report_columns(len(gpu_info)), self.max_report_points)
         self.sample_now()
@@ -150,8 +156,9 @@ class NodeSampler:
             for n in notes:
                 self._notice(n)
         row["cost_ms"] = (time.perf_counter() - c0) * 1000.0
-        assert self.writer and self.summary and self.down
-        self.writer.append(row)
+        assert self.summary is not None and self.down is not None
+        if self.writer is not None:
+            self.writer.append(row)
         self.summary.add_row(row)
         nan = math.nan
         self.down.add(row.get(c, nan) for c in self.down.cols)

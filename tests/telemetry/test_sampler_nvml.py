@@ -196,3 +196,12 @@ def test_a_failing_pid_callback_does_not_stop_sampling(tmp_path, fake_nvml):
     assert out["summary"]["samples"] == 2 and out["sample_errors"] == 0
     assert out["summary"]["host"]["job_rss_gb"]["max"] == 0.0
     assert math.isfinite(out["summary"]["gpus"][0]["util_pct"]["mean"])
+
+
+def test_unwritable_run_dir_keeps_the_summary(tmp_path, fake_nvml):
+    fake_nvml(1)
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    out = _sampler(blocked / "node0").start().stop()  # the series cannot be created under a file
+    assert out["series_path"] is None and out["summary"]["samples"] == 2
+    assert any("cannot write the telemetry series" in n for n in out["notices"])
