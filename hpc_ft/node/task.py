@@ -67,7 +67,7 @@ class NodeTask:
         (ndir / "torchrun_argv.json").write_text(json.dumps(argv))
         (ndir / "train.json").unlink(missing_ok=True)  # a requeued run must not report the last run's result
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
-        sampler = _start_sampler(spec, ndir, lambda: _process_tree(self._proc.pid) if self._proc else [])
+        sampler = _start_sampler(spec, ndir, _JobPids(self))
         t0 = time.monotonic()
         with open(ndir / "torchrun.log", "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
@@ -161,8 +161,51 @@ def _tee(stream, logf, tail) -> None:
     logf.flush()
 
 
+class _JobPids:
+    """The pids of torchrun and its workers for the sampler, re-walked at most every ``ttl_s``.
+
+    The tree changes only when torchrun (re)starts workers, while a /proc walk costs milliseconds on a busy
+    node: re-walking every few seconds keeps the sampler cheap at 1 Hz.
+    """
+
+    def __init__(self, task: "NodeTask", ttl_s: float = 5.0):
+        self.task, self.ttl_s = task, ttl_s
+        self._pids: list[int] = []
+        self._at = float("-inf")
+
+    def __call__(self) -> list[int]:
+        proc = self.task._proc
+        if proc is None:
+            return []
+        now = time.monotonic()
+        if now - self._at >= self.ttl_s or (self._pids and self._pids[0] != proc.pid):
+            self._pids, self._at = _process_tree(proc.pid), now
+        return self._pids
+
+
 def _process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants, read from /proc (the job's processes for telemetry)."""
+    """``root`` and all its descendants, read from /proc/PID/task/TID/children, else a full /proc scan."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except FileNotFoundError:
+                if os.path.exists(f"/proc/{pid}/task/{tid}"):
+                    return _process_tree_scan(root)  # kernel without CONFIG_PROC_CHILDREN
+            except OSError:
+                continue
+    return out
+
+
+def _process_tree_scan(root: int) -> list[int]:
     children: dict[int, list[int]] = collections.defaultdict(list)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
