@@ -32,7 +32,8 @@ class _State:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Job logs and pipes are not terminals: rich would squeeze tables into 80 columns there.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _hydra_run(task, argv: list[str], prog: str) -> int:
