@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def main(path: str | Path) -> int:
     """`hpc-ft report PATH`: print the report of a run (or of every job of a sweep) and write its files."""
     from rich.console import Console
 
-    con = Console(highlight=False)
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 120)  # pipes: not 80 columns
     path = Path(path).expanduser()
     if not path.is_dir():
         con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir")
