@@ -75,13 +75,15 @@ def main(path: str | Path) -> int:
     con = Console(highlight=False, width=None if sys.stdout.isatty() else 120)  # pipes: not 80 columns
     path = Path(path).expanduser()
     if not path.is_dir():
-        con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir")
+        con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir",
+                  soft_wrap=True)
         return 2
     jobs = find_sweep_jobs(path)
     if not jobs:
         rr = build_report(*load_run(path))
         if rr.job.get("name") is None and not rr.nodes:
-            con.print(f"[red]error:[/] {path} holds no job.yaml and no nodes/: not an hpc_ft run or sweep dir")
+            con.print(f"[red]error:[/] {path} holds no job.yaml and no nodes/: not an hpc_ft run or sweep dir",
+                      soft_wrap=True)
             return 2
         con.print(render_text(rr))
         out = write_report(rr, path)
