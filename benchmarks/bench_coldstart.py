@@ -1,0 +1,103 @@
+"""Cold start of the login-node commands against importing hpc_ft's three config/dispatch libraries.
+
+``hpc-ft --help``, ``hpc-ft submit dry_run=true`` and ``hpc-ft sbatch`` (rendering a batch script into a
+temporary run dir), each a fresh process, alternated with ``python -c "import hydra, omegaconf, submitit"``.
+Goal: at most 0.5 s each, and none imports torch (checked with ``python -X importtime``).
+
+    python benchmarks/bench_coldstart.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import REPO_ROOT, Row, median, missing_row, print_table, rotate, run_cmd, write_json  # noqa: E402
+
+COLD_GOAL = "<= 0.5 s"
+BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
+
+
+def hpc_ft_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("hpc-ft")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "hpc_ft.cli"]
+
+
+def imported_modules(argv: list[str], env: dict[str, str]) -> set[str]:
+    """Top-level module names a command imports (``-X importtime`` via PYTHONPROFILEIMPORTTIME)."""
+    res = run_cmd(argv, env={**env, "PYTHONPROFILEIMPORTTIME": "1"})
+    mods = set()
+    for line in res.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            mods.add(name.split(".")[0])
+    return mods
+
+
+def commands(tmp: Path) -> dict[str, tuple[str, list[str]] | None]:
+    """key -> (label, argv); None where the command does not exist yet in this checkout."""
+    hp = hpc_ft_argv()
+    out: dict[str, tuple[str, list[str]] | None] = {
+        "cold.help": ("`hpc-ft --help`", [*hp, "--help"]),
+        "cold.dry_run": ("`hpc-ft submit dry_run=true` (default job)",
+                         [*hp, "submit", "dry_run=true", f"hydra.run.dir={tmp / 'dry'}"]),
+    }
+    has_sbatch = (REPO_ROOT / "hpc_ft" / "submit" / "sbatch.py").exists()
+    out["cold.sbatch"] = (("`hpc-ft sbatch executor=slurm` (render job.sbatch into a temp run dir)",
+                           [*hp, "sbatch", "executor=slurm", f"hydra.run.dir={tmp / 'sbatch'}"])
+                          if has_sbatch else None)
+    return out
+
+
+def measure(quick: bool = False) -> list[Row]:
+    repeats = 2 if quick else 15
+    tmp = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-cold-"))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    cmds = commands(tmp)
+
+    def timer(argv: list[str]):
+        def run() -> float:
+            t0 = time.perf_counter()
+            run_cmd(argv, env=env, cwd=tmp)
+            return time.perf_counter() - t0
+        return run
+
+    fns = {"base": timer(BASELINE_ARGV)}
+    fns.update({k: timer(v[1]) for k, v in cmds.items() if v})
+    s = rotate(fns, repeats, warmup=0 if quick else 1)  # warm-up: page cache and .pyc files, as on a 2nd call
+    rows = []
+    for key, cmd in cmds.items():
+        if cmd is None:
+            rows.append(missing_row(key, "`hpc-ft sbatch` cold start", "pending",
+                                    "hpc_ft/submit/sbatch.py is not in this checkout yet", COLD_GOAL))
+            continue
+        label, argv = cmd
+        torch_in = "torch" in imported_modules(argv, env)
+        rows.append(Row(f"cold start {label}", '`python -c "import hydra, omegaconf, submitit"`',
+                        median(s[key]), median(s["base"]), repeats, COLD_GOAL, key=key,
+                        samples_a=s[key], samples_b=s["base"],
+                        status="miss" if torch_in else "",
+                        note="IMPORTS TORCH" if torch_in else "torch not imported"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    rows = measure(args.quick)
+    print_table(rows, "Cold start")
+    if args.out:
+        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

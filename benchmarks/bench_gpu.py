@@ -1,0 +1,245 @@
+"""GPU mode: bf16/fp16 against fp32 step time, MFU of a ~110M-parameter transformer fine-tune, and the
+telemetry sampler's cost at 1 Hz. Needs a CUDA GPU and refuses clearly without one.
+
+Imports only torch, transformers and hpc_ft.telemetry (numpy): no hydra, omegaconf or submitit, so it
+runs on a GPU machine that has just torch. The step is hpc_ft's training step as written in
+hpc_ft/train/loop.py (autocast, float32 loss, GradScaler for fp16, unscale + clip at 1.0, AdamW,
+zero_grad(set_to_none)), on a BERT-base-sized encoder (random init, mean pooling, linear head: the
+MiniLMClassifier architecture at BERT-base size) with batches already on the device.
+
+    python benchmarks/bench_gpu.py [--quick] [--compile] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Row, median, print_table, rotate, write_json  # noqa: E402
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; first match wins.
+PEAK_BF16_TFLOPS = [("GH200", 989.4), ("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
+                    ("H100", 989.4), ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
+                    ("A10G", 70.0), ("A10", 125.0), ("L4", 121.0), ("RTX 4090", 165.2), ("V100", 125.0)]
+PEAK_ENV = "HPC_FT_PEAK_BF16_TFLOPS"  # override for GPUs not in the table (or other clocks)
+
+
+class NoGpu(RuntimeError):
+    """GPU mode was asked for on a machine without a usable CUDA device."""
+
+
+def require_cuda() -> None:
+    """Raise NoGpu with what was found, unless torch sees a CUDA device."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NoGpu(f"GPU mode needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) "
+                    f"sees no CUDA device. Run it on a GPU machine: python benchmarks/run.py --gpu")
+
+
+def peak_bf16_tflops(name: str) -> float | None:
+    if os.environ.get(PEAK_ENV):
+        return float(os.environ[PEAK_ENV])
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key.lower() in name.lower():
+            return tflops
+    return None
+
+
+@dataclass
+class Shape:
+    layers: int = 12
+    hidden: int = 768
+    heads: int = 12
+    intermediate: int = 3072
+    vocab: int = 30522
+    seq_len: int = 512
+    batch: int = 32
+    labels: int = 21
+    window_steps: int = 20  # steps per timed window (precision rows)
+    rounds: int = 5
+    sampler_window_s: float = 5.0  # telemetry rows: long enough for several 1 Hz samples per window
+    sampler_rounds: int = 6
+
+
+QUICK = Shape(layers=2, hidden=128, heads=2, intermediate=512, vocab=1000, seq_len=64, batch=8, window_steps=3,
+              rounds=1, sampler_window_s=1.2, sampler_rounds=1)
+
+
+def build_model(shape: Shape):
+    """The MiniLMClassifier architecture (encoder, mean pooling over real tokens, linear head) at ``shape``."""
+    import torch
+    from torch import nn
+    from transformers import BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                     num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                     max_position_embeddings=max(512, shape.seq_len))
+    cfg._attn_implementation = "sdpa"
+
+    class Classifier(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = BertModel(cfg, add_pooling_layer=False)
+            self.dropout = nn.Dropout(0.1)
+            self.head = nn.Linear(shape.hidden, shape.labels)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return self.head(self.dropout((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
+
+    return Classifier()
+
+
+def flops_per_step(model, shape: Shape) -> float:
+    """Training FLOPs of one step: tokens x (6 x non-embedding params + 12 x layers x hidden x seq) (attention)."""
+    n = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    tokens = shape.batch * shape.seq_len
+    return tokens * (6.0 * n + 12.0 * shape.layers * shape.hidden * shape.seq_len)
+
+
+class Trainer:
+    """One model + optimizer + scaler for one precision; ``window(n)`` runs n steps and returns s/step."""
+
+    DTYPES = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+    def __init__(self, shape: Shape, precision: str, device, compile_model: bool = False, seed: int = 0):
+        import torch
+
+        torch.manual_seed(seed)
+        self.torch, self.device = torch, device
+        self.model = build_model(shape).to(device)
+        self.params = list(self.model.parameters())
+        self.fwd = torch.compile(self.model) if compile_model else self.model
+        self.opt = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.01)  # hpc_ft's default optim
+        name = self.DTYPES[precision]
+        self.dtype = getattr(torch, name) if name else None
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype is torch.float16)
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, shape.vocab, (shape.batch, shape.seq_len), generator=g).to(device)
+        self.mask = torch.ones_like(self.ids)
+        self.labels = torch.randint(0, shape.labels, (shape.batch,), generator=g).to(device)
+
+    def step(self) -> None:
+        torch = self.torch
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            logits = self.fwd(input_ids=self.ids, attention_mask=self.mask)
+            loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    def window(self, steps: int) -> float:
+        self.sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.sync()
+        return (time.perf_counter() - t0) / steps
+
+
+def measure(quick: bool = False, compile_model: bool = False, device: str = "cuda") -> list[Row]:
+    """The GPU rows. ``device='cpu'`` exists for the harness smoke test only (no figures)."""
+    import torch
+
+    if device == "cuda":
+        require_cuda()
+    else:
+        torch.set_num_threads(1)  # harness check on a shared CPU: no thread oversubscription
+    dev = torch.device(device)
+    shape = QUICK if quick else Shape()
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu (harness check only)"
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # hpc_ft leaves torch's fp32 default (no TF32)
+    trainers = {p: Trainer(shape, p, dev, compile_model) for p in ("fp32", "bf16", "fp16")}
+    n_params = sum(p.numel() for p in trainers["bf16"].params)
+    warm = 2 if quick else 10
+    for t in trainers.values():
+        t.window(warm)  # kernels chosen, allocator warm, compiled graphs built
+    s = rotate({p: (lambda t=t: t.window(shape.window_steps)) for p, t in trainers.items()}, shape.rounds)
+    m = {p: median(v) for p, v in s.items()}
+    what = (f"{n_params / 1e6:.0f}M-param BERT-style encoder fine-tune, batch {shape.batch} x seq {shape.seq_len}, "
+            f"{gpu}{', torch.compile' if compile_model else ''}")
+    rows = []
+    for p in ("bf16", "fp16"):
+        rows.append(Row(f"GPU step time {p} vs fp32, {what}", "same step, fp32 (no TF32)", m[p], m["fp32"],
+                        shape.rounds, "<= 0.5x" if p == "bf16" else "report", key=f"gpu.precision.{p}", samples_a=s[p], samples_b=s["fp32"],
+                        note=f"{p} throughput = {m['fp32'] / m[p]:.2f}x fp32 (goal for bf16: >= 2x)"))
+    flops = flops_per_step(trainers["bf16"].model, shape)
+    achieved = flops / m["bf16"] / 1e12
+    peak = peak_bf16_tflops(gpu) if dev.type == "cuda" else None
+    if peak is None:
+        rows.append(Row(f"MFU, bf16, {what}", "dense bf16 peak", achieved, float("nan"), shape.rounds, ">= 0.4x",
+                        key="gpu.mfu", unit="TFLOP/s", status="n/a",
+                        note=f"no peak known for {gpu!r}: set {PEAK_ENV}"))
+    else:
+        rows.append(Row(f"MFU, bf16, {what}", f"dense bf16 peak of {gpu}", achieved, peak, shape.rounds, ">= 0.4x",
+                        key="gpu.mfu", unit="TFLOP/s",
+                        note=f"MFU = {achieved / peak:.1%}; FLOPs = tokens x (6 x non-embedding params + "
+                             f"12 x layers x hidden x seq)"))
+    for t in (trainers.pop("fp32"), trainers.pop("fp16")):
+        del t
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    rows.append(_sampler_row(trainers["bf16"], shape, what))
+    return rows
+
+
+def _sampler_row(trainer: Trainer, shape: Shape, what: str) -> Row:
+    """bf16 windows of about ``sampler_window_s`` with and without a 1 Hz NodeSampler in this very process."""
+    from hpc_ft.telemetry import NodeSampler
+
+    per_step = trainer.window(max(2, shape.window_steps))
+    steps = max(3, int(shape.sampler_window_s / max(per_step, 1e-6)))
+    out = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-sampler-"))
+
+    def with_sampler() -> float:
+        sampler = NodeSampler(out_dir=out, interval_s=1.0, pids=lambda: [os.getpid()])
+        sampler.start()
+        try:
+            return trainer.window(steps)
+        finally:
+            sampler.stop()
+
+    s = rotate({"on": with_sampler, "off": lambda: trainer.window(steps)}, shape.sampler_rounds)
+    return Row(f"telemetry sampler at 1 Hz, bf16 step time with vs without, {what}", "no sampler",
+               median(s["on"]), median(s["off"]), shape.sampler_rounds, "<= 1.005x", key="gpu.telemetry",
+               samples_a=s["on"], samples_b=s["off"],
+               note=f"sampler thread inside the training process (worst case: hpc_ft runs it in the NodeTask "
+                    f"process beside torchrun); {steps} steps per window")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    try:
+        rows = measure(args.quick, args.compile)
+    except NoGpu as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_table(rows, "GPU")
+    if args.out:
+        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

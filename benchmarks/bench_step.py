@@ -1,0 +1,147 @@
+"""Training step time: hpc_ft's loop against a plain torchrun DDP loop, and bf16/fp16 against fp32.
+
+Both sides run under torchrun with 2 CPU workers, the same model, data, precision, global batch and
+threads per worker, and are read the same way: the mean step time of each window of ``log_every``
+steps (hpc_ft: metrics.jsonl; baseline: its per-step end times), the first window (warm-up) dropped,
+the median of the rest. Runs of all configurations are interleaved (A B C D, D C B A, ...).
+
+    python benchmarks/bench_step.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Row, median, print_table, rotate, run_cmd, write_json  # noqa: E402
+from benchmarks.spec import STEADY, SYNTHETIC, compose_spec, fresh_copy, torchrun_cmd  # noqa: E402
+
+BASELINE = Path(__file__).resolve().parent / "baselines" / "ddp_loop.py"
+STEP_GOAL = "<= 1.02x"
+
+
+@dataclass
+class Sizes:
+    minilm_steps: int
+    synthetic_steps: int
+    log_every: int
+    repeats: int
+    default_task: str  # "minilm" (full) or "synthetic" (--quick: the harness, not the figure)
+
+
+FULL = Sizes(minilm_steps=60, synthetic_steps=400, log_every=10, repeats=3, default_task="minilm")
+QUICK = Sizes(minilm_steps=10, synthetic_steps=10, log_every=5, repeats=1, default_task="synthetic")
+
+
+def windows_from_metrics(path: Path, batch_size: int) -> list[float]:
+    """Mean step time of every logged window after the first (hpc_ft's metrics.jsonl)."""
+    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [batch_size / r["samples_per_s"] for r in recs[1:] if r.get("samples_per_s")]
+
+
+def windows_from_ends(t0: float, ends: list[float], every: int) -> list[float]:
+    """Mean step time of every ``every``-step window after the first (the baseline's step end times)."""
+    marks = [t0] + [ends[i] for i in range(every - 1, len(ends), every)]
+    return [(b - a) / every for a, b in zip(marks[1:-1], marks[2:])]
+
+
+class Runner:
+    """Runs one configuration per call and returns its median window step time."""
+
+    def __init__(self, root: Path, sizes: Sizes):
+        self.root = root
+        self.sizes = sizes
+        self.specs: dict[tuple[str, str], object] = {}
+
+    def _spec(self, task: str, precision: str):
+        key = (task, precision)
+        if key not in self.specs:
+            s = self.sizes
+            steps = s.minilm_steps if task == "minilm" else s.synthetic_steps
+            base = list(SYNTHETIC) if task == "synthetic" else []
+            ov = base + STEADY + [f"precision={precision}", f"train.max_steps={steps}",
+                                  f"train.log_every_steps={s.log_every}", "telemetry=off"]
+            self.specs[key] = compose_spec(ov, self.root / "compose")
+        return self.specs[key]
+
+    def hpc_ft(self, task: str, precision: str) -> float:
+        spec = fresh_copy(self._spec(task, precision), self.root, f"hpcft-{task}-{precision}")
+        argv, env = torchrun_cmd(spec)
+        run_cmd(argv, env=env)
+        w = windows_from_metrics(spec.run_dir / "metrics.jsonl", spec.conf.train.batch_size)
+        return median(w)
+
+    def baseline(self, task: str, precision: str) -> float:
+        spec = self._spec(task, precision)  # same batch, lr, steps, threads as the hpc_ft side
+        _, env = torchrun_cmd(spec)
+        out = Path(tempfile.mkdtemp(prefix=f"raw-{task}-{precision}-", dir=self.root)) / "steps.json"
+        t = spec.conf.train
+        argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={spec.workers_per_node}", str(BASELINE), f"--task={task}",
+                f"--precision={precision}", f"--steps={t.max_steps}", f"--batch-size={t.batch_size}",
+                f"--lr={spec.conf.optim['lr']}", f"--warmup-steps={t.warmup_steps}", f"--log-every={t.log_every_steps}",
+                f"--grad-clip={t.grad_clip_norm}", f"--out={out}"]
+        run_cmd(argv, env=env)
+        rec = json.loads(out.read_text())
+        return median(windows_from_ends(rec["t0"], rec["step_ends"], t.log_every_steps))
+
+
+def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
+    """The step-time and precision rows."""
+    sizes = QUICK if quick else FULL
+    root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-step-"))
+    r = Runner(root, sizes)
+    task = sizes.default_task
+    fns = {
+        "hpc_bf16": lambda: r.hpc_ft(task, "bf16"),
+        "raw_bf16": lambda: r.baseline(task, "bf16"),
+        "hpc_fp32": lambda: r.hpc_ft(task, "fp32"),
+        "hpc_fp16": lambda: r.hpc_ft(task, "fp16"),
+    }
+    if task == "synthetic":  # --quick: the default task is the synthetic one already; reuse its fp32 run
+        fns["syn_raw"] = lambda: r.baseline("synthetic", "fp32")
+    else:
+        fns.update(syn_hpc=lambda: r.hpc_ft("synthetic", "fp32"), syn_raw=lambda: r.baseline("synthetic", "fp32"))
+    s = rotate(fns, sizes.repeats)
+    s.setdefault("syn_hpc", s["hpc_fp32"])
+    m = {k: median(v) for k, v in s.items()}
+    n = sizes.repeats
+    model = "MiniLM (22.7M)" if task == "minilm" else "synthetic MLP (quick stand-in)"
+    steps = sizes.minilm_steps if task == "minilm" else sizes.synthetic_steps
+    desc = f"{model}, 2 CPU workers, batch 16, {steps} steps, windows of {sizes.log_every}"
+    rows = [
+        Row(f"train step time, bf16, {desc}", "hand-written torchrun DDP loop", m["hpc_bf16"], m["raw_bf16"], n,
+            STEP_GOAL, key="step.default", samples_a=s["hpc_bf16"], samples_b=s["raw_bf16"]),
+        Row(f"train step time, fp32, synthetic MLP, 2 CPU workers, batch 16, {sizes.synthetic_steps} steps",
+            "hand-written torchrun DDP loop", m["syn_hpc"], m["syn_raw"], n, STEP_GOAL, key="step.synthetic",
+            samples_a=s["syn_hpc"], samples_b=s["syn_raw"],
+            note="sub-millisecond steps: shows hpc_ft's fixed per-step cost, not a realistic workload"),
+    ]
+    for p in ("bf16", "fp16"):
+        a, b = m[f"hpc_{p}"], m["hpc_fp32"]
+        rows.append(Row(f"train step time {p} vs fp32 (hpc_ft), {desc}", "same job, precision=fp32", a, b, n,
+                        "report (CPU)", key=f"precision.{p}", samples_a=s[f"hpc_{p}"], samples_b=s["hpc_fp32"],
+                        note=f"{p} throughput = {b / a:.2f}x fp32 on this CPU" if a == a and a else ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    rows = measure(args.quick)
+    print_table(rows, "Training step")
+    if args.out:
+        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

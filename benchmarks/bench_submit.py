@@ -1,0 +1,108 @@
+"""Submit-to-result wall time on the local executor against the same torchrun command run alone.
+
+- A: hpc_ft's Python API, ``submit(spec)`` + ``wait`` + ``gather`` (NodeTask under submitit's LocalExecutor);
+- A': the ``hpc-ft submit`` command end to end (compose, validate, dispatch, wait, print the results);
+- B: the exact torchrun argv NodeTask runs, as a plain subprocess;
+- C (reference): plain submitit, ``LocalExecutor.submit(subprocess.run, argv)`` + ``job.result()``.
+
+Every run trains the synthetic task in a fresh run dir (hpc_ft would otherwise resume the last run).
+
+    python benchmarks/bench_submit.py [--quick] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Row, median, print_table, rotate, run_cmd, write_json  # noqa: E402
+from benchmarks.spec import SYNTHETIC, compose_spec, fresh_copy, torchrun_cmd  # noqa: E402
+
+SUBMIT_GOAL = "<= 1.05x"
+
+
+def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
+    import submitit
+
+    from hpc_ft.submit.dispatch import submit
+    from hpc_ft.submit.gather import gather, wait
+
+    repeats, steps = (1, 10) if quick else (5, 50)
+    root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-submit-"))
+    overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
+    base = compose_spec(overrides, root / "compose")
+
+    def api() -> float:
+        spec = fresh_copy(base, root, "api")
+        t0 = time.perf_counter()
+        job = submit(spec)
+        wait(job, poll_s=spec.conf.executor.poll_interval_s, timeout_s=900)
+        reports = gather(job, spec)
+        dt = time.perf_counter() - t0
+        if not all(r.ok for r in reports):
+            raise RuntimeError(f"hpc_ft job failed: {[r.error_tail for r in reports]}")
+        return dt
+
+    def cli() -> float:
+        run_dir = tempfile.mkdtemp(prefix="cli-", dir=root)
+        exe = Path(sys.executable).with_name("hpc-ft")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hpc_ft.cli"]
+        t0 = time.perf_counter()
+        run_cmd([*cmd, "submit", *overrides, f"hydra.run.dir={run_dir}"])
+        return time.perf_counter() - t0
+
+    def torchrun_alone() -> float:
+        argv, env = torchrun_cmd(fresh_copy(base, root, "raw"))
+        t0 = time.perf_counter()
+        run_cmd(argv, env=env)
+        return time.perf_counter() - t0
+
+    def plain_submitit() -> float:
+        spec = fresh_copy(base, root, "submitit")
+        argv, env = torchrun_cmd(spec)
+        ex = submitit.LocalExecutor(folder=spec.run_dir / "submitit")
+        ex.update_parameters(timeout_min=spec.conf.resources.timeout_min)
+        t0 = time.perf_counter()
+        job = ex.submit(subprocess.run, argv, env=env, check=True, capture_output=True)
+        job.result()
+        return time.perf_counter() - t0
+
+    # One discarded round first: the submitter's own first-call imports are not the job's wall time.
+    s = rotate({"api": api, "raw": torchrun_alone, "submitit": plain_submitit, "cli": cli}, repeats,
+               warmup=0 if quick else 1)
+    m = {k: median(v) for k, v in s.items()}
+    what = f"synthetic task, {steps} steps, 2 CPU workers, local executor"
+    raw = "the same torchrun command alone"
+    return [
+        Row(f"submit -> gathered result, Python API (submit + wait + gather), {what}", raw, m["api"], m["raw"],
+            repeats, SUBMIT_GOAL, key="submit.api", samples_a=s["api"], samples_b=s["raw"],
+            note="wait() blocks on the LocalJob controller process instead of polling every second"),
+        Row(f"`hpc-ft submit` end to end (compose, dispatch, wait, results), {what}", raw, m["cli"], m["raw"],
+            repeats, "report", key="submit.cli", samples_a=s["cli"], samples_b=s["raw"],
+            note="adds the CLI's own start (Hydra compose + validation) and the results table"),
+        Row(f"reference: plain submitit LocalExecutor + job.result(), {what}", raw, m["submitit"], m["raw"],
+            repeats, "report", key="submit.submitit", samples_a=s["submitit"], samples_b=s["raw"],
+            note="A here is raw submitit, not hpc_ft: the cost hpc_ft's wait() avoids"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    rows = measure(args.quick)
+    print_table(rows, "Submit to result")
+    if args.out:
+        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
