@@ -277,6 +277,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
             idx = global_batch(data.num_train, t.seed, step, t.batch_size)
             batches = micro_batches(data.train, idx, d.rank, d.world, t.grad_accum_steps)
             for i, batch in enumerate(batches):
+                meter.tokens += _tokens(batch) * d.world  # counted on the host copy: no device sync per step
                 batch = _to_device(batch, d.device)
                 labels = batch.pop(LABELS)
                 last_micro = i == len(batches) - 1
@@ -288,7 +289,6 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                         loss = F.cross_entropy(logits.float(), labels) / t.grad_accum_steps
                     scaler.scale(loss).backward()
                 loss_sum += loss.detach()
-                meter.tokens += _tokens(batch) * d.world
             if t.grad_clip_norm > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm)
