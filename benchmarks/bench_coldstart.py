@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO_ROOT, Row, median, missing_row, print_table, rotate, run_cmd, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO_ROOT, Row, median, missing_row, print_table, rotate, run_cmd, write_json)
 
 COLD_GOAL = "<= 0.5 s"
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]

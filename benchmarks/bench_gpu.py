@@ -40,8 +40,9 @@ def require_cuda() -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise NoGpu(f"GPU mode needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}) "
-                    f"sees no CUDA device. Run it on a GPU machine: python benchmarks/run.py --gpu")
+        raise NoGpu(f"GPU mode needs a CUDA GPU: torch {torch.__version__} (CUDA build: "
+                    f"{torch.version.cuda or 'none'}) sees no CUDA device. Run it on a GPU machine: "
+                    f"python benchmarks/run.py --gpu")
 
 
 def peak_bf16_tflops(name: str) -> float | None:
@@ -178,7 +179,8 @@ def measure(quick: bool = False, compile_model: bool = False, device: str = "cud
     rows = []
     for p in ("bf16", "fp16"):
         rows.append(Row(f"GPU step time {p} vs fp32, {what}", "same step, fp32 (no TF32)", m[p], m["fp32"],
-                        shape.rounds, "<= 0.5x" if p == "bf16" else "report", key=f"gpu.precision.{p}", samples_a=s[p], samples_b=s["fp32"],
+                        shape.rounds, "<= 0.5x" if p == "bf16" else "report", key=f"gpu.precision.{p}",
+                        samples_a=s[p], samples_b=s["fp32"],
                         note=f"{p} throughput = {m['fp32'] / m[p]:.2f}x fp32 (goal for bf16: >= 2x)"))
     flops = flops_per_step(trainers["bf16"].model, shape)
     achieved = flops / m["bf16"] / 1e12

@@ -45,7 +45,7 @@ class Row:
     unit: str = "s"
     samples_a: list[float] = field(default_factory=list)
     samples_b: list[float] = field(default_factory=list)
-    status: str = ""  # overrides the verdict: "pending", "not available", "error", "n/a", or "miss" (e.g. imports torch)
+    status: str = ""  # overrides the verdict: "pending", "not available", "error", "n/a", "miss" (imports torch)
 
     @property
     def ratio(self) -> float:

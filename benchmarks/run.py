@@ -3,7 +3,7 @@ measured alternately in the same run. Prints a table and writes JSON (and the ma
 
     python benchmarks/run.py                 # CPU rows: cold start, step time, precision, submit, planner, ...
     python benchmarks/run.py --quick         # tiny sizes, one repetition: proves the harness works (CI)
-    python benchmarks/run.py --only step,cold
+    python benchmarks/run.py --only step,cold   # re-measure these groups; the day's file keeps the others' rows
     python benchmarks/run.py --gpu           # GPU rows only (needs CUDA; no hydra/omegaconf/submitit needed)
     python benchmarks/run.py --check         # exit 1 when a goal is missed
 
@@ -118,6 +118,32 @@ def group_fns(quick: bool) -> dict[str, Callable[[], list[Row]]]:
     return fns
 
 
+def group_of(key: str) -> str:
+    """The group a row key belongs to (precision rows come from the step group)."""
+    head = key.split(".", 1)[0]
+    return "step" if head == "precision" else head
+
+
+def merge_previous(out: Path, rows: list[Row], groups: list[str], mode: str,
+                   quick: bool) -> tuple[list[Row], list[str]]:
+    """With --only: keep the other groups' rows of an earlier run of the same mode in ``out``, in group order.
+
+    Returns the rows and the earlier run's commands (the JSON lists every command that made its rows).
+    """
+    try:
+        old = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return rows, []
+    if old.get("mode") != mode or old.get("quick") != quick:
+        return rows, []
+    kept = [Row.from_dict(d) for d in old.get("rows", []) if group_of(d.get("key", "")) not in groups]
+    if not kept:
+        return rows, []
+    order = {g: i for i, g in enumerate(CPU_GROUPS)}
+    merged = sorted(kept + rows, key=lambda r: order.get(group_of(r.key), len(order)))
+    return merged, list(old.get("commands") or [old.get("command", "?")])
+
+
 def run_groups(groups: list[str], quick: bool) -> list[Row]:
     fns = group_fns(quick)
     rows: list[Row] = []
@@ -170,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--only {','.join(unknown)}: unknown group; choose from {','.join(CPU_GROUPS)}")
         rows = run_groups(groups, args.quick)
         mode = "cpu"
+    suffix = ("-gpu" if args.gpu else "") + ("-quick" if args.quick else "")
+    out = args.out or default_results_path(suffix)
+    earlier: list[str] = []
+    if args.only and not args.gpu:
+        rows, earlier = merge_previous(out, rows, groups, mode, args.quick)
     end = machine_info()
     load = "->".join(f"{m['loadavg_1_5_15'][0]:.1f}" for m in (start, end) if m.get("loadavg_1_5_15"))
     title = (f"hpc_ft benchmarks ({mode}{', quick' if args.quick else ''}) on {start['host']} "
@@ -177,17 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     print_rich_table(rows, title)
     table = markdown_table(rows)
     cmd = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload = {"command": cmd.strip(), "mode": mode, "quick": args.quick, "machine": start,
+    payload = {"command": cmd.strip(), "commands": [*earlier, cmd.strip()], "mode": mode, "quick": args.quick,
+               "machine": start,
                "loadavg_end": end.get("loadavg_1_5_15"), "torch": torch_version(),
                "elapsed_s": time.perf_counter() - t0, "rows": [r.to_dict() for r in rows], "markdown": table}
     if args.gpu:
         import torch
 
         payload["gpu"] = torch.cuda.get_device_name(0)
-    suffix = ("-gpu" if args.gpu else "") + ("-quick" if args.quick else "")
-    out = args.out or default_results_path(suffix)
     write_json(out, payload)
-    write_text_atomic(out.with_suffix(".md"), f"{title}\n\nCommand: `{payload['command']}`\n\n{table}\n")
+    cmds = ", ".join(f"`{c}`" for c in payload["commands"])
+    write_text_atomic(out.with_suffix(".md"), f"{title}\n\nCommands: {cmds}\n\n{table}\n")
     print(f"wrote {out} (and {out.with_suffix('.md').name})")
     verdicts = [r.verdict() for r in rows]
     if "error" in verdicts or (args.check and "miss" in verdicts):

@@ -48,6 +48,20 @@ def test_baseline_windows_match_hpc_ft_windows():
     assert windows_from_ends(0.0, ends, 2) == [2.0, 1.0]
 
 
+def test_only_keeps_the_other_groups_rows(tmp_path):
+    from benchmarks.run import merge_previous
+
+    out = tmp_path / "day.json"
+    old = [Row("s", "b", 1.0, 1.0, 1, "", key="step.default"), Row("p", "b", 1.0, 1.0, 1, "", key="precision.bf16"),
+           Row("c", "b", 1.0, 1.0, 1, "", key="cold.help")]
+    out.write_text(json.dumps({"mode": "cpu", "quick": False, "command": "python benchmarks/run.py --only step,cold",
+                               "rows": [r.to_dict() for r in old]}))
+    rows, earlier = merge_previous(out, [Row("c2", "b", 2.0, 1.0, 1, "", key="cold.help")], ["cold"], "cpu", False)
+    assert [(r.key, r.name) for r in rows] == [("cold.help", "c2"), ("step.default", "s"), ("precision.bf16", "p")]
+    assert earlier == ["python benchmarks/run.py --only step,cold"]
+    assert merge_previous(out, [], ["cold"], "cpu", True) == ([], [])  # a quick run never mixes with a full one
+
+
 def test_gpu_mode_refuses_without_cuda_or_measures_with_it(tmp_path):
     import torch
 
