@@ -73,3 +73,95 @@ def slurm_cluster() -> Iterator[Cluster]:
     if not was_up:
         down = _run_script("down", 120)
         assert down.returncode == 0, f"scripts/local-slurm.sh down failed:\n{down.stdout}\n{down.stderr}"
+
+
+# -- helpers for the cluster tests -------------------------------------------------------------------------
+POLL_S = 0.2
+
+
+def wait_until(predicate, timeout_s: float, what: str):
+    """Poll ``predicate`` until it returns something truthy; fail the test (never hang) after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def sacct_runs(job_id: str) -> list[str]:
+    """One state per run of the job (-D: a requeued job has a REQUEUED record per earlier run)."""
+    out = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", str(job_id), "-o", "State"], capture_output=True,
+                         text=True, timeout=30).stdout
+    return [s.split()[0] for s in out.splitlines() if s.strip()]
+
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL")
+
+
+def wait_job_done(job_id: str, timeout_s: float = 300) -> list[str]:
+    """Wait until Slurm's accounting shows the job's last run finished; returns every run's state."""
+    def done():
+        runs = sacct_runs(job_id)
+        return runs if runs and runs[-1] in FINAL_STATES else None
+
+    return wait_until(done, timeout_s, f"job {job_id} to finish")
+
+
+@pytest.fixture(scope="session")
+def reference_weights(tmp_path_factory):
+    """``reference_weights(nodes)``: final weights of an uninterrupted synthetic run on the local executor
+    with the same world size (nodes x 2 workers), computed once per node count."""
+    import torch  # noqa: F401  (the checkpoint holds tensors)
+
+    from hpc_ft.train.checkpoint import load_latest
+    from tests.conftest import SYNTH, hpc_ft_cmd
+
+    cache: dict[int, dict] = {}
+
+    def get(nodes: int) -> dict:
+        if nodes not in cache:
+            run = tmp_path_factory.mktemp(f"reference{nodes}") / "run"
+            res = hpc_ft_cmd("submit", *SYNTH, f"resources.nodes={nodes}", f"hydra.run.dir={run}")
+            assert res.returncode == 0, res.stdout + res.stderr
+            cache[nodes] = load_latest(run).state["model"]
+        return cache[nodes]
+
+    return get
+
+
+def assert_bitwise_equal(a: dict, b: dict) -> None:
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs from the uninterrupted run"
+
+
+@pytest.fixture
+def make_spec():
+    """``make_spec(run_dir, *overrides, env=...)``: the synthetic task as a Slurm JobSpec, ready to submit."""
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import resolve
+    from tests.conftest import SYNTH
+
+    def make(run_dir, *overrides: str, env: dict | None = None):
+        conf = compose_conf([*SYNTH, "executor=slurm", "resources.mem_gb=1", "resources.timeout_min=10",
+                             "executor.preempt_signal_delay_s=60", *overrides], run_dir=run_dir)
+        if env is not None:
+            conf.executor.env = dict(env)
+        return resolve(conf)
+
+    return make
+
+
+@pytest.fixture
+def make_resources():
+    """``make_resources(**fields)``: a ResourcesConf for preflight checks."""
+    from hpc_ft.config.schema import ResourcesConf
+
+    return lambda **kw: ResourcesConf(**kw)

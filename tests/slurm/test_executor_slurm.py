@@ -1,0 +1,167 @@
+"""executor=slurm on the real local cluster: 2-node training, failures, preflight, preemption and requeue."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hpc_ft.node.rendezvous import derive_port
+from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done, wait_until
+
+pytestmark = pytest.mark.slurm
+
+SLURM = ["executor=slurm", "resources.mem_gb=1", "resources.timeout_min=10", "executor.poll_interval_s=0.5"]
+HOLD_AT = 8  # the test hook holds training after this step until the preemption signal arrives
+
+
+def results(run_dir: Path) -> list[dict]:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def node_report(run_dir: Path, rank: int) -> dict:
+    return json.loads((run_dir / "nodes" / f"node_{rank}.json").read_text())
+
+
+def final_weights(run_dir: Path) -> dict:
+    from hpc_ft.train.checkpoint import load_latest
+
+    return load_latest(run_dir).state["model"]
+
+
+def submitted_job_id(stdout: str) -> str:
+    m = re.search(r"submitted job (\S+)", stdout)
+    assert m, stdout
+    return m.group(1)
+
+
+def test_two_nodes_train_one_world_and_both_report(slurm_cluster, run_cli, synth, tmp_path, reference_weights):
+    run = tmp_path / "run"
+    res = run_cli("submit", *synth, *SLURM, "resources.nodes=2", f"hydra.run.dir={run}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job_id = submitted_job_id(res.stdout)
+    nodes = results(run)
+    assert [n["node_rank"] for n in nodes] == [0, 1]
+    assert sorted(n["host"] for n in nodes) == ["node01", "node02"]
+    assert all(n["exit_code"] == 0 and n["job_id"] == job_id for n in nodes)
+    assert all(n["train"]["world_size"] == 4 and n["train"]["steps"] == 20 for n in nodes)
+    # Rendezvous: first host of the allocation, port from the job id, the same on both nodes.
+    for rank in (0, 1):
+        argv = json.loads((run / "nodes" / f"node{rank}" / "torchrun_argv.json").read_text())
+        assert f"--rdzv-endpoint=node01:{derive_port(job_id)}" in argv and "--nnodes=2" in argv
+    assert sacct_runs(job_id) == ["COMPLETED"]
+    assert_bitwise_equal(final_weights(run), reference_weights(2))
+
+
+def test_failed_nodes_show_exit_code_and_error_tail(slurm_cluster, run_cli, synth, tmp_path):
+    run = tmp_path / "run"
+    res = run_cli("submit", *synth, *SLURM, "resources.nodes=2", "model.hidden=-3", f"hydra.run.dir={run}")
+    assert res.returncode == 1, res.stdout + res.stderr
+    nodes = results(run)
+    assert len(nodes) == 2
+    for n in nodes:
+        assert n["exit_code"] not in (0, None) and "negative dimension" in n["error_tail"], n
+    assert "negative dimension" in res.stdout
+
+
+def test_preflight_refuses_before_anything_is_written(slurm_cluster, run_cli, synth, tmp_path):
+    run = tmp_path / "run"
+    res = run_cli("submit", *synth, *SLURM, "resources.partition=short", "resources.nodes=2",
+                  "resources.timeout_min=30", f"hydra.run.dir={run}")
+    assert res.returncode == 2
+    assert "resources.nodes=2: partition short allows at most MaxNodes=1" in res.stderr
+    assert "resources.timeout_min=30: partition short allows at most MaxTime=00:10:00" in res.stderr
+    assert not (run / "job.yaml").exists() and not (run / "submitit").exists()
+    # preflight=false skips the check: Slurm takes the job and leaves it pending for good.
+    res = run_cli("submit", *synth, *SLURM, "resources.partition=short", "resources.nodes=2", "preflight=false",
+                  "wait=false", f"hydra.run.dir={run}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job_id = submitted_job_id(res.stdout)
+    try:
+        reason = wait_until(lambda: subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True,
+                                                   text=True, timeout=30).stdout.strip(), 60, "a pending reason")
+        assert reason.startswith("Partition"), reason  # PartitionNodeLimit / PartitionTimeLimit
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+
+
+def test_preflight_accepts_a_request_that_fits_the_real_cluster(slurm_cluster, make_resources):
+    from hpc_ft.submit.preflight import preflight
+
+    preflight(make_resources(nodes=2, gpus_per_node=2, gpu_type="testgpu", mem_gb=8, timeout_min=600))
+    preflight(make_resources(nodes=1, partition="short", timeout_min=10))
+
+
+def test_preemption_requeues_into_the_same_hydra_run_dir_and_resumes_exactly(slurm_cluster, run_cli, synth,
+                                                                             tmp_path, reference_weights):
+    """No hydra.run.dir: Hydra makes outputs/DATE/TIME; the requeued job must land in that same dir."""
+    res = run_cli("submit", *synth, *SLURM, "resources.nodes=1", "wait=false", "executor.preempt_signal_delay_s=60",
+                  f"+executor.env.HPC_FT_TEST_HOLD_AT_STEP={HOLD_AT}", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    job_id = submitted_job_id(res.stdout)
+    (run,) = (tmp_path / "outputs").glob("*/*")
+    wait_until(lambda: (run / "nodes" / "node0" / "held_at_step").exists(), 180, "training to hold")
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    assert wait_job_done(job_id) == ["REQUEUED", "COMPLETED"]
+    assert list((tmp_path / "outputs").glob("*/*")) == [run]  # no second run dir
+    node = node_report(run, 0)
+    assert node["exit_code"] == 0 and node["train"]["start_step"] == HOLD_AT and node["train"]["steps"] == 20
+    assert_bitwise_equal(final_weights(run), reference_weights(1))
+
+
+@pytest.fixture(scope="module")
+def two_node_preempted(slurm_cluster, tmp_path_factory):
+    """One 2-node job, held at step HOLD_AT, preempted with USR2, requeued and finished: (spec, reports, runs)."""
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import resolve
+    from hpc_ft.submit.dispatch import submit
+    from hpc_ft.submit.gather import gather, wait
+    from tests.conftest import SYNTH
+
+    conf = compose_conf([*SYNTH, *SLURM, "resources.nodes=2", "executor.preempt_signal_delay_s=60"],
+                        run_dir=tmp_path_factory.mktemp("preempt2") / "run")
+    conf.executor.env = {"HPC_FT_TEST_HOLD_AT_STEP": str(HOLD_AT)}
+    spec = resolve(conf)
+    job = submit(spec)
+    held = [spec.run_dir / "nodes" / f"node{r}" / "held_at_step" for r in (0, 1)]
+    wait_until(lambda: all(p.exists() for p in held), 180, "both nodes to hold")
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
+    wait(job, poll_s=0.5, timeout_s=300)
+    return spec, gather(job, spec), wait_job_done(job.job_id)
+
+
+def test_preemption_across_two_nodes_requeues_and_resumes_at_the_step(two_node_preempted):
+    spec, reports, runs = two_node_preempted
+    assert [r.exit_code for r in reports] == [0, 0], [r.error_tail for r in reports]
+    assert all(r.train["start_step"] == HOLD_AT and r.train["world_size"] == 4 for r in reports)
+    assert all(r.train["steps"] == 20 for r in reports)
+    assert runs == ["REQUEUED", "COMPLETED"]
+
+
+@pytest.mark.xfail(strict=True, reason="hpc_ft.train: resume is not bitwise at world size 4 (also 1 node x 4 "
+                   "workers on the local executor with HPC_FT_STOP_AFTER_STEP=10); exact at world size 2. "
+                   "Remove this mark when training's resume is exact for world size > 2.")
+def test_preemption_across_two_nodes_matches_the_uninterrupted_run(two_node_preempted, reference_weights):
+    spec, _, _ = two_node_preempted
+    assert_bitwise_equal(final_weights(spec.run_dir), reference_weights(2))
+
+
+def test_requeues_are_bounded(slurm_cluster, make_spec, tmp_path):
+    """executor.max_requeues=0: the preempted job checkpoints and stops instead of requeueing."""
+    from hpc_ft.submit.dispatch import submit
+    from hpc_ft.submit.gather import gather, wait
+    from hpc_ft.train.checkpoint import load_latest
+
+    spec = make_spec(tmp_path / "run", "resources.nodes=1", "executor.max_requeues=0",
+                     env={"HPC_FT_TEST_HOLD_AT_STEP": str(HOLD_AT)})
+    job = submit(spec)
+    wait_until(lambda: (spec.run_dir / "nodes" / "node0" / "held_at_step").exists(), 180, "training to hold")
+    subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
+    wait(job, poll_s=0.5, timeout_s=300)
+    (rep,) = gather(job, spec)
+    assert rep.exit_code != 0 and "not requeued" in rep.error_tail, rep
+    assert "REQUEUED" not in wait_job_done(job.job_id)
+    assert load_latest(spec.run_dir).step == HOLD_AT  # the preemption checkpoint is there to resume from
