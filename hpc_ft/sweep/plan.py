@@ -15,7 +15,7 @@ from hpc_ft.sched import Budget, Plan, SweepJob, estimate_durations, plan_sweep
 
 DEFAULT_DURATION_H = 1.0  # assumed when neither sched.est_duration_h nor earlier runs give one
 SWEEP_WIDE = ("sched.policy", "sched.order", "sched.objective", "sched.budget_gpus", "sched.budget_gpu_hours",
-              "sched.budget_money", "sched.array_parallelism", "executor.name", "wait", "dry_run",
+              "sched.budget_money", "sched.array_parallelism", "executor.name", "wait", "dry_run", "preflight",
               "telemetry.price_per_gpu_hour")
 
 

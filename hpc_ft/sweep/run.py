@@ -87,12 +87,15 @@ def slurm_groups(entries: Sequence[SweepEntry]) -> list[list[SweepEntry]]:
 
 
 def submit_slurm(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path) -> None:
-    """One submitit batch (a Slurm job array, %parallelism) per group; task i of an array is its i-th job."""
+    """One submitit batch (a Slurm job array, %parallelism) per group; task i of an array is its i-th job.
+
+    Each task is a SlurmNodeTask (as a single Slurm submit uses): preemption reaches every node's torchrun.
+    """
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     from hpc_ft.node.launch import signal_name
-    from hpc_ft.node.task import NodeTask
+    from hpc_ft.node.slurm_task import SlurmNodeTask
     from hpc_ft.submit.slurm import slurm_parameters
 
     for k, group in enumerate(slurm_groups(entries)):
@@ -103,7 +106,7 @@ def submit_slurm(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Pat
                                     max_num_timeout=first.conf.executor.max_requeues)
         ex.update_parameters(**slurm_parameters(first), array_parallelism=parallelism)
         with ex.batch():
-            jobs = [ex.submit(NodeTask(str(e.spec.spec_path))) for e in group]
+            jobs = [ex.submit(SlurmNodeTask(str(e.spec.spec_path))) for e in group]
         for e, job in zip(group, jobs):
             e.job = job
         log.info("array %s: %d job(s) (sweep jobs %s), at most %d at once", jobs[0].job_id.split("_")[0],

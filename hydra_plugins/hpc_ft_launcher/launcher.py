@@ -152,7 +152,27 @@ class HpcFtLauncher(Launcher):
             configs[n] = self._sweep_config(overrides[n], n)
             confs[n] = self._job_conf(configs[n])
         check(sorted(extra))
+        if confs[nums[0]].executor.name == "slurm":
+            self._check_slurm([confs[n] for n in nums])
         return plan
+
+    @staticmethod
+    def _check_slurm(confs: list) -> None:
+        """What a single Slurm submit checks, for every job before any is submitted: values a batch script
+        can't hold, and (preflight=true) each distinct request against the cluster's partitions."""
+        from hpc_ft.job import resolve
+        from hpc_ft.submit.slurm import check_sbatch_values
+
+        for conf in confs:
+            check_sbatch_values(resolve(copy.deepcopy(conf)))
+        if confs[0].preflight:
+            from hpc_ft.submit.preflight import preflight
+
+            seen = []
+            for conf in confs:
+                if conf.resources not in seen:
+                    seen.append(conf.resources)
+                    preflight(conf.resources)
 
     # -- 3. submit and gather -------------------------------------------------------------------------------
     def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path) -> list[JobReturn]:

@@ -56,3 +56,13 @@ def test_four_point_sweep_is_one_array_of_parallelism_two(slurm_cluster, tmp_pat
     assert min(s for s, _ in second_wave) >= min(e for _, e in first_wave)
     for start, _ in spans:  # %2: never more than two jobs running at once
         assert sum(1 for s0, e0 in spans if s0 <= start < e0) <= 2
+
+
+def test_a_request_the_cluster_cannot_hold_is_refused_before_any_job_is_submitted(slurm_cluster, tmp_path):
+    sweep = tmp_path / "sw"
+    res = subprocess.run([sys.executable, "-m", "hpc_ft.cli", "submit", "-m", "resources.gpus_per_node=1,8",
+                          "executor=slurm", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "SLURM_CONF": str(slurm_cluster.conf)})
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "resources.gpus_per_node" in res.stderr and "Traceback" not in res.stderr
+    assert not list(sweep.rglob("job.yaml")) and not (sweep / ".submitit").exists()
