@@ -43,6 +43,7 @@ class Dist:
     world: int
     node_rank: int
     device: torch.device
+    control: Any = None  # a gloo group for tiny CPU-side agreements (no GPU sync); None: the default group
 
     @property
     def is_main(self) -> bool:
@@ -88,7 +89,10 @@ def _setup_dist(spec: JobSpec) -> Dist:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-    return Dist(rank, local_rank, world, int(os.environ.get("HPC_FT_NODE_RANK", "0")), device)
+    # The per-step "anyone preempted?" vote runs over gloo on CPU tensors: with NCCL it would need a
+    # device tensor and a .item() that stalls the GPU queue every step.
+    control = dist.new_group(backend="gloo") if (world > 1 and use_cuda) else None
+    return Dist(rank, local_rank, world, int(os.environ.get("HPC_FT_NODE_RANK", "0")), device, control)
 
 
 def _seed_everything(spec: JobSpec, d: Dist) -> None:
@@ -320,10 +324,10 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                 meter.t0 = time.perf_counter()  # eval time is not training throughput
 
             if hold_at and step == hold_at and start_step < hold_at:
-                preempt.hold_until_signal(node_dir / "held_at_step" if d.is_node_main else None,
-                                          d.device, d.rank)
+                preempt.hold_until_signal(node_dir / "held_at_step" if d.is_node_main else None, d.rank,
+                                          d.control)
             local_stop = preempt.requested or (stop_after > 0 and step == stop_after and start_step < stop_after)
-            if step < t.max_steps and preempt.agreed(local_stop, d.device):
+            if step < t.max_steps and preempt.agreed(local_stop, d.control):
                 save(step)
                 preempted = True
                 progress.note(f"preempted ({preempt.signal_name or 'test hook'}): checkpoint at step {step}, "

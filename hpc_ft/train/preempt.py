@@ -36,15 +36,15 @@ class PreemptFlag:
         self.requested = True
         self.signal_name = signal.Signals(signum).name
 
-    def agreed(self, local: bool, device: torch.device) -> bool:
-        """True on every rank if any rank wants to stop (one tiny all-reduce)."""
+    def agreed(self, local: bool, group=None) -> bool:
+        """True on every rank if any rank wants to stop (one tiny CPU all-reduce over ``group``)."""
         if not (dist.is_available() and dist.is_initialized()):
             return local
-        flag = torch.tensor([1.0 if local else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        flag = torch.tensor([1.0 if local else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
         return bool(flag.item() > 0)
 
-    def hold_until_signal(self, marker: os.PathLike | None, device: torch.device, rank: int) -> None:
+    def hold_until_signal(self, marker: os.PathLike | None, rank: int, group=None) -> None:
         """Test hook: announce the step through ``marker`` and wait (bounded) until the signal arrives.
 
         Every rank polls its own flag and all ranks agree in lockstep, so a signal that reaches only
@@ -60,8 +60,8 @@ class PreemptFlag:
             if rank == 0 and time.monotonic() > deadline:
                 code = 2.0
             if dist.is_available() and dist.is_initialized():
-                t = torch.tensor([code], device=device)
-                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                t = torch.tensor([code])
+                dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
                 code = float(t.item())
             if code >= 2.0:
                 raise TimeoutError(f"no preemption signal within {HOLD_TIMEOUT_S:.0f} s of the test hold")
