@@ -57,9 +57,13 @@ def _fit(job: SweepJob, gpus: int, cap: int) -> int:
 
 def _equal(jobs: list[SweepJob], cap: int, k: int) -> Allocation:
     share = cap // k
-    return Allocation({j.name: _fit(j, share, cap) for j in jobs},
-                      [f"policy=equal: {cap} GPUs shared by {k} jobs at once, {share} each "
-                       "(clamped to each job's [min_gpus, max_gpus])"])
+    gpus = {j.name: _fit(j, share, cap) for j in jobs}
+    note = f"policy=equal: {cap} GPUs shared by {k} jobs at once, {share} each"
+    if any(g != share for g in gpus.values()):
+        got = sorted(set(gpus.values()))
+        note += (f"; clamped to each job's [min_gpus, max_gpus]: {', '.join(map(str, got))} GPUs per job "
+                 "(fewer jobs run at once)")
+    return Allocation(gpus, [note])
 
 
 def priority_key(job: SweepJob) -> tuple[float, int]:
