@@ -129,9 +129,11 @@ class NodeTask:
         if proc is not None and proc.poll() is None:
             sig = getattr(signal, signal_name(spec.conf.executor.preempt_signal))
             proc.send_signal(sig)
-            try:
-                proc.wait(timeout=max(10, spec.conf.executor.preempt_signal_delay_s - 10))
-            except subprocess.TimeoutExpired:
+            # Not proc.wait(): this runs in a signal handler that may have interrupted the main thread's
+            # own proc.wait(), which holds the Popen's wait lock while it blocks.
+            from hpc_ft.node.slurm_task import wait_exit
+
+            if not wait_exit(proc.pid, max(10, spec.conf.executor.preempt_signal_delay_s - 10)):
                 log.warning("torchrun did not stop in time after the preemption signal")
         if self.requeues >= spec.conf.executor.max_requeues:
             log.warning("not requeueing: executor.max_requeues=%d reached", spec.conf.executor.max_requeues)

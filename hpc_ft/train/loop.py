@@ -192,6 +192,23 @@ def evaluate(model: torch.nn.Module, data: TaskData, spec: JobSpec, d: Dist, amp
     return float(totals[0]) / n, float(totals[2]) / n
 
 
+def _settle_ddp_buckets(ddp: DDP, data: TaskData, micro: int, d: Dist) -> None:
+    """Give a resumed run the gradient buckets an uninterrupted run has by now.
+
+    DDP regroups its gradient buckets after the first backward pass. With three or more ranks the
+    order of floating-point additions in the all-reduce depends on that grouping, so a resumed run
+    would drift from the uninterrupted one in the last bits. One backward pass without dropout
+    (eval mode), whose gradients are thrown away, makes the regrouping happen before the first real
+    step; parameters, optimizer and RNG are untouched.
+    """
+    batch = _to_device({k: v[:micro] for k, v in data.train.items()}, d.device)
+    labels = batch.pop(LABELS)
+    ddp.eval()
+    F.cross_entropy(ddp(**batch).float(), labels).backward()
+    ddp.zero_grad(set_to_none=True)
+    ddp.train()
+
+
 def train(spec: JobSpec) -> int:
     """Train the job described by ``spec``; returns 0 when done, 75 when stopped for preemption."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
@@ -249,6 +266,8 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
         torch.manual_seed(t.seed + 7919 * d.rank)  # distinct dropout streams per rank
 
     ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
+    if d.world > 1 and start_step > 0:
+        _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)
     flops = _flops_per_sample(model, data)
 
     def save(step: int) -> None:

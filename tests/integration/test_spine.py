@@ -90,6 +90,17 @@ def test_interrupted_run_resumes_at_same_step_with_same_weights(tmp_path, run_cl
     _assert_bitwise_equal(_final_weights(ref), _final_weights(cut))
 
 
+def test_resume_is_bitwise_with_four_workers(tmp_path, run_cli, synth):
+    """With 3+ ranks the all-reduce's addition order follows DDP's bucket layout: resume must restore it too."""
+    four = [*synth, "resources.workers_per_node=4", "resources.cpus_per_task=4", "train.max_steps=12"]
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert run_cli("submit", *four, f"hydra.run.dir={ref}").returncode == 0
+    run_cli("submit", *four, f"hydra.run.dir={cut}", env={"HPC_FT_STOP_AFTER_STEP": "6"})
+    assert load_latest(cut).step == 6
+    assert run_cli("submit", *four, f"hydra.run.dir={cut}").returncode == 0
+    _assert_bitwise_equal(_final_weights(ref), _final_weights(cut))
+
+
 def test_truncated_newest_checkpoint_falls_back_and_still_matches(tmp_path, run_cli, synth):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert run_cli("submit", *synth, f"hydra.run.dir={ref}").returncode == 0

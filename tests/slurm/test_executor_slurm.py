@@ -141,9 +141,6 @@ def test_preemption_across_two_nodes_requeues_and_resumes_at_the_step(two_node_p
     assert runs == ["REQUEUED", "COMPLETED"]
 
 
-@pytest.mark.xfail(strict=True, reason="hpc_ft.train: resume is not bitwise at world size 4 (also 1 node x 4 "
-                   "workers on the local executor with HPC_FT_STOP_AFTER_STEP=10); exact at world size 2. "
-                   "Remove this mark when training's resume is exact for world size > 2.")
 def test_preemption_across_two_nodes_matches_the_uninterrupted_run(two_node_preempted, reference_weights):
     spec, _, _ = two_node_preempted
     assert_bitwise_equal(final_weights(spec.run_dir), reference_weights(2))
