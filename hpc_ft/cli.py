@@ -134,6 +134,9 @@ def _sbatch_task(cfg) -> int:
     spec, warnings = _compose_spec(cfg)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    from hpc_ft.submit.slurm import check_sbatch_values
+
+    check_sbatch_values(spec)  # refuse values a batch script can't hold before writing anything
     path = spec.run_dir / "job.sbatch"
     save_spec(spec)
     write_sbatch(spec, path)

@@ -63,3 +63,10 @@ def test_unknown_key_is_rejected(tmp_path):
 def test_help_lists_commands(tmp_path):
     res = run(["--help"], tmp_path)
     assert res.returncode == 0 and all(c in res.stdout for c in ("submit", "sbatch", "report", "plan"))
+
+
+def test_sbatch_refuses_a_value_a_batch_script_cannot_hold_before_writing(tmp_path):
+    rd = tmp_path / "run"
+    res = run(["sbatch", "executor=slurm", "run.name='two\nlines'", f"hydra.run.dir={rd}"], tmp_path)
+    assert res.returncode == 2 and "run.name" in res.stderr, res.stderr
+    assert not (rd / "job.yaml").exists() and not (rd / "job.sbatch").exists()
