@@ -66,7 +66,7 @@ def test_help_lists_commands(tmp_path):
 
 
 def test_sbatch_refuses_a_value_a_batch_script_cannot_hold_before_writing(tmp_path):
-    rd = tmp_path / "run"
-    res = run(["sbatch", "executor=slurm", "run.name='two\nlines'", f"hydra.run.dir={rd}"], tmp_path)
-    assert res.returncode == 2 and "run.name" in res.stderr, res.stderr
+    rd = tmp_path / "run%j"  # '%' would be expanded by #SBATCH --output
+    res = run(["sbatch", "executor=slurm", f"hydra.run.dir={rd}"], tmp_path)
+    assert res.returncode == 2 and "run.dir" in res.stderr and "Fix:" in res.stderr, res.stderr
     assert not (rd / "job.yaml").exists() and not (rd / "job.sbatch").exists()
