@@ -82,8 +82,7 @@ def build_model(shape: Shape):
 
     cfg = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                      num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-                     max_position_embeddings=max(512, shape.seq_len))
-    cfg._attn_implementation = "sdpa"
+                     max_position_embeddings=max(512, shape.seq_len), attn_implementation="sdpa")
 
     class Classifier(nn.Module):
         def __init__(self) -> None:

@@ -33,7 +33,7 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.gather import gather, wait
 
-    repeats, steps = (1, 10) if quick else (5, 50)
+    repeats, steps = (1, 10) if quick else (3, 50)
     root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-submit-"))
     overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
     base = compose_spec(overrides, root / "compose")
