@@ -79,6 +79,22 @@ class Meter:
         return rate
 
 
+def _attempt_store(rank: int, world: int) -> dist.Store:
+    """The rendezvous store of this torchrun attempt, under a prefix of its own.
+
+    torchrun keeps one store across worker restarts (``--max-restarts``) and its env:// path adds no
+    per-attempt prefix, so restarted workers could read the dead workers' addresses and hang or fail
+    in gloo's connect. Keys under ``attempt_N`` start clean on every restart.
+    """
+    import datetime
+
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_store and rank == 0, multi_tenant=True,
+                          timeout=datetime.timedelta(minutes=10))
+    return dist.PrefixStore(f"hpc_ft/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def _setup_dist(spec: JobSpec) -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -88,7 +104,8 @@ def _setup_dist(spec: JobSpec) -> Dist:
     if use_cuda:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None,
+                                store=_attempt_store(rank, world), rank=rank, world_size=world)
     # The per-step "anyone preempted?" vote runs over gloo on CPU tensors: with NCCL it would need a
     # device tensor and a .item() that stalls the GPU queue every step.
     control = dist.new_group(backend="gloo") if (world > 1 and use_cuda) else None
