@@ -6,6 +6,7 @@ number of workers, reads exactly the same global batches, so no loader state nee
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -49,6 +50,7 @@ class TaskData:
         return float(counts.max()) / max(1, int(counts.sum()))
 
 
+@functools.lru_cache(maxsize=2)  # a step's batch spans at most two epochs; don't reshuffle every step
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
