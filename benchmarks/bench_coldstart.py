@@ -9,7 +9,6 @@ Goal: at most 0.5 s each, and none imports torch (checked with ``python -X impor
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    REPO_ROOT, Row, median, missing_row, print_table, rotate, run_cmd, write_json)
+    REPO_ROOT, Row, group_main, median, missing_row, rotate, run_cmd)
 
 COLD_GOAL = "<= 0.5 s"
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
@@ -89,15 +88,7 @@ def measure(quick: bool = False) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    rows = measure(args.quick)
-    print_table(rows, "Cold start")
-    if args.out:
-        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
-    return 0
+    return group_main(measure, "Cold start", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the median of the rest. Runs of all configurations are interleaved (A B C D, D C
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row, median, print_table, rotate, run_cmd, write_json  # noqa: E402
+from benchmarks.common import Row, group_main, median, rotate, run_cmd  # noqa: E402
 from benchmarks.spec import STEADY, SYNTHETIC, compose_spec, fresh_copy, torchrun_cmd  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parent / "baselines" / "ddp_loop.py"
@@ -137,15 +136,7 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    rows = measure(args.quick)
-    print_table(rows, "Training step")
-    if args.out:
-        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
-    return 0
+    return group_main(measure, "Training step", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -219,3 +219,19 @@ def write_text_atomic(path: Path, text: str) -> None:
 def write_json(path: Path, payload: dict) -> None:
     """Write results as JSON, atomically."""
     write_text_atomic(path, json.dumps(payload, indent=1, default=str) + "\n")
+
+
+def group_main(measure: Callable[[bool], list[Row]], title: str, description: str,
+               argv: list[str] | None = None) -> int:
+    """The command line of one benchmark group: ``--quick``, ``--out JSON``; prints the table."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    rows = measure(args.quick)
+    print_table(rows, title)
+    if args.out:
+        write_json(args.out, {"rows": [r.to_dict() for r in rows]})
+    return 0
