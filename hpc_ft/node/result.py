@@ -9,6 +9,9 @@ from typing import Any
 
 from hpc_ft.job import atomic_write_text
 
+# Training's exit status after a preemption checkpoint (EX_TEMPFAIL: "try again"): the node requeues the job.
+PREEMPTED_EXIT_CODE = 75
+
 
 @dataclass
 class NodeReport:

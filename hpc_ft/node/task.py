@@ -18,12 +18,11 @@ from typing import Any
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import signal_name, torchrun_argv, worker_env
 from hpc_ft.node.rendezvous import Placement, placement_from_env
-from hpc_ft.node.result import NodeReport
+from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
 
 log = logging.getLogger(__name__)
 
 ERROR_TAIL_LINES = 400  # kept in memory; the report gets a digest of them (see _error_tail)
-PREEMPTED_EXIT_CODE = 75  # what hpc_ft.train exits with after a preemption checkpoint (EX_TEMPFAIL)
 
 
 def node_dir(run_dir: Path, node_rank: int) -> Path:

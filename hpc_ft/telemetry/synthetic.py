@@ -111,7 +111,7 @@ def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: flo
     NodeReport (node_{r}.json) with ``train`` metrics. Returns the run dir."""
     from hpc_ft.config.compose import compose_conf
     from hpc_ft.job import resolve
-    from hpc_ft.node.result import NodeReport
+    from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: flo
         rep = NodeReport(host=f"synthetic{r}", node_rank=r, job_id="synthetic", exit_code=code,
                          wall_s=rows * interval_s, train=dict(train or {}),
                          telemetry=node_telemetry(path) if node_telemetry_in_report else {},
-                         requeued=code == 75)
+                         requeued=code == PREEMPTED_EXIT_CODE)
         rep.save(run_dir / "nodes" / f"node_{r}.json")
     return run_dir
 

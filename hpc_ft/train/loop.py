@@ -231,7 +231,6 @@ def _settle_ddp_buckets(ddp: DDP, data: TaskData, micro: int, d: Dist) -> None:
 def train(spec: JobSpec) -> int:
     """Train the job described by ``spec``; returns 0 when done, 75 when stopped for preemption."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
-    c, t = spec.conf, spec.conf.train
     t_start = time.monotonic()
     d = _setup_dist(spec)
     try:
@@ -286,7 +285,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
 
     ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
     if d.world > 1 and start_step > 0:
-        _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)
+        _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)  # one micro-batch
     flops = _flops_per_sample(model, data)
 
     def save(step: int) -> None:
@@ -306,7 +305,6 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     progress = _Progress(d.is_main, start_step, t.max_steps)
 
     meter = Meter()
-    micro = t.batch_size // (d.world * t.grad_accum_steps)
     loss_sum = torch.zeros((), device=d.device)
     loss_n = 0
     last_loss = float("nan")

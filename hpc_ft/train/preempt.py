@@ -14,7 +14,9 @@ import time
 import torch
 import torch.distributed as dist
 
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: "try again" — the node task requeues the job
+from hpc_ft.node.result import PREEMPTED_EXIT_CODE
+
+EXIT_PREEMPTED = PREEMPTED_EXIT_CODE  # the node task requeues the job on it
 HOLD_TIMEOUT_S = 600.0
 
 
