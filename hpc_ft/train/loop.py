@@ -16,7 +16,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -359,11 +358,17 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                 progress.note(f"step {step}: eval accuracy {accuracy:.3f}, eval loss {eval_loss:.3f}")
                 meter.t0 = time.perf_counter()  # eval time is not training throughput
 
+            # Stop for preemption when the vote cast after the previous step says so. The test hooks
+            # fire at the same step on every rank, so they stop at once without a vote.
+            stop = preempt.vote_result()
             if hold_at and step == hold_at and start_step < hold_at:
                 preempt.hold_until_signal(node_dir / "held_at_step" if d.is_node_main else None, d.rank,
                                           d.control)
-            local_stop = preempt.requested or (stop_after > 0 and step == stop_after and start_step < stop_after)
-            if step < t.max_steps and preempt.agreed(local_stop, d.control):
+                stop = True
+            stop = stop or (stop_after > 0 and step == stop_after and start_step < stop_after)
+            if step < t.max_steps and not stop:
+                preempt.cast_vote(d.control)
+            if step < t.max_steps and stop:
                 save(step)
                 preempted = True
                 progress.note(f"preempted ({preempt.signal_name or 'test hook'}): checkpoint at step {step}, "
