@@ -1,10 +1,11 @@
-"""Shared helpers: run the real `hpc-ft` console script in a subprocess, with a timeout."""
+"""Shared helpers: run the real `hpc-ft` console script with a timeout, poll with a deadline, find a job's processes."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,35 @@ def run_cli():
 def synth() -> list[str]:
     """Overrides selecting the seconds-long synthetic task."""
     return list(SYNTH)
+
+
+def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy (returned); fail the test, never hang, after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+    return value
+
+
+def job_processes(spec_path: Path) -> dict[int, tuple[list[str], dict[str, str]]]:
+    """pid -> (argv, env) of every process whose command line names this job's spec."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")[:-1]
+            if str(spec_path) not in argv:
+                continue
+            env_items = Path(f"/proc/{entry}/environ").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        out[int(entry)] = (argv, dict(e.split("=", 1) for e in env_items if "=" in e))
+    return out
+
+
+def torchrun_agent(spec_path: Path) -> int | None:
+    """The pid of the job's torchrun (it forwards a signal to every worker), or None."""
+    return next((pid for pid, (argv, _) in job_processes(spec_path).items() if "torch.distributed.run" in argv), None)

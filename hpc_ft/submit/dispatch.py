@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from typing import Any
 
 from hpc_ft.job import JobSpec
 from hpc_ft.node.task import NodeTask
-from hpc_ft.submit.executors import make_executor
+from hpc_ft.submit.executors import local_controller_output, make_executor, submitit_folder
 
 
 def save_spec(spec: JobSpec) -> None:
@@ -41,4 +42,6 @@ def submit(spec: JobSpec) -> Any:
         task_cls = SlurmNodeTask
     save_spec(spec)
     executor = make_executor(spec)
-    return executor.submit(task_cls(str(spec.spec_path)))
+    local = spec.conf.executor.name == "local"
+    with local_controller_output(submitit_folder(spec) / "controller.log") if local else contextlib.nullcontext():
+        return executor.submit(task_cls(str(spec.spec_path)))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hpc_ft.job import JobSpec
 
@@ -36,3 +39,27 @@ def make_executor(spec: JobSpec):
 
         return make_slurm_executor(spec)
     raise ValueError(f"unknown executor {name!r}")  # validate() rejects this before we get here
+
+
+@contextlib.contextmanager
+def local_controller_output(log_path: Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at ``log_path`` while a LocalExecutor submits.
+
+    submitit's local controller is a child process that outlives hpc-ft and inherits its stdout and
+    stderr: a pipe it holds (``hpc-ft submit wait=false | tee log``) would keep the reader waiting
+    until the job ends. The jobs' own output goes to submitit's per-task logs either way.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)

@@ -188,12 +188,16 @@ def submit_local_detached(entries: Sequence[SweepEntry], parallelism: int, sweep
     """Start a LocalSweepDriver as a submitit local job; returns its job."""
     import submitit
 
-    ex = submitit.LocalExecutor(folder=Path(sweep_dir) / ".submitit" / "driver")
+    from hpc_ft.submit.executors import local_controller_output
+
+    folder = Path(sweep_dir) / ".submitit" / "driver"
+    ex = submitit.LocalExecutor(folder=folder)
     total_min = sum(e.spec.conf.resources.timeout_min for e in entries) + 5  # worst case: one after another
     ex.update_parameters(timeout_min=total_min)
     poll_s = min(e.spec.conf.executor.poll_interval_s for e in entries)
-    return ex.submit(LocalSweepDriver(str(sweep_dir), [str(e.spec.spec_path) for e in entries],
-                                      [e.num for e in entries], parallelism, poll_s))
+    with local_controller_output(folder / "controller.log"):
+        return ex.submit(LocalSweepDriver(str(sweep_dir), [str(e.spec.spec_path) for e in entries],
+                                          [e.num for e in entries], parallelism, poll_s))
 
 
 def run_debug(entries: Sequence[SweepEntry]) -> None:

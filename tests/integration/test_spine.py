@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,34 @@ def test_two_emulated_nodes_both_report_back(tmp_path, run_cli, synth):
     assert (run / "nodes" / "node_0.json").exists() and (run / "nodes" / "node_1.json").exists()
     argv = json.loads((run / "nodes" / "node1" / "torchrun_argv.json").read_text())
     assert "--nnodes=2" in argv and any(a.startswith("--rdzv-endpoint=127.0.0.1:") for a in argv)
+
+
+def test_wait_false_returns_through_a_pipe_while_the_job_runs(tmp_path, run_cli, synth):
+    """run_cli reads hpc-ft's output through pipes: they close when hpc-ft exits, not when the job does."""
+    import signal
+
+    from hpc_ft.node.result import NodeReport
+    from tests.conftest import job_processes, torchrun_agent, wait_until
+
+    run = tmp_path / "run"
+    node_json = run / "nodes" / "node_0.json"  # written atomically when the node task ends
+    try:
+        # The job holds at step 3 until a preemption signal (or 10 minutes): it cannot end before hpc-ft returns.
+        res = run_cli("submit", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=3",
+                      f"hydra.run.dir={run}", timeout_s=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"hpc-ft report {run}" in res.stdout
+        wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold")
+        assert not node_json.exists()  # the job was still running when the pipes closed
+        os.kill(wait_until(lambda: torchrun_agent(run / "job.yaml"), 30, "torchrun"), signal.SIGUSR2)
+        wait_until(node_json.exists, 180, "the node report")
+    finally:
+        for pid in job_processes(run / "job.yaml"):  # a failed test leaves no held job behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    report = NodeReport.load(node_json)
+    assert report.train["preempted"] and report.train["steps"] == 3
+    assert (run / "submitit" / "controller.log").exists()
 
 
 def test_debug_executor_trains_in_process(tmp_path, run_cli, synth):

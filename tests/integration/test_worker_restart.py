@@ -5,51 +5,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import job_processes, torchrun_agent, wait_until
 
 pytestmark = pytest.mark.slow
 
 HOLD_AT = 8  # checkpoints every 5 steps: the newest one while held is step 5
 
 
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
-    return value
-
-
-def _procs(spec_path: Path) -> dict[int, tuple[list[str], dict[str, str]]]:
-    """pid -> (argv, env) of every process whose command line names this job's spec."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode().split("\0")[:-1]
-            if str(spec_path) not in argv:
-                continue
-            env_items = Path(f"/proc/{entry}/environ").read_bytes().decode().split("\0")
-        except OSError:
-            continue
-        out[int(entry)] = (argv, dict(e.split("=", 1) for e in env_items if "=" in e))
-    return out
-
-
 def _worker(spec_path: Path, local_rank: str) -> int | None:
-    for pid, (argv, env) in _procs(spec_path).items():
+    for pid, (argv, env) in job_processes(spec_path).items():
         if "torch.distributed.run" not in argv and "hpc_ft.train" in argv and env.get("LOCAL_RANK") == local_rank:
             return pid
     return None
-
-
-def _agent(spec_path: Path) -> int | None:
-    return next((pid for pid, (argv, _) in _procs(spec_path).items() if "torch.distributed.run" in argv), None)
 
 
 def test_killed_worker_is_restarted_from_the_newest_checkpoint(tmp_path, synth):
@@ -64,15 +35,15 @@ def test_killed_worker_is_restarted_from_the_newest_checkpoint(tmp_path, synth):
     held = spec.run_dir / "nodes" / "node0" / "held_at_step"
     job = submit(spec)
     try:
-        _wait_for(held.exists, 180, "training to hold")
-        victim = _wait_for(lambda: _worker(spec.spec_path, "1"), 30, "worker 1")
+        wait_until(held.exists, 180, "training to hold")
+        victim = wait_until(lambda: _worker(spec.spec_path, "1"), 30, "worker 1")
         held.unlink()
         os.kill(victim, signal.SIGKILL)
         # Restarted workers resume from step 5 and hold at step 8 again: proof of restart and resume.
-        _wait_for(held.exists, 180, "the restarted workers to hold")
+        wait_until(held.exists, 180, "the restarted workers to hold")
         assert _worker(spec.spec_path, "1") not in (None, victim)
         # End the run through the preemption path (checkpoint at step 8) so it doesn't wait for the hold timeout.
-        os.kill(_wait_for(lambda: _agent(spec.spec_path), 30, "torchrun"), signal.SIGUSR2)
+        os.kill(wait_until(lambda: torchrun_agent(spec.spec_path), 30, "torchrun"), signal.SIGUSR2)
         wait(job, poll_s=0.5, timeout_s=180)
     finally:
         if not job.done():

@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.conftest import wait_until
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "local-slurm.sh"
 CLUSTER_DIR = Path(os.environ.get("HPC_FT_SLURM_DIR", "/tmp/hpc_ft-slurm"))
@@ -76,23 +78,6 @@ def slurm_cluster() -> Iterator[Cluster]:
 
 
 # -- helpers for the cluster tests -------------------------------------------------------------------------
-POLL_S = 0.2
-
-
-def wait_until(predicate, timeout_s: float, what: str):
-    """Poll ``predicate`` until it returns something truthy; fail the test (never hang) after ``timeout_s``."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
-
-
 def sacct_runs(job_id: str) -> list[str]:
     """One state per run of the job (-D: a requeued job has a REQUEUED record per earlier run)."""
     out = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", str(job_id), "-o", "State"], capture_output=True,

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hpc_ft.node.rendezvous import derive_port
-from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done, wait_until
+from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slurm
 

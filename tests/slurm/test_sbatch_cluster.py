@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.conftest import assert_bitwise_equal, wait_job_done, wait_until
+from tests.slurm.conftest import assert_bitwise_equal, wait_job_done
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slurm
 

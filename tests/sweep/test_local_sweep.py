@@ -8,7 +8,9 @@ import yaml
 
 from hpc_ft.node.result import NodeReport
 
-from .conftest import CLI, TINY, hpc_ft, wait_for
+from tests.conftest import wait_until
+
+from .conftest import CLI, TINY, hpc_ft
 
 pytestmark = pytest.mark.slow
 
@@ -85,17 +87,16 @@ def test_a_failed_job_fails_the_sweep_and_the_others_are_still_gathered(tmp_path
 
 def test_wait_false_returns_at_once_and_a_driver_finishes_the_sweep(tmp_path):
     sweep = tmp_path / "sw"
-    out = tmp_path / "out.txt"
-    with open(out, "w") as f:  # not a pipe: the detached driver inherits hpc-ft's stdout and keeps it open
-        res = subprocess.run([*CLI, "submit", "-m", "optim.lr=1e-3,3e-3", "sched.array_parallelism=1", "wait=false",
-                              *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=f, stderr=subprocess.STDOUT,
-                             timeout=300)
-    assert res.returncode == 0, out.read_text()[-3000:]
-    assert f"hpc-ft report {sweep}" in out.read_text()
+    # Through pipes: they close when hpc-ft exits, not when the detached driver does.
+    res = subprocess.run([*CLI, "submit", "-m", "optim.lr=1e-3,3e-3", "sched.array_parallelism=1", "wait=false",
+                          *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"hpc-ft report {sweep}" in res.stdout
     # One at a time, so the second job cannot have ended when hpc-ft returned.
     assert not (sweep / "1" / "results.json").exists()
     manifest = sweep / "manifest.json"
-    wait_for(lambda: json.loads(manifest.read_text())["state"] == "finished", 300, "the sweep driver")
+    wait_until(lambda: json.loads(manifest.read_text())["state"] == "finished", 300, "the sweep driver")
     jobs = json.loads(manifest.read_text())["jobs"]
     assert all(j["job_id"] for j in jobs)
     for n in range(2):
