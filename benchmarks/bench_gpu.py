@@ -1,11 +1,14 @@
 """GPU mode: bf16/fp16 against fp32 step time, MFU of a ~110M-parameter transformer fine-tune, and the
-telemetry sampler's cost at 1 Hz. Needs a CUDA GPU and refuses clearly without one.
+telemetry sampler's cost at 1 Hz; hpc_ft's own training loop against the raw step. Needs a CUDA GPU
+and refuses clearly without one.
 
-Imports only torch, transformers and hpc_ft.telemetry (numpy): no hydra, omegaconf or submitit, so it
-runs on a GPU machine that has just torch. The step is hpc_ft's training step as written in
-hpc_ft/train/loop.py (autocast, float32 loss, GradScaler for fp16, unscale + clip at 1.0, AdamW,
-zero_grad(set_to_none)), on a BERT-base-sized encoder (random init, mean pooling, linear head: the
-MiniLMClassifier architecture at BERT-base size) with batches already on the device.
+The raw step (class Trainer) is what a hand-written loop does (autocast, float32 loss, GradScaler for
+fp16, unscale + clip at 1.0, AdamW, zero_grad(set_to_none)) on a BERT-base-sized encoder (random init,
+mean pooling, linear head: the MiniLMClassifier architecture at BERT-base size) with the batch already
+on the device; it needs only torch, transformers and hpc_ft.telemetry. The hpc_ft rows run
+hpc_ft.train.loop.train in this process (world size 1) on the same model and batch shape, reading its
+metrics.jsonl windows as the CPU step benchmark does; they need hydra-core and omegaconf (carry them as
+wheels to a GPU machine that lacks them: benchmarks/gpu_check.sh) and say so when missing.
 
     python benchmarks/bench_gpu.py [--quick] [--compile] [--out FILE]
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Row, median, print_table, rotate, write_json  # noqa: E402
+from benchmarks.common import Row, median, missing_row, print_table, rotate, write_json  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; first match wins.
 PEAK_BF16_TFLOPS = [("GH200", 989.4), ("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
@@ -74,29 +77,55 @@ QUICK = Shape(layers=2, hidden=128, heads=2, intermediate=512, vocab=1000, seq_l
               rounds=1, sampler_window_s=1.2, sampler_rounds=1)
 
 
-def build_model(shape: Shape):
-    """The MiniLMClassifier architecture (encoder, mean pooling over real tokens, linear head) at ``shape``."""
+def bert_classifier(num_labels: int, layers: int, hidden: int, heads: int, intermediate: int, vocab: int,
+                    seq_len: int):
+    """The MiniLMClassifier architecture (encoder, mean pooling over real tokens, linear head) at any size;
+    also the ``_target_`` hpc_ft's loop instantiates (called with ``num_labels``)."""
     import torch
     from torch import nn
     from transformers import BertConfig, BertModel
 
-    cfg = BertConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
-                     num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
-                     max_position_embeddings=max(512, shape.seq_len), attn_implementation="sdpa")
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=intermediate, max_position_embeddings=max(512, seq_len),
+                     attn_implementation="sdpa")
 
     class Classifier(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = BertModel(cfg, add_pooling_layer=False)
             self.dropout = nn.Dropout(0.1)
-            self.head = nn.Linear(shape.hidden, shape.labels)
+            self.head = nn.Linear(hidden, num_labels)
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            return self.head(self.dropout((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
+            out = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(out.dtype)
+            return self.head(self.dropout((out * mask).sum(1) / mask.sum(1).clamp(min=1.0)))
 
     return Classifier()
+
+
+def model_kwargs(shape: Shape) -> dict:
+    return {"layers": shape.layers, "hidden": shape.hidden, "heads": shape.heads,
+            "intermediate": shape.intermediate, "vocab": shape.vocab, "seq_len": shape.seq_len}
+
+
+def build_model(shape: Shape):
+    """The benchmark's encoder classifier at ``shape``."""
+    return bert_classifier(shape.labels, **model_kwargs(shape))
+
+
+def random_tokens(num_samples: int, seq_len: int, vocab: int, num_classes: int, seed: int = 0):
+    """A TaskData of random full-length token sequences (the step's cost does not depend on the words)."""
+    import torch
+
+    from hpc_ft.train.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (num_samples, seq_len), generator=g)
+    labels = torch.randint(0, num_classes, (num_samples,), generator=g)
+    n_test = max(1, num_samples // 8)
+    split = lambda sl: {"input_ids": ids[sl], "attention_mask": torch.ones_like(ids[sl]), "labels": labels[sl]}  # noqa: E731
+    return TaskData(train=split(slice(n_test, None)), test=split(slice(0, n_test)), num_labels=num_classes)
 
 
 def flops_per_step(model, shape: Shape) -> float:
@@ -198,7 +227,74 @@ def measure(quick: bool = False, compile_model: bool = False, device: str = "cud
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     rows.append(_sampler_row(trainers["bf16"], shape, what))
+    if not compile_model:  # hpc_ft's loop does not compile the model: its rows would repeat the plain run's
+        rows += _loop_rows(trainers["bf16"], shape, dev, what, flops, peak)
     return rows
+
+
+class LoopRun:
+    """hpc_ft's training loop (``train``, in this process, world size 1) on the benchmark's model and batch.
+
+    Every call trains a fresh run (own run dir, own model init) of ``1 + windows`` logging windows of
+    ``window_steps`` steps and returns the median step time of the windows after the first (warm-up).
+    """
+
+    def __init__(self, shape: Shape, device, windows: int):
+        from benchmarks.spec import compose_spec
+
+        self.root = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-gpu-loop-"))
+        self.shape, self.windows = shape, windows
+        gpu = device.type == "cuda"
+        steps = shape.window_steps * (1 + windows)
+        overrides = ["precision=bf16", "telemetry=off", "optim.lr=1e-4", f"train.batch_size={shape.batch}",
+                     "train.grad_accum_steps=1", f"train.max_steps={steps}", f"train.log_every_steps={shape.window_steps}",
+                     "train.warmup_steps=0", "train.eval_every_steps=0", "train.ckpt_every_steps=0",
+                     "train.keep_checkpoints=1"]
+        overrides += (["resources=gpu", "resources.gpus_per_node=1", "resources.cpus_per_task=8"] if gpu
+                      else ["resources=cpu", "train.num_threads=1"])
+        self.spec = compose_spec(overrides, self.root / "compose")
+        self.spec.conf.model = {"_target_": "benchmarks.bench_gpu.bert_classifier", **model_kwargs(shape)}
+        self.spec.conf.data = {"_target_": "benchmarks.bench_gpu.random_tokens", "num_samples": shape.batch * 9,
+                               "seq_len": shape.seq_len, "vocab": shape.vocab, "num_classes": shape.labels}
+
+    def __call__(self, precision: str = "bf16", deterministic: bool = True) -> float:
+        from benchmarks.bench_step import windows_from_metrics
+        from benchmarks.spec import fresh_copy
+        from hpc_ft.train.loop import train
+
+        spec = fresh_copy(self.spec, self.root, f"{precision}-det{int(deterministic)}")
+        spec.conf.precision.dtype = precision
+        spec.conf.train.deterministic = deterministic
+        if train(spec) != 0:
+            raise RuntimeError(f"hpc_ft's loop did not finish in {spec.run_dir}")
+        return median(windows_from_metrics(spec.run_dir / "metrics.jsonl", self.shape.batch))
+
+
+def _loop_rows(raw: Trainer, shape: Shape, dev, what: str, flops: float, peak: float | None) -> list[Row]:
+    """hpc_ft's loop against the raw step (bf16), and the cost of its deterministic default on this device."""
+    try:
+        import hydra  # noqa: F401 - the loop composes and instantiates through Hydra
+        import omegaconf  # noqa: F401
+    except ImportError as exc:
+        why = (f"{exc.name} is not installed here: carry hydra-core, omegaconf and antlr4-python3-runtime as "
+               "wheels (benchmarks/gpu_check.sh)")
+        return [missing_row("gpu.loop", "hpc_ft loop vs raw step", "not available", why, "<= 1.02x"),
+                missing_row("gpu.deterministic", "hpc_ft loop, deterministic", "not available", why)]
+    rounds = max(1, shape.rounds // 2)
+    run = LoopRun(shape, dev, windows=3 if shape.rounds > 1 else 1)
+    s = rotate({"loop": run, "raw": lambda: raw.window(shape.window_steps),
+                "loop_nondet": lambda: run(deterministic=False)}, rounds)
+    m = {k: median(v) for k, v in s.items()}
+    mfu = f"; loop MFU = {flops / m['loop'] / 1e12 / peak:.1%}" if peak else ""
+    return [
+        Row(f"GPU step time, hpc_ft's training loop vs the raw step, bf16, {what}",
+            "raw step, batch already on the device", m["loop"], m["raw"], rounds, "<= 1.02x", key="gpu.loop",
+            samples_a=s["loop"], samples_b=s["raw"],
+            note=f"hpc_ft: train() in-process, batches indexed and copied per step, deterministic=true{mfu}"),
+        Row(f"GPU step time, hpc_ft's loop with train.deterministic=true (default) vs false, bf16, {what}",
+            "same loop, deterministic=false", m["loop"], m["loop_nondet"], rounds, "report",
+            key="gpu.deterministic", samples_a=s["loop"], samples_b=s["loop_nondet"]),
+    ]
 
 
 def _sampler_row(trainer: Trainer, shape: Shape, what: str) -> Row:

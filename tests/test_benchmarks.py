@@ -71,7 +71,8 @@ def test_gpu_mode_refuses_without_cuda_or_measures_with_it(tmp_path):
     if torch.cuda.is_available():
         assert res.returncode == 0, res.stderr[-2000:]
         keys = {r["key"] for r in json.loads(out.read_text())["rows"]}
-        assert keys == {"gpu.precision.bf16", "gpu.precision.fp16", "gpu.mfu", "gpu.telemetry"}
+        assert keys == {"gpu.precision.bf16", "gpu.precision.fp16", "gpu.mfu", "gpu.telemetry", "gpu.loop",
+                        "gpu.deterministic"}
     else:
         assert res.returncode == 2
         assert "GPU mode needs a CUDA GPU" in res.stderr and not out.exists()
@@ -82,8 +83,9 @@ def test_gpu_rows_harness_on_cpu():
     from benchmarks import bench_gpu
 
     rows = bench_gpu.measure(quick=True, device="cpu")
-    assert [r.key for r in rows] == ["gpu.precision.bf16", "gpu.precision.fp16", "gpu.mfu", "gpu.telemetry"]
-    assert all(r.median_s > 0 for r in rows)
+    assert [r.key for r in rows] == ["gpu.precision.bf16", "gpu.precision.fp16", "gpu.mfu", "gpu.telemetry",
+                                     "gpu.loop", "gpu.deterministic"]
+    assert all(r.median_s > 0 and r.verdict() != "not available" for r in rows)
     assert rows[2].verdict() == "n/a"  # no peak for a CPU: said, not invented
 
 
