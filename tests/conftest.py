@@ -37,7 +37,7 @@ def synth() -> list[str]:
 
 
 def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2):
-    """Poll ``predicate`` until it returns something truthy (returned); fail the test, never hang, after ``timeout_s``."""
+    """Poll ``predicate`` until it returns something truthy (returned); fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not (value := predicate()):
         if time.monotonic() > deadline:

@@ -1,8 +1,9 @@
 """The raw baseline for hpc_ft's training step: a plain, hand-written torchrun DDP loop.
 
 What someone writes without hpc_ft: init the process group, wrap the model in DDP, sample a batch,
-autocast, backward, clip, AdamW with linear warmup, print the loss every ``--log-every`` steps. Same model and
-data as hpc_ft's built-in tasks (imported from them: the task is not what is compared, the loop is).
+autocast, backward, clip, AdamW (torch's defaults) with linear warmup, print the loss every ``--log-every``
+steps. Same model and data as hpc_ft's built-in tasks (imported from them: the task is not what is compared,
+the loop is).
 Rank 0 writes every step's end time to ``--out`` so the benchmark reads both sides the same way.
 
     torchrun --standalone --nproc-per-node=2 benchmarks/baselines/ddp_loop.py \

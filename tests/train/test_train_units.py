@@ -67,3 +67,13 @@ def test_chatterbot_intents_are_the_21_english_files():
     assert len(names) == 21 and len(texts) == len(labels) > 4000
     majority = max(labels.count(i) for i in range(21)) / len(labels)
     assert 0.4 < majority < 0.55  # the baseline the default must clearly beat
+
+
+def test_default_optimizer_is_fused_adamw(tmp_path):
+    from hydra.utils import instantiate
+
+    from hpc_ft.config.compose import compose_conf
+
+    conf = compose_conf([], run_dir=tmp_path)
+    opt = instantiate(conf.optim, params=torch.nn.Linear(4, 2).parameters())
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
