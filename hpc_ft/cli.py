@@ -54,6 +54,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         except HpcFtError as exc:
             _State.error = exc
             code = EXIT_BAD_CONFIG
+            _discard_refused_run_dir()
         _State.exit_code = max(_State.exit_code, code or 0)
         return code
 
@@ -62,6 +63,33 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     if _State.error is not None:
         print(f"error: {_State.error}", file=sys.stderr)
     return _State.exit_code
+
+
+def _discard_refused_run_dir() -> None:
+    """A refused job leaves no run dir behind: remove the timestamped one Hydra made for it while it holds
+    only Hydra's own files. A run dir the user named (``hydra.run.dir=...``) is never touched: it may hold
+    an earlier run."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.RUN or any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
+        return
+    out, cwd = Path(hc.runtime.output_dir), Path.cwd()
+    hydra_own = {hc.output_subdir, f"{hc.job.name}.log"}
+    if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    for parent in out.parents:  # outputs/DATE, then outputs, while empty; never the working directory
+        if parent == cwd:
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 def _compose_spec(cfg) -> tuple[Any, list[str]]:

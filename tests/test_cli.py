@@ -47,6 +47,16 @@ def test_bad_config_exits_with_one_clear_error(tmp_path):
     assert "resources.nodes=0" in res.stderr and "optim.lr=-1" in res.stderr and "Fix:" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
     assert not (rd / "job.yaml").exists() and not (rd / "submitit").exists()
+    assert (rd / ".hydra").is_dir()  # a run dir the user named is left as it is
+
+
+def test_bad_config_leaves_no_timestamped_run_dir(tmp_path):
+    (tmp_path / "outputs" / "earlier").mkdir(parents=True)  # another run's: kept
+    res = run(["submit", "optim.lr=-1"], tmp_path)
+    assert res.returncode == 2 and "optim.lr=-1" in res.stderr
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["earlier"]
+    res = run(["sbatch", "executor=slurm", "resources.nodes=0"], tmp_path / "outputs" / "earlier")
+    assert res.returncode == 2 and not list((tmp_path / "outputs" / "earlier").iterdir())
 
 
 def test_cfg_job_prints_composed_config(tmp_path):
