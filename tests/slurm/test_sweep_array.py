@@ -66,3 +66,26 @@ def test_a_request_the_cluster_cannot_hold_is_refused_before_any_job_is_submitte
     assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
     assert "resources.gpus_per_node" in res.stderr and "Traceback" not in res.stderr
     assert not list(sweep.rglob("job.yaml")) and not (sweep / ".submitit").exists()
+
+
+def test_wait_false_returns_at_once_and_report_gathers_the_array_later(slurm_cluster, tmp_path):
+    from tests.slurm.conftest import wait_job_done
+
+    sweep = tmp_path / "sw"
+    env = {**os.environ, "SLURM_CONF": str(slurm_cluster.conf)}
+    res = subprocess.run([sys.executable, "-m", "hpc_ft.cli", "submit", "-m", "optim.lr=1e-3,3e-3", "executor=slurm",
+                          "wait=false", *TINY, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert f"hpc-ft report {sweep}" in res.stdout
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    assert manifest["wait"] is False and not (sweep / "0" / "results.json").exists()  # nothing gathered yet
+    for job in manifest["jobs"]:
+        assert wait_job_done(job["job_id"]) == ["COMPLETED"]
+    rep = subprocess.run([sys.executable, "-m", "hpc_ft.cli", "report", str(sweep)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert rep.returncode == 0, rep.stdout[-3000:] + rep.stderr[-3000:]
+    sweep_json = json.loads((sweep / "report" / "sweep.json").read_text())
+    assert sorted(j["sweep_job"] for j in sweep_json) == ["0", "1"]
+    for n in range(2):
+        assert NodeReport.load(sweep / str(n) / "nodes" / "node_0.json").train["steps"] == 10
