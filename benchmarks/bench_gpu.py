@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -265,12 +266,23 @@ class LoopRun:
         from benchmarks.spec import fresh_copy
         from hpc_ft.train.loop import train
 
+        import torch
+
         spec = fresh_copy(self.spec, self.root, f"{precision}-det{int(deterministic)}")
         spec.conf.precision.dtype = precision
         spec.conf.train.deterministic = deterministic
-        if train(spec) != 0:
-            raise RuntimeError(f"hpc_ft's loop did not finish in {spec.run_dir}")
-        return median(windows_from_metrics(spec.run_dir / "metrics.jsonl", self.shape.batch))
+        # train() sets process-wide torch state; the raw step measured next in this process must not inherit it.
+        state = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.backends.cudnn.benchmark, torch.get_num_threads())
+        try:
+            if train(spec) != 0:
+                raise RuntimeError(f"hpc_ft's loop did not finish in {spec.run_dir}")
+            return median(windows_from_metrics(spec.run_dir / "metrics.jsonl", self.shape.batch))
+        finally:
+            torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+            torch.backends.cudnn.benchmark = state[2]
+            torch.set_num_threads(state[3])
+            shutil.rmtree(spec.run_dir, ignore_errors=True)  # its final checkpoint: ~1.3 GB at BERT-base size
 
 
 def _loop_rows(raw: Trainer, shape: Shape, dev, what: str, flops: float, peak: float | None) -> list[Row]:

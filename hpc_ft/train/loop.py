@@ -115,13 +115,15 @@ def _seed_everything(spec: JobSpec, d: Dist) -> None:
     t = spec.conf.train
     threads = t.num_threads or max(1, spec.conf.resources.cpus_per_task // spec.workers_per_node)
     torch.set_num_threads(threads)
-    if t.deterministic and d.device.type == "cuda":
+    if d.device.type == "cuda":
         # Only on GPU, where kernels (atomics in scatter/index_add, cuBLAS workspaces) can differ run to
         # run. On CPU the kernels are deterministic for a fixed thread count (the bitwise resume tests
         # check it), and this call imports torch._inductor: 1-2 s more start-up for every worker.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+        # Set either way: an in-process run (debug executor) must not inherit an earlier run's setting.
+        if t.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(t.deterministic, warn_only=True)
     # Same seed on every rank for the model init (DDP broadcasts rank 0's anyway); per-rank for dropout.
     random.seed(t.seed)
     torch.manual_seed(t.seed)
