@@ -231,8 +231,7 @@ def measure(quick: bool = False, compile_model: bool = False, device: str = "cud
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     rows.append(_sampler_row(trainers["bf16"], shape, what))
-    if not compile_model:  # hpc_ft's loop does not compile the model: its rows would repeat the plain run's
-        rows += _loop_rows(trainers["bf16"], shape, dev, what, flops, peak)
+    rows += _loop_rows(trainers["bf16"], shape, dev, what, flops, peak, compile_model)
     return rows
 
 
@@ -243,7 +242,7 @@ class LoopRun:
     ``window_steps`` steps and returns the median step time of the windows after the first (warm-up).
     """
 
-    def __init__(self, shape: Shape, device, windows: int):
+    def __init__(self, shape: Shape, device, windows: int, compile_model: bool = False):
         from benchmarks.spec import compose_spec
 
         self.root = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-gpu-loop-"))
@@ -260,6 +259,7 @@ class LoopRun:
         self.spec.conf.model = {"_target_": "benchmarks.bench_gpu.bert_classifier", **model_kwargs(shape)}
         self.spec.conf.data = {"_target_": "benchmarks.bench_gpu.random_tokens", "num_samples": shape.batch * 9,
                                "seq_len": shape.seq_len, "vocab": shape.vocab, "num_classes": shape.labels}
+        self.spec.conf.train.compile = compile_model  # --compile: train.compile=true, as the raw step compiles
 
     def __call__(self, precision: str = "bf16", deterministic: bool = True) -> float:
         from benchmarks.bench_step import windows_from_metrics
@@ -285,7 +285,8 @@ class LoopRun:
             shutil.rmtree(spec.run_dir, ignore_errors=True)  # its final checkpoint: ~1.3 GB at BERT-base size
 
 
-def _loop_rows(raw: Trainer, shape: Shape, dev, what: str, flops: float, peak: float | None) -> list[Row]:
+def _loop_rows(raw: Trainer, shape: Shape, dev, what: str, flops: float, peak: float | None,
+               compile_model: bool = False) -> list[Row]:
     """hpc_ft's loop against the raw step (bf16), and the cost of its deterministic default on this device."""
     try:
         import hydra  # noqa: F401 - the loop composes and instantiates through Hydra
@@ -296,17 +297,22 @@ def _loop_rows(raw: Trainer, shape: Shape, dev, what: str, flops: float, peak: f
         return [missing_row("gpu.loop", "hpc_ft loop vs raw step", "not available", why, "<= 1.02x"),
                 missing_row("gpu.deterministic", "hpc_ft loop, deterministic", "not available", why)]
     rounds = max(1, shape.rounds // 2)
-    run = LoopRun(shape, dev, windows=3 if shape.rounds > 1 else 1)
-    s = rotate({"loop": run, "raw": lambda: raw.window(shape.window_steps),
-                "loop_nondet": lambda: run(deterministic=False)}, rounds)
+    run = LoopRun(shape, dev, windows=3 if shape.rounds > 1 else 1, compile_model=compile_model)
+    fns = {"loop": run, "raw": lambda: raw.window(shape.window_steps)}
+    if not compile_model:  # every compiled run compiles anew (minutes at BERT-base size): the cost row once, plain
+        fns["loop_nondet"] = lambda: run(deterministic=False)
+    s = rotate(fns, rounds)
     m = {k: median(v) for k, v in s.items()}
     mfu = f"; loop MFU = {flops / m['loop'] / 1e12 / peak:.1%}" if peak else ""
+    loop_row = Row(f"GPU step time, hpc_ft's training loop vs the raw step, bf16, {what}",
+                   "raw step, batch already on the device", m["loop"], m["raw"], rounds, "<= 1.02x", key="gpu.loop",
+                   samples_a=s["loop"], samples_b=s["raw"],
+                   note=f"hpc_ft: train() in-process, batches indexed and copied per step, fused AdamW, "
+                        f"deterministic=true{mfu}")
+    if compile_model:
+        return [loop_row]
     return [
-        Row(f"GPU step time, hpc_ft's training loop vs the raw step, bf16, {what}",
-            "raw step, batch already on the device", m["loop"], m["raw"], rounds, "<= 1.02x", key="gpu.loop",
-            samples_a=s["loop"], samples_b=s["raw"],
-            note=f"hpc_ft: train() in-process, batches indexed and copied per step, fused AdamW, "
-                 f"deterministic=true{mfu}"),
+        loop_row,
         Row(f"GPU step time, hpc_ft's loop with train.deterministic=true (default) vs false, bf16, {what}",
             "same loop, deterministic=false", m["loop"], m["loop_nondet"], rounds, "report",
             key="gpu.deterministic", samples_a=s["loop"], samples_b=s["loop_nondet"]),

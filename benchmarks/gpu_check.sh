@@ -6,8 +6,9 @@
 #
 # run: (1) hpc_ft's NVML sampler against nvidia-smi, idle and under load; (2) a real `hpc-ft submit` on the
 # local executor on one GPU (synthetic task, bf16, telemetry at 2 Hz) and its run report; (3) the GPU mode of
-# the benchmarks (bf16/fp16 vs fp32, MFU, sampler cost, hpc_ft's loop vs the raw step), then the same with
-# torch.compile. A failing step is reported and the next one still runs; the exit code is the first failure's.
+# the benchmarks (bf16/fp16 vs fp32, MFU, sampler cost, hpc_ft's loop vs the raw step; ~3 min on an H100),
+# then the same with torch.compile (train.compile=true for hpc_ft's loop; compiling takes minutes). A failing
+# step is reported and the next one still runs; the exit code is the first failure's.
 # OUT receives two files (a device run brings back only a few): gpu-check.tgz with every log and JSON, and
 # the GPU benchmark table (bench-gpu.md).
 set -euo pipefail
@@ -41,6 +42,8 @@ step() {  # step NAME CMD...: run, log to OUT/NAME.log, remember the first failu
   tail -n 40 "$work/$name.log"
   echo "== $name: exit $rc"
   if [ "$rc" -ne 0 ] && [ "$status" -eq 0 ]; then status=$rc; fi
+  cp "$work/bench-gpu.md" "$out/" 2>/dev/null || true
+  tar -czf "$out/gpu-check.tgz" -C "$work" .  # after every step: a run cut short still brings its results back
 }
 
 step gpu nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
@@ -53,6 +56,4 @@ cp "$job/run/results.json" "$work/job-results.json" 2>/dev/null || true
 cp "$job/run/report/report.json" "$work/job-report.json" 2>/dev/null || true
 step bench "$py" benchmarks/run.py --gpu --out "$work/bench-gpu.json"
 step bench-compile "$py" benchmarks/run.py --gpu --compile --out "$work/bench-gpu-compile.json"
-cp "$work/bench-gpu.md" "$out/" 2>/dev/null || true
-tar -czf "$out/gpu-check.tgz" -C "$work" .
 exit "$status"

@@ -63,6 +63,7 @@ class TrainConf:
     seed: int = 0
     deterministic: bool = True  # torch deterministic algorithms (bitwise-repeatable on CPU)
     num_threads: Optional[int] = None  # torch intra-op threads per worker (None: cpus_per_task // workers)
+    compile: bool = False  # torch.compile the model (first steps slower while it compiles; GPUs gain most)
 
 
 @dataclass

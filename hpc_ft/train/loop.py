@@ -287,6 +287,11 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
     if d.world > 1 and start_step > 0:
         _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)  # one micro-batch
+    # Compile the DDP wrapper (TorchDynamo splits the graph at DDP's buckets so all-reduces still overlap);
+    # ``model`` stays the plain module, so checkpoints keep their parameter names.
+    fwd = torch.compile(ddp) if t.compile else ddp
+    if t.compile and d.is_main:
+        log.info("train.compile=true: torch.compile compiles the model during the first steps")
     flops = _flops_per_sample(model, data)
 
     def save(step: int) -> None:
@@ -326,7 +331,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                 sync = ddp.no_sync() if (d.world > 1 and not last_micro) else contextlib.nullcontext()
                 with sync:
                     with amp():
-                        logits = ddp(**batch)
+                        logits = fwd(**batch)
                         loss = F.cross_entropy(logits.float(), labels) / t.grad_accum_steps
                     scaler.scale(loss).backward()
                 loss_sum += loss.detach()
@@ -356,7 +361,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                     metrics_f.flush()
                 progress.update(step, record)
             if (t.eval_every_steps and step % t.eval_every_steps == 0) or step == t.max_steps:
-                accuracy, eval_loss = evaluate(ddp, data, spec, d, amp)
+                accuracy, eval_loss = evaluate(fwd, data, spec, d, amp)
                 progress.note(f"step {step}: eval accuracy {accuracy:.3f}, eval loss {eval_loss:.3f}")
                 meter.t0 = time.perf_counter()  # eval time is not training throughput
 

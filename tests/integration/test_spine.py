@@ -105,6 +105,18 @@ def test_mixed_precision_paths(tmp_path, run_cli, synth, dtype):
     assert ("scale" in scaler) == (dtype == "fp16")
 
 
+def test_compiled_model_trains_and_checkpoints_plain_names(tmp_path, run_cli, synth):
+    run = tmp_path / "run"
+    res = run_cli("submit", *synth, "train.compile=true", f"hydra.run.dir={run}", timeout_s=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    (node,) = _results(run)
+    train = node["train"]
+    assert train["steps"] == 20 and train["eval_accuracy"] > train["majority_accuracy"] + 0.2
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "train.compile=true" in log
+    assert all(not k.startswith(("_orig_mod.", "module.")) for k in _final_weights(run))  # resumable by any run
+
+
 def test_interrupted_run_resumes_at_same_step_with_same_weights(tmp_path, run_cli, synth):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert run_cli("submit", *synth, f"hydra.run.dir={ref}").returncode == 0
