@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -36,8 +37,9 @@ dist.destroy_process_group()
 
 def test_vote_is_cast_in_the_background_and_agreed_by_all_ranks(tmp_path):
     store = tmp_path / "store"
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}  # loopback only, whatever the host name resolves to
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(r), str(store)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for r in range(2)]
+                              stderr=subprocess.PIPE, text=True, env=env) for r in range(2)]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
