@@ -27,6 +27,7 @@ EXIT_BAD_CONFIG = 2
 class _State:
     exit_code = 0
     error: Exception | None = None
+    ran = False  # the task function was called (Hydra composed a config)
 
 
 def _console():
@@ -44,11 +45,12 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     from hpc_ft.config import register_configs
 
     register_configs()
-    _State.exit_code, _State.error = 0, None
+    _State.exit_code, _State.error, _State.ran = 0, None, False
 
     def wrapped(cfg):
         from hpc_ft.errors import HpcFtError
 
+        _State.ran = True
         try:
             code = task(cfg)
         except HpcFtError as exc:
@@ -59,7 +61,15 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         return code
 
     sys.argv = [prog, *argv]
-    hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+    try:
+        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+    except SystemExit as exc:
+        if exc.code in (0, None) or _State.ran:
+            raise
+        # Hydra refused an override or the config before anything ran, and printed why (key, value, type).
+        print("Fix: `hpc-ft submit --cfg job` prints every key with its current value; a group's options are the "
+              f"files in {CONF_DIR}/<group>/ (e.g. model=mlp).", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     if _State.error is not None:
         print(f"error: {_State.error}", file=sys.stderr)
     return _State.exit_code

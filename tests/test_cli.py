@@ -65,9 +65,12 @@ def test_cfg_job_prints_composed_config(tmp_path):
     assert "dtype: fp32" in res.stdout and "lr: 3.0e-05" in res.stdout
 
 
-def test_unknown_key_is_rejected(tmp_path):
-    res = run(["submit", "resources.gpuz=1", "dry_run=true"], tmp_path)
-    assert res.returncode != 0 and "gpuz" in res.stderr
+@pytest.mark.parametrize("override, named", [("resources.gpuz=1", "gpuz"), ("train.compile=maybe", "maybe"),
+                                             ("model=nosuch", "nosuch")])
+def test_overrides_hydra_refuses_exit_like_any_bad_config(tmp_path, override, named):
+    res = run(["submit", override, "dry_run=true"], tmp_path)
+    assert res.returncode == 2 and named in res.stderr and "Fix:" in res.stderr, res.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_help_lists_commands(tmp_path):
