@@ -125,6 +125,7 @@ def random_tokens(num_samples: int, seq_len: int, vocab: int, num_classes: int, 
     ids = torch.randint(0, vocab, (num_samples, seq_len), generator=g)
     labels = torch.randint(0, num_classes, (num_samples,), generator=g)
     n_test = max(1, num_samples // 8)
+
     def split(sl: slice) -> dict:
         return {"input_ids": ids[sl], "attention_mask": torch.ones_like(ids[sl]), "labels": labels[sl]}
 
@@ -246,7 +247,7 @@ class LoopRun:
         from benchmarks.spec import compose_spec
 
         self.root = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-gpu-loop-"))
-        self.shape, self.windows = shape, windows
+        self.shape = shape
         gpu = device.type == "cuda"
         steps = shape.window_steps * (1 + windows)
         overrides = ["precision=bf16", "telemetry=off", "optim.lr=1e-4", f"train.batch_size={shape.batch}",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
@@ -95,7 +94,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    # Skip interpreter finalization, as hpc_ft's worker does (hpc_ft/train/__main__.py): a plain gloo loop
-    # like this one aborts there about once in 20 runs on a loaded machine, which would fail the benchmark.
-    sys.stdout.flush()
-    os._exit(0)
+    # Skip interpreter finalization as hpc_ft's worker does: a plain gloo loop like this one aborts there
+    # about once in 20 runs on a loaded machine, which would fail the benchmark.
+    from hpc_ft.train.__main__ import exit_now
+
+    exit_now(0)

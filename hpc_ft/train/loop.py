@@ -373,14 +373,14 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
                                           d.control)
                 stop = True
             stop = stop or (stop_after > 0 and step == stop_after and start_step < stop_after)
-            if step < t.max_steps and not stop:
-                preempt.cast_vote(d.control)
             if step < t.max_steps and stop:
                 save(step)
                 preempted = True
                 progress.note(f"preempted ({preempt.signal_name or 'test hook'}): checkpoint at step {step}, "
                               f"exiting {EXIT_PREEMPTED} to be requeued")
                 break
+            if step < t.max_steps:
+                preempt.cast_vote(d.control)
             if step < t.max_steps and t.ckpt_every_steps and step % t.ckpt_every_steps == 0:
                 save(step)
         else:
