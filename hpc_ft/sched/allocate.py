@@ -16,20 +16,12 @@ Without a GPU budget there is nothing to share: equal, priority and proportional
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
-from hpc_ft.sched.model import Budget, SweepJob
+# Allocation lives in model so the LP (hpc_ft.sched.lp) can return one without importing this module.
+from hpc_ft.sched.model import Allocation, Budget, SweepJob
 
 POLICIES = ("equal", "priority", "proportional", "lp")
 OBJECTIVES = ("throughput", "makespan")
-
-
-@dataclass(frozen=True)
-class Allocation:
-    gpus: dict[str, int]  # job name -> GPUs
-    notes: list[str] = field(default_factory=list)  # how the policy decided, for the plan's assumptions
-    lower_bound_h: float | None = None  # the LP's optimal fluid makespan, when the LP ran
-    alternatives: list[dict[str, int]] = field(default_factory=list)  # LP roundings; the planner picks one
 
 
 def concurrent_slots(n_jobs: int, parallelism: int | None) -> int:

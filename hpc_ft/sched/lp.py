@@ -32,8 +32,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from hpc_ft.errors import HpcFtError
-from hpc_ft.sched.allocate import Allocation
-from hpc_ft.sched.model import Budget, SweepJob
+from hpc_ft.sched.model import Allocation, Budget, SweepJob
 
 _SUPPORT = 1e-7  # x above this is "used" by the LP
 _FIX_REL = 1e-7  # slack when fixing an earlier objective level

@@ -1,4 +1,4 @@
-"""Data of sweep planning: jobs, budgets, queue estimates and plans. Pure; no scipy, no torch.
+"""Data of sweep planning: jobs, allocations, budgets, queue estimates and plans. Pure; no scipy, no torch.
 
 Scaling model (the one place it is defined): Amdahl's law per job. With parallel fraction ``p``, a job
 that takes ``est_duration_h`` on its reference ``gpus`` takes on ``g`` GPUs
@@ -53,6 +53,16 @@ class SweepJob:
 
     def gpu_hours(self, gpus: int) -> float:
         return gpus * self.duration_h(gpus)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """GPUs per job as an allocation policy (hpc_ft.sched.allocate, hpc_ft.sched.lp) decided them."""
+
+    gpus: dict[str, int]  # job name -> GPUs
+    notes: list[str] = field(default_factory=list)  # how the policy decided, for the plan's assumptions
+    lower_bound_h: float | None = None  # the LP's optimal fluid makespan, when the LP ran
+    alternatives: list[dict[str, int]] = field(default_factory=list)  # LP roundings; the planner picks one
 
 
 @dataclass(frozen=True)
