@@ -77,6 +77,13 @@ class TelemetryConf:
     gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
 
 
+# The names sched.policy, sched.order and sched.objective accept. They live with the schema so validation
+# needs no import of hpc_ft.sched (which sits above config); hpc_ft.sched implements each name.
+SCHED_POLICIES = ("equal", "priority", "proportional", "lp")
+SCHED_ORDERS = ("fcfs", "sjf", "priority")
+SCHED_OBJECTIVES = ("throughput", "makespan")
+
+
 @dataclass
 class SchedConf:
     """How a -m sweep is planned and submitted (hpc_ft.sched); a single run ignores it.

@@ -7,10 +7,8 @@ import re
 import signal
 from typing import Callable
 
-from hpc_ft.config.schema import JobConf, SchedConf
+from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, JobConf, SchedConf
 from hpc_ft.errors import ConfigError, Problem
-from hpc_ft.sched.allocate import OBJECTIVES, POLICIES
-from hpc_ft.sched.order import ORDERS
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 EXECUTORS = ("local", "debug", "slurm")
@@ -43,27 +41,60 @@ def workers_per_node(conf: JobConf) -> int:
     return r.gpus_per_node if r.gpus_per_node > 0 else 2
 
 
-def sched_problems(s: SchedConf, nodes: int, gpus_per_node: int) -> list[Problem]:
-    """Problems of the sweep settings (sched.*); the planner re-checks what depends on the whole sweep."""
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def sweep_setting_problems(policy: object, order: object, objective: object, array_parallelism: object,
+                           budget_gpus: object, budget_gpu_hours: object, budget_money: object) -> list[Problem]:
+    """Problems of the sweep-wide sched.* settings: the one place they are checked.
+
+    ``validate`` checks them in every composed job; ``hpc_ft.sched.planner`` calls this for the same values
+    given to ``plan_sweep`` directly (GPU budgets in GPUs, GPU-hours and money units; None: no limit).
+    """
     p: list[Problem] = []
 
     def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
         if not ok:
             p.append(Problem(key, value, rule, fix))
 
-    need(s.policy in POLICIES, "sched.policy", s.policy, f"must be one of {', '.join(POLICIES)}",
+    need(policy in SCHED_POLICIES, "sched.policy", policy, f"must be one of {', '.join(SCHED_POLICIES)}",
          "pass sched.policy=equal")
-    need(s.order in ORDERS, "sched.order", s.order, f"must be one of {', '.join(ORDERS)}", "pass sched.order=fcfs")
-    need(s.objective in OBJECTIVES, "sched.objective", s.objective, f"must be one of {', '.join(OBJECTIVES)}",
-         "pass sched.objective=makespan")
-    for key in ("budget_gpus", "array_parallelism", "min_gpus", "max_gpus"):
+    need(order in SCHED_ORDERS, "sched.order", order, f"must be one of {', '.join(SCHED_ORDERS)}",
+         "pass sched.order=fcfs")
+    need(objective in SCHED_OBJECTIVES, "sched.objective", objective,
+         f"must be one of {', '.join(SCHED_OBJECTIVES)}", "pass sched.objective=makespan")
+    need(array_parallelism is None or (_is_int(array_parallelism) and array_parallelism >= 1),
+         "sched.array_parallelism", array_parallelism, "must be a whole number, at least 1",
+         "pass sched.array_parallelism=2 or leave it unset")
+    need(budget_gpus is None or (_is_int(budget_gpus) and budget_gpus >= 1), "sched.budget_gpus", budget_gpus,
+         "must be a whole number of GPUs, at least 1", "pass sched.budget_gpus=8 or leave it unset")
+    for key, value in (("sched.budget_gpu_hours", budget_gpu_hours), ("sched.budget_money", budget_money)):
+        need(value is None or _positive(value), key, value, "must be a positive number",
+             f"pass {key}=100 or leave it unset")
+    return p
+
+
+def sched_problems(s: SchedConf, nodes: int, gpus_per_node: int) -> list[Problem]:
+    """Problems of the sweep settings (sched.*): the sweep-wide ones (shared with the planner), then this job's."""
+    p = sweep_setting_problems(s.policy, s.order, s.objective, s.array_parallelism, s.budget_gpus,
+                               s.budget_gpu_hours, s.budget_money)
+
+    def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
+        if not ok:
+            p.append(Problem(key, value, rule, fix))
+
+    for key in ("min_gpus", "max_gpus"):
         v = getattr(s, key)
         need(v is None or v >= 1, f"sched.{key}", v, "must be a whole number, at least 1",
              f"pass sched.{key}=2 or leave it unset")
-    for key in ("budget_gpu_hours", "budget_money", "est_duration_h"):
-        v = getattr(s, key)
-        need(v is None or (math.isfinite(v) and v > 0), f"sched.{key}", v, "must be a positive number",
-             f"pass sched.{key}=1.0 or leave it unset")
+    v = s.est_duration_h
+    need(v is None or (math.isfinite(v) and v > 0), "sched.est_duration_h", v, "must be a positive number",
+         "pass sched.est_duration_h=1.0 or leave it unset")
     need(math.isfinite(s.priority), "sched.priority", s.priority, "must be a finite number", "pass sched.priority=1")
     need(0.0 <= s.parallel_fraction <= 1.0, "sched.parallel_fraction", s.parallel_fraction,
          "must be within [0, 1] (Amdahl's p)", "pass sched.parallel_fraction=1.0")

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 
+from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_POLICIES
 # Allocation lives in model so the LP (hpc_ft.sched.lp) can return one without importing this module.
 from hpc_ft.sched.model import Allocation, Budget, SweepJob
 
-POLICIES = ("equal", "priority", "proportional", "lp")
-OBJECTIVES = ("throughput", "makespan")
+# The names are part of the config schema (validated there, before anything is planned); each is implemented here.
+POLICIES = SCHED_POLICIES
+OBJECTIVES = SCHED_OBJECTIVES
 
 
 def concurrent_slots(n_jobs: int, parallelism: int | None) -> int:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import heapq
 import math
 
+from hpc_ft.config.schema import SCHED_ORDERS
 from hpc_ft.sched.model import Assignment, SweepJob
 
-ORDERS = ("fcfs", "sjf", "priority")
+ORDERS = SCHED_ORDERS  # the names are part of the config schema, validated there
 
 
 def order_jobs(jobs: list[SweepJob], gpus: dict[str, int], order: str) -> list[SweepJob]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 
+from hpc_ft.config.validate import sweep_setting_problems
 from hpc_ft.errors import ConfigError, Problem
-from hpc_ft.sched.allocate import OBJECTIVES, POLICIES, Allocation, allocate
-from hpc_ft.sched.model import Assignment, Budget, Plan, QueueEstimate, SweepJob
-from hpc_ft.sched.order import ORDERS, list_schedule, order_jobs, peak_concurrency
+from hpc_ft.sched.allocate import allocate
+from hpc_ft.sched.model import Allocation, Assignment, Budget, Plan, QueueEstimate, SweepJob
+from hpc_ft.sched.order import list_schedule, order_jobs, peak_concurrency
 
 
 def plan_sweep(jobs: list[SweepJob], budget: Budget, policy: str = "equal", order: str = "fcfs",
@@ -66,25 +67,14 @@ def fluid_bound_h(assignments: list[Assignment], gpu_cap: int | None, parallelis
 def validate_inputs(jobs: list[SweepJob], budget: Budget, policy: str, order: str,
                     array_parallelism: int | None, objective: str) -> None:
     """Raise ConfigError listing every bad value among the planner's inputs."""
-    p: list[Problem] = []
+    # The sweep-wide settings have one rule, in the config's validation (the same values as sched.*).
+    p = sweep_setting_problems(policy, order, objective, array_parallelism, budget.gpus, budget.gpu_hours,
+                               budget.money)
 
     def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
         if not ok:
             p.append(Problem(key, value, rule, fix))
 
-    need(policy in POLICIES, "sched.policy", policy, f"must be one of {', '.join(POLICIES)}",
-         "pass sched.policy=equal")
-    need(order in ORDERS, "sched.order", order, f"must be one of {', '.join(ORDERS)}", "pass sched.order=fcfs")
-    need(objective in OBJECTIVES, "sched.objective", objective, f"must be one of {', '.join(OBJECTIVES)}",
-         "pass sched.objective=makespan")
-    need(array_parallelism is None or (_is_int(array_parallelism) and array_parallelism >= 1),
-         "sched.array_parallelism", array_parallelism, "must be a whole number, at least 1",
-         "pass sched.array_parallelism=2 or leave it unset")
-    need(budget.gpus is None or (_is_int(budget.gpus) and budget.gpus >= 1), "sched.budget_gpus", budget.gpus,
-         "must be a whole number of GPUs, at least 1", "pass sched.budget_gpus=8 or leave it unset")
-    for key, value in (("sched.budget_gpu_hours", budget.gpu_hours), ("sched.budget_money", budget.money)):
-        need(value is None or _positive(value), key, value, "must be a positive number", f"pass {key}=100 "
-             "or leave it unset")
     need(_positive(budget.price_per_gpu_hour), "telemetry.price_per_gpu_hour", budget.price_per_gpu_hour,
          "must be a positive price", "pass telemetry.price_per_gpu_hour=2.0")
     need(len(jobs) > 0, "sweep", "[]", "has no jobs", "pass at least one sweep point")
