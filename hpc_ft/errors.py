@@ -1,8 +1,13 @@
-"""The project's exceptions: one base class, a few kinds the CLI reports without a traceback."""
+"""The project's exceptions (one base class, a few kinds the CLI reports without a traceback) and the exit status
+that tells a node a training run stopped for preemption."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Training's exit status after a preemption checkpoint (EX_TEMPFAIL: "try again"): the node requeues the job.
+# Here, at the bottom of the imports, because both sides use it: hpc_ft.train exits with it, hpc_ft.node reads it.
+PREEMPTED_EXIT_CODE = 75
 
 
 class HpcFtError(Exception):

@@ -7,10 +7,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_ft.errors import PREEMPTED_EXIT_CODE  # noqa: F401  re-exported: the node's modules read it from here
 from hpc_ft.job import atomic_write_text
-
-# Training's exit status after a preemption checkpoint (EX_TEMPFAIL: "try again"): the node requeues the job.
-PREEMPTED_EXIT_CODE = 75
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from hpc_ft.node.result import PREEMPTED_EXIT_CODE
+from hpc_ft.errors import PREEMPTED_EXIT_CODE
 
 EXIT_PREEMPTED = PREEMPTED_EXIT_CODE  # the node task requeues the job on it
 HOLD_TIMEOUT_S = 600.0
