@@ -61,7 +61,7 @@ def measure(code: str, run_dir: Path) -> tuple[float, float, str]:
 
 
 def generate(run_dir: Path, nodes: int, gpus: int, seconds: int) -> float:
-    from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, synthetic_run
+    from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, synthetic_run
 
     t0 = time.perf_counter()
     profiles = [NodeProfile(gpus=[GpuProfile(util_pct=0.0 if (n + g) % 7 == 0 else 85.0) for g in range(gpus)])

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, synthetic_run
+from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, synthetic_run
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run_analysis.ipynb"
 

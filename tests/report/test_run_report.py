@@ -11,7 +11,7 @@ from hpc_ft import report
 from hpc_ft.cli import main as cli_main
 from hpc_ft.config import validate
 from hpc_ft.config.compose import compose_conf
-from hpc_ft.telemetry.synthetic import GpuProfile, NodeProfile, remove_series, synthetic_run
+from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, remove_series, synthetic_run
 
 GPU_JOB = ["resources=gpu", "executor=slurm", "train.batch_size=16", "resources.cpus_per_task=4"]
 TRAIN = {"samples_per_s": 100.0, "tokens_per_s": 12800.0, "flops_per_sample": 6e12, "final_loss": 0.25,
@@ -194,7 +194,7 @@ def test_missing_node_and_requeued_segments(tmp_path):
     run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()])], seconds=100,
                         overrides=[*GPU_JOB, "resources.nodes=2", "resources.gpus_per_node=1"], train=TRAIN)
     # Node 0 was requeued once: a second segment whose counter starts again.
-    from hpc_ft.telemetry.synthetic import write_node_series
+    from hpc_ft.testing.synthetic import write_node_series
 
     write_node_series(run / "nodes" / "node0" / "telemetry.1.bin", NodeProfile(gpus=[_busy()]), rows=100,
                       t0=1.7e9 + 500)

@@ -1,4 +1,4 @@
-"""Crafted telemetry records for tests, the notebook and benchmarks: series files in the real format,
+"""Crafted run records for tests, the notebook's test and benchmarks: series files in the real telemetry format,
 NodeReports, and a job.yaml, with chosen utilization, memory and power per GPU.
 
 Values are deterministic (seeded noise around the chosen levels), written in large numpy chunks.
