@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return report.main(rest[0])
     if cmd == "plan":
-        from hpc_ft.sched.cli import plan_main
+        from hpc_ft.commands.plan import plan_main
 
         return plan_main(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)

@@ -76,7 +76,7 @@ def test_plan_imports_no_torch(tmp_path):
 
 
 def test_only_resource_and_sweep_overrides_are_composed():
-    from hpc_ft.sched.cli import plan_relevant, sweep_points
+    from hpc_ft.commands.plan import plan_relevant, sweep_points
 
     assert [plan_relevant(o) for o in ("optim.lr=1", "model=mlp", "resources.nodes=2", "sched.priority=3",
                                        "+train.x=1", "wait=false")] == [False, True, True, True, False, True]
