@@ -1,0 +1,279 @@
+"""Imports flow one way (DESIGN.md: ``errors <- config <- job <- rundir <- {node, telemetry, train} <- submit <-
+{sweep, tune} <- cli``), without cycles, and the login-node commands never load torch.
+
+The test reads every module of ``hpc_ft`` and ``hydra_plugins`` with ``ast``: imports at module top, inside
+functions and under ``if TYPE_CHECKING:`` alike (an import inside a function is still a dependency, only a
+later one). Each module belongs to the layer of its top-level package (``hpc_ft.sched.lp`` -> ``sched``); a
+module may import its own package and any package of a LOWER layer, never one of its own layer or above.
+
+The layers, bottom to top (``LAYERS`` below):
+
+====  ==========================================  =====================================================
+rank  packages                                    why there
+====  ==========================================  =====================================================
+0     ``hpc_ft`` (the package root), ``errors``   paths, the version, exceptions, exit statuses
+1     ``config``                                  structured configs and their validation
+2     ``job``                                     the resolved JobSpec
+3     ``rundir``                                  the run-dir contract (issue 11 part 1; not yet a module)
+4     ``telemetry``, ``train``, ``data``          what runs under a node task: the sampler, the loop
+5     ``node``                                    the node task: runs the sampler and torchrun (and, for
+                                                  the debug executor, the loop in-process)
+6     ``report``, ``estimate``, ``sched``         read specs and records, never launch anything
+7     ``submit``                                  executors, sbatch rendering, gathering
+8     ``sweep``, ``tune``                         sweeps and searches: plan, then submit
+9     ``commands``, ``hydra_plugins``             the commands and Hydra's launcher: print, compose Hydra
+10    ``cli``                                     the ``hpc-ft`` entry point, dispatching to commands
+11    ``testing``                                 fixtures for tests and benchmarks; nothing imports it
+====  ==========================================  =====================================================
+
+The documented ``{node, telemetry, train}`` is split in two (rank 4 and 5) because the node task starts the
+sampler and the training loop; ``telemetry`` and ``train`` never import ``node``. Two rules are narrower than
+the ranks:
+
+- ``telemetry`` imports nothing of the job (``ONLY``): the node task hands it paths and intervals.
+- ``report``, ``estimate`` and ``sched`` take only records from ``node`` (``READ_FROM_NODE``): the NodeReport
+  in ``node/result.py`` until the run-dir module owns it (issue 11 part 1), never the code that launches.
+
+Import cycles between modules fail too (a package's ``__init__`` counts as imported with any of its
+modules), except ``KNOWN_CYCLES``, which must still exist so the exception cannot outlive its fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("hpc_ft", "hydra_plugins")
+
+LAYERS: list[tuple[str, ...]] = [
+    ("hpc_ft", "errors"),
+    ("config",),
+    ("job",),
+    ("rundir",),
+    ("telemetry", "train", "data"),
+    ("node",),
+    ("report", "estimate", "sched"),
+    ("submit",),
+    ("sweep", "tune"),
+    ("commands", "hydra_plugins"),
+    ("cli",),
+    ("testing",),
+]
+RANK = {pkg: rank for rank, layer in enumerate(LAYERS) for pkg in layer}
+
+# Packages that may import only these (their own package aside), whatever their rank allows.
+ONLY = {"telemetry": {"hpc_ft", "errors", "rundir"}}
+# The readers of records take from the node layer only its records.
+READERS = ("report", "estimate", "sched")
+READ_FROM_NODE = {"hpc_ft.node.result"}
+
+# Cycles not yet broken. Each entry must still be a cycle (remove it with the commit that breaks it).
+KNOWN_CYCLES = [
+    # issue 11 part 3: one preemption routine on the node replaces the NodeTask/SlurmNodeTask pair.
+    {"hpc_ft.node.task", "hpc_ft.node.slurm_task"},
+]
+
+HEAVY = ("torch", "pynvml", "datasets", "peft")
+
+
+def module_files() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of PACKAGES (a package is its ``__init__.py``)."""
+    out = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def imported_names(name: str, path: Path) -> list[tuple[str, int]]:
+    """(dotted name, line) of every import in the module, wherever it stands; relative imports resolved."""
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            # `from pkg import sub` imports the module pkg.sub when there is one, else a name of pkg.
+            out += [(f"{mod}.{alias.name}", node.lineno) for alias in node.names] or [(mod, node.lineno)]
+    return out
+
+
+def project_target(imported: str, modules: dict[str, Path]) -> str | None:
+    """The project module an imported dotted name loads (the longest module prefix), or None if external."""
+    parts = imported.split(".")
+    for n in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:n])
+        if candidate in modules:
+            return candidate
+    return None
+
+
+def import_graph() -> tuple[dict[str, Path], dict[str, dict[str, int]]]:
+    """Every module's direct project imports: ``graph[importer][imported] = line of the first such import``."""
+    modules = module_files()
+    graph: dict[str, dict[str, int]] = {m: {} for m in modules}
+    for name, path in modules.items():
+        for imported, line in imported_names(name, path):
+            target = project_target(imported, modules)
+            if target is not None and target != name:
+                graph[name].setdefault(target, line)
+    return modules, graph
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "hydra_plugins":
+        return "hydra_plugins"
+    return parts[1] if len(parts) > 1 else "hpc_ft"
+
+
+def test_every_package_has_a_layer():
+    modules, _ = import_graph()
+    missing = sorted({layer_of(m) for m in modules} - set(RANK))
+    assert not missing, f"add {missing} to LAYERS in tests/test_architecture.py (and to the docstring's table)"
+
+
+def test_imports_follow_the_layers():
+    modules, graph = import_graph()
+    bad = []
+    for importer, targets in sorted(graph.items()):
+        mine = layer_of(importer)
+        where = modules[importer].relative_to(ROOT)
+        for target, line in sorted(targets.items()):
+            theirs = layer_of(target)
+            if theirs == mine:
+                continue
+            if RANK[theirs] >= RANK[mine]:
+                bad.append(f"{where}:{line}: {importer} ({mine}, layer {RANK[mine]}) imports {target} "
+                           f"({theirs}, layer {RANK[theirs]}): only lower layers may be imported")
+            elif mine in ONLY and theirs not in ONLY[mine]:
+                bad.append(f"{where}:{line}: {importer} imports {target}: {mine} may import only "
+                           f"{sorted(ONLY[mine])}")
+            elif mine in READERS and theirs == "node" and target not in READ_FROM_NODE:
+                bad.append(f"{where}:{line}: {importer} imports {target}: {mine} reads records and never "
+                           f"launches; from node it may import only {sorted(READ_FROM_NODE)}")
+    assert not bad, "imports against the documented order:\n" + "\n".join(bad)
+
+
+def _with_parents(target: str, importer: str) -> list[str]:
+    """Loading ``target`` runs its parent packages' __init__ first (those not already loading ``importer``)."""
+    parts = target.split(".")
+    chain = [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return [m for m in chain if not (importer == m or importer.startswith(m + "."))]
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components of more than one module (iterative: no recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[set[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            w = next(children, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph.get(w, ())))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = set()
+                while True:
+                    w = stack.pop()
+                    on_stack.discard(w)
+                    comp.add(w)
+                    if w == v:
+                        break
+                if len(comp) > 1:
+                    out.append(comp)
+    return out
+
+
+def module_cycles() -> list[set[str]]:
+    _, graph = import_graph()
+    loads = {m: {p for t in targets for p in _with_parents(t, m)} - {m} for m, targets in graph.items()}
+    return strongly_connected(loads)
+
+
+def test_no_import_cycles_but_the_known_one():
+    cycles = module_cycles()
+    unknown = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
+    assert not unknown, f"import cycles: {unknown}"
+    gone = [sorted(k) for k in KNOWN_CYCLES if k not in cycles]
+    assert not gone, f"{gone} is no longer a cycle: remove it from KNOWN_CYCLES"
+
+
+def test_checker_sees_upward_imports_and_cycles_anywhere_in_a_module(tmp_path):
+    """The reader is not blind to function-level or relative imports (what the checks above rely on)."""
+    pkg = tmp_path / "hpc_ft"
+    (pkg / "sched").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sched" / "__init__.py").write_text("from .a import f\n")
+    (pkg / "sched" / "a.py").write_text("def f():\n    from hpc_ft.sched import b\n    from .. import cli\n")
+    (pkg / "sched" / "b.py").write_text("from hpc_ft.sched.a import f\n")
+    (pkg / "cli.py").write_text("")
+    names = {n for n, _ in imported_names("hpc_ft.sched.a", pkg / "sched" / "a.py")}
+    assert names == {"hpc_ft.sched.b", "hpc_ft.cli"}
+    graph = {"hpc_ft.sched.a": {"hpc_ft.sched.b"}, "hpc_ft.sched.b": {"hpc_ft.sched.a"}, "hpc_ft.cli": set()}
+    assert strongly_connected(graph) == [{"hpc_ft.sched.a", "hpc_ft.sched.b"}]
+    assert _with_parents("hpc_ft.sched.b", "hpc_ft.sched.a") == ["hpc_ft.sched.b"]
+    assert _with_parents("hpc_ft.config.schema", "hpc_ft.sched.a") == ["hpc_ft.config", "hpc_ft.config.schema"]
+
+
+# --help, a dry run, sbatch rendering and planning run on login nodes: none of them may load torch or NVML.
+LOGIN_NODE_CHECK = textwrap.dedent("""
+    import contextlib, io, json, sys
+    import hpc_ft.cli, hpc_ft.commands.plan, hpc_ft.sched, hpc_ft.submit.sbatch, hpc_ft.submit.describe
+    import hpc_ft.submit.dispatch, hpc_ft.sweep.plan, hpc_ft.report, hydra_plugins.hpc_ft_launcher.launcher
+    codes = []
+    for argv in (["--help"], ["submit", "dry_run=true", "model=mlp", "data=synthetic"],
+                 ["sbatch", "executor=slurm", "model=mlp", "data=synthetic"],
+                 ["plan", "-m", "optim.lr=1e-5,3e-5", "sched.est_duration_h=1", "--no-queue"]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                codes.append(hpc_ft.cli.main(argv))
+            except SystemExit as exc:  # argparse's --help
+                codes.append(exc.code)
+    print(json.dumps({"codes": codes, "loaded": [m for m in HEAVY if m in sys.modules]}))
+""")
+
+
+def test_login_node_commands_load_no_torch(tmp_path):
+    code = f"HEAVY = {HEAVY!r}\n" + LOGIN_NODE_CHECK
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [0, 0, 0, 0], res.stderr[-3000:]
+    assert out["loaded"] == [], f"loaded by --help, a dry run, sbatch or plan: {out['loaded']}"
