@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -62,6 +64,7 @@ def test_only_keeps_the_other_groups_rows(tmp_path):
     assert merge_previous(out, [], ["cold"], "cpu", True) == ([], [])  # a quick run never mixes with a full one
 
 
+@pytest.mark.bench
 def test_gpu_mode_refuses_without_cuda_or_measures_with_it(tmp_path):
     import torch
 
@@ -78,6 +81,7 @@ def test_gpu_mode_refuses_without_cuda_or_measures_with_it(tmp_path):
         assert "GPU mode needs a CUDA GPU" in res.stderr and not out.exists()
 
 
+@pytest.mark.bench
 def test_gpu_rows_harness_on_cpu():
     """The GPU measurement code itself, run on the CPU at toy size (the figures mean nothing here)."""
     from benchmarks import bench_gpu
@@ -89,6 +93,7 @@ def test_gpu_rows_harness_on_cpu():
     assert rows[2].verdict() == "n/a"  # no peak for a CPU: said, not invented
 
 
+@pytest.mark.bench
 def test_quick_run_has_every_row(tmp_path):
     out = tmp_path / "quick.json"
     res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
