@@ -253,6 +253,8 @@ def test_checker_sees_upward_imports_and_cycles_anywhere_in_a_module(tmp_path):
 
 
 # --help, a dry run, sbatch rendering and planning run on login nodes: none of them may load torch or NVML.
+# (tests/test_cli.py times --help and the dry run through `python -m hpc_ft.cli`; this adds sbatch, plan, the
+# launcher's and planner's modules, and NVML, in one process.)
 LOGIN_NODE_CHECK = textwrap.dedent("""
     import contextlib, io, json, sys
     import hpc_ft.cli, hpc_ft.commands.plan, hpc_ft.sched, hpc_ft.submit.sbatch, hpc_ft.submit.describe
