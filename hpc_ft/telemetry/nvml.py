@@ -80,7 +80,14 @@ def _util(nv: Any, h: Any, _pids: set[int]) -> dict[str, float]:
 
 
 def _mem(nv: Any, h: Any, _pids: set[int]) -> dict[str, float]:
-    return {"mem_used_gb": nv.nvmlDeviceGetMemoryInfo(h).used / GIB}
+    # nvidia-smi's memory.used leaves out what the driver reserves for itself (0.6 GiB on an H200, measured
+    # 2026-11-30 by benchmarks/nvml_check.py); NVML's first call counts it as used. Version 2 of the call
+    # reports it apart and matches nvidia-smi; drivers without version 2 keep the first call's figure.
+    try:
+        info = nv.nvmlDeviceGetMemoryInfo(h, version=nv.nvmlMemory_v2)
+    except (nv.NVMLError_FunctionNotFound, nv.NVMLError_NotSupported):
+        info = nv.nvmlDeviceGetMemoryInfo(h)
+    return {"mem_used_gb": info.used / GIB}
 
 
 def _power(nv: Any, h: Any, _pids: set[int]) -> dict[str, float]:

@@ -19,7 +19,9 @@ class FakeGpu:
     name: str = "NVIDIA H100 80GB HBM3"
     util: int = 90
     mem_util: int = 40
-    mem_used: int = 40 * 1024 * MIB
+    mem_used: int = 40 * 1024 * MIB  # what nvidia-smi shows: the driver's reserved memory left out
+    mem_reserved: int = 600 * MIB  # counted as used by NVML's first memory call, reported apart by version 2
+    memory_v2: bool = True  # the driver has nvmlDeviceGetMemoryInfo_v2
     mem_total: int = 80 * 1024 * MIB
     power_mw: int = 500_000
     limit_mw: int = 700_000
@@ -74,6 +76,16 @@ class FakeNvml:
             g.energy_mj += g.power_mw  # one second at the current power, per reading
             return g.energy_mj
 
+        def memory_info(h: int, version: int | None = None) -> SimpleNamespace:
+            g = self._gpu("nvmlDeviceGetMemoryInfo", h)
+            free = g.mem_total - g.mem_used - g.mem_reserved
+            if not version:  # v1: used = total - free, the reserved memory included
+                return SimpleNamespace(used=g.mem_used + g.mem_reserved, total=g.mem_total, free=free)
+            if not g.memory_v2:  # pynvml looks up nvmlDeviceGetMemoryInfo_v2 in the driver and does not find it
+                raise pynvml.NVMLError_FunctionNotFound()
+            return SimpleNamespace(version=version, used=g.mem_used, reserved=g.mem_reserved, total=g.mem_total,
+                                   free=free)
+
         fns = {
             "nvmlInit": init,
             "nvmlShutdown": lambda: None,
@@ -83,9 +95,7 @@ class FakeNvml:
             "nvmlDeviceGetName": lambda h: self._gpu("nvmlDeviceGetName", h).name,
             "nvmlDeviceGetUUID": lambda h: self._gpu("nvmlDeviceGetUUID", h).uuid,
             "nvmlDeviceGetIndex": lambda h: self._gpu("nvmlDeviceGetIndex", h).index,
-            "nvmlDeviceGetMemoryInfo": lambda h: (lambda g: SimpleNamespace(
-                used=g.mem_used, total=g.mem_total, free=g.mem_total - g.mem_used))(
-                self._gpu("nvmlDeviceGetMemoryInfo", h)),
+            "nvmlDeviceGetMemoryInfo": memory_info,
             "nvmlDeviceGetEnforcedPowerLimit": lambda h: self._gpu("nvmlDeviceGetEnforcedPowerLimit", h).limit_mw,
             "nvmlDeviceGetUtilizationRates": lambda h: (lambda g: SimpleNamespace(gpu=g.util, memory=g.mem_util))(
                 self._gpu("nvmlDeviceGetUtilizationRates", h)),

@@ -49,6 +49,17 @@ def test_driver_not_loaded_also_degrades(tmp_path, fake_nvml):
     assert out["nvml"] is False and out["summary"]["samples"] == 2
 
 
+def test_memory_used_is_nvidia_smis_figure_reserved_memory_left_out(tmp_path, fake_nvml):
+    # On an H200 (2026-11-30) NVML's first memory call read 0.6 GiB above nvidia-smi: the driver's reserve.
+    fake = fake_nvml(2)
+    fake.gpus[1].memory_v2 = False  # an older driver: only the first call exists
+    out = _sampler(tmp_path).start().stop()
+    g0, g1 = out["summary"]["gpus"]
+    assert g0["mem_used_gb"]["max"] == pytest.approx(40.0)
+    assert g1["mem_used_gb"]["max"] == pytest.approx(40.0 + 600 / 1024)
+    assert out["notices"] == []
+
+
 def test_samples_only_the_assigned_gpus_with_every_metric(tmp_path, fake_nvml):
     fake = fake_nvml(4)
     fake.gpus[3].util = 0
