@@ -31,13 +31,21 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
     else:
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={place.rdzv_host}:{place.rdzv_port}",
                  f"--rdzv-id=hpc_ft-{place.job_id}"]
-    # After forwarding a signal torchrun SIGKILLs workers that are still running after --shutdown-timeout:
-    # give them most of the warning time so the preemption checkpoint completes.
-    grace_s = max(30, c.executor.preempt_signal_delay_s - 15)
+    # The shutdown grace reaches torchrun through TORCH_ELASTIC_SHUTDOWN_TIMEOUT (worker_env), not the
+    # --shutdown-timeout flag: torch releases before the flag existed (2.11 on a GPU image, for one) refuse the
+    # whole command line over it, while every release ignores an environment variable it does not know.
     argv += [f"--max-restarts={c.executor.max_restarts}", f"--signals-to-handle={','.join(forwarded)}",
-             f"--shutdown-timeout={grace_s}",
              "-m", "hpc_ft.train", str(spec.spec_path)]
     return argv
+
+
+def shutdown_grace_s(spec: JobSpec) -> int:
+    """Seconds torchrun lets its workers finish after forwarding a signal before it SIGKILLs them.
+
+    Most of the scheduler's warning time (``executor.preempt_signal_delay_s``), so the preemption checkpoint
+    completes; never below torchrun's own default of 30 s. Torch releases without the setting keep 30 s.
+    """
+    return max(30, spec.conf.executor.preempt_signal_delay_s - 15)
 
 
 def worker_env(spec: JobSpec, place: Placement, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,6 +58,7 @@ def worker_env(spec: JobSpec, place: Placement, base: dict[str, str] | None = No
         "HPC_FT_NODE_RANK": str(place.node_rank),
         "HPC_FT_PREEMPT_SIGNAL": signal_name(c.executor.preempt_signal),
         "OMP_NUM_THREADS": str(threads),
+        "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(shutdown_grace_s(spec)),
         "PYTHONUNBUFFERED": "1",
     })
     return env
