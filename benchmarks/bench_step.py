@@ -1,7 +1,8 @@
 """Training step time: hpc_ft's loop against a plain torchrun DDP loop, and bf16/fp16 against fp32.
 
-Both sides run under torchrun with 2 CPU workers, the same model, data, precision, global batch and
-threads per worker, and are read the same way: the mean step time of each window of ``log_every``
+Both sides run under torchrun with 2 CPU workers, the same model, data, precision, global batch, threads
+per worker and optimizer (AdamW, fused exactly when hpc_ft's is), so the ratio is the loop's overhead; the gain
+of hpc_ft's default fused AdamW over torch's default kernel is a row of its own. Both are read the same way: the mean step time of each window of ``log_every``
 steps (hpc_ft: metrics.jsonl; baseline: its per-step end times), the first window (warm-up) dropped,
 the median of the rest. Runs of all configurations are interleaved (A B C D, D C B A, ...).
 
@@ -63,8 +64,8 @@ class Runner:
         self.sizes = sizes
         self.specs: dict[tuple[str, str], object] = {}
 
-    def _spec(self, task: str, precision: str):
-        key = (task, precision)
+    def _spec(self, task: str, precision: str, fused: bool = True):
+        key = (task, precision, fused)
         if key not in self.specs:
             s = self.sizes
             steps = s.minilm_steps if task == "minilm" else s.synthetic_steps
@@ -73,12 +74,12 @@ class Runner:
                 steps, every = FP16_CPU_STEPS, FP16_CPU_LOG_EVERY
             base = list(SYNTHETIC) if task == "synthetic" else []
             ov = base + STEADY + [f"precision={precision}", f"train.max_steps={steps}",
-                                  f"train.log_every_steps={every}", "telemetry=off"]
+                                  f"train.log_every_steps={every}", "telemetry=off", f"optim.fused={fused}"]
             self.specs[key] = compose_spec(ov, self.root / "compose")
         return self.specs[key]
 
-    def hpc_ft(self, task: str, precision: str) -> float:
-        spec = fresh_copy(self._spec(task, precision), self.root, f"hpcft-{task}-{precision}")
+    def hpc_ft(self, task: str, precision: str, fused: bool = True) -> float:
+        spec = fresh_copy(self._spec(task, precision, fused), self.root, f"hpcft-{task}-{precision}-{fused}")
         argv, env = torchrun_cmd(spec)
         run_cmd(argv, env=env)
         w = windows_from_metrics(spec.run_dir / "metrics.jsonl", spec.conf.train.batch_size)
@@ -94,6 +95,8 @@ class Runner:
                 f"--precision={precision}", f"--steps={t.max_steps}", f"--batch-size={t.batch_size}",
                 f"--lr={spec.conf.optim['lr']}", f"--warmup-steps={t.warmup_steps}", f"--log-every={t.log_every_steps}",
                 f"--grad-clip={t.grad_clip_norm}", f"--out={out}"]
+        if spec.conf.optim.get("fused"):  # the same optimizer kernel as hpc_ft's side
+            argv.append("--fused")
         run_cmd(argv, env=env)
         rec = json.loads(out.read_text())
         return median(windows_from_ends(rec["t0"], rec["step_ends"], t.log_every_steps))
@@ -110,6 +113,7 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         "raw_bf16": lambda: r.baseline(task, "bf16"),
         "hpc_fp32": lambda: r.hpc_ft(task, "fp32"),
         "hpc_fp16": lambda: r.hpc_ft(task, "fp16"),
+        "hpc_bf16_unfused": lambda: r.hpc_ft(task, "bf16", fused=False),
     }
     if task == "synthetic":  # --quick: the default task is the synthetic one already; reuse its fp32 run
         fns["syn_raw"] = lambda: r.baseline("synthetic", "fp32")
@@ -133,6 +137,11 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
             key="step.synthetic", samples_a=s["syn_hpc"], samples_b=s["syn_raw"],
             note="millisecond steps: shows hpc_ft's fixed per-step cost, not a realistic workload"),
     ]
+    a, b = m["hpc_bf16"], m["hpc_bf16_unfused"]
+    rows.append(Row(f"train step time, fused AdamW (hpc_ft's default) vs torch's default AdamW, bf16, {desc}",
+                    "same job, optim.fused=false", a, b, n, "report", key="optim.fused",
+                    samples_a=s["hpc_bf16"], samples_b=s["hpc_bf16_unfused"],
+                    note=f"fused AdamW step = {a / b:.2f}x the default kernel's" if a == a and b else ""))
     for p in ("bf16", "fp16"):
         a, b = m[f"hpc_{p}"], m["hpc_fp32"]
         rows.append(Row(f"train step time {p} vs fp32 (hpc_ft), {desc}", "same job, precision=fp32", a, b, n,

@@ -1,7 +1,7 @@
 """The raw baseline for hpc_ft's training step: a plain, hand-written torchrun DDP loop.
 
 What someone writes without hpc_ft: init the process group, wrap the model in DDP, sample a batch,
-autocast, backward, clip, AdamW (torch's defaults) with linear warmup, print the loss every ``--log-every``
+autocast, backward, clip, AdamW (fused or torch's default kernel, ``--fused``) with linear warmup, print the loss every ``--log-every``
 steps. Same model and data as hpc_ft's built-in tasks (imported from them: the task is not what is compared,
 the loop is).
 Rank 0 writes every step's end time to ``--out`` so the benchmark reads both sides the same way.
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--grad-clip", type=float, default=1.0, help="max grad norm; 0 disables")
+    ap.add_argument("--fused", action="store_true", help="AdamW(fused=True), as hpc_ft's default optimizer")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -56,7 +57,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, data = build(args.task)
     ddp = DDP(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, fused=args.fused or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, args.warmup_steps)))
     dtype = DTYPES[args.precision]
     scaler = torch.amp.GradScaler("cpu", enabled=dtype is torch.float16)
