@@ -196,7 +196,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
          "must be a positive number", "pass telemetry.interval_s=1.0")
     need(math.isfinite(tel.idle_util_pct) and 0 <= tel.idle_util_pct <= 100, "telemetry.idle_util_pct",
          tel.idle_util_pct, "must be a percentage within [0, 100]", "pass telemetry.idle_util_pct=5")
-    for key in ("price_per_gpu_hour", "price_per_kwh"):
+    for key in ("price_per_gpu_hour", "price_per_kwh", "price_per_node_hour"):
         v = getattr(tel, key)
         need(math.isfinite(v) and v >= 0, f"telemetry.{key}", v, "must be 0 or a positive number",
              f"pass telemetry.{key}=0 to leave it out of the cost")
