@@ -48,6 +48,7 @@ class _State:
     exit_code = 0
     error: Exception | None = None
     ran = False  # the task function was called (Hydra composed a config)
+    sweep_dirs: set = set()  # sweep dirs whose jobs left nothing (dry run, refused): removed when Hydra is done
 
 
 def _console():
@@ -92,7 +93,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
 
     sys.argv = [prog, *argv]
     try:
-        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+        try:
+            hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+        finally:
+            _prune_sweep_dirs()
     except SystemExit as exc:
         if exc.code in (0, None) or _State.ran:
             raise
@@ -121,33 +125,53 @@ def _is_config_library_error(exc: BaseException) -> bool:
 
 
 def _discard_unused_run_dir() -> None:
-    """A refused job or a dry run leaves no run dir behind: remove the timestamped one Hydra made for it while it holds
-    only Hydra's own files. A run dir the user named (``hydra.run.dir=...``) is never touched: it may hold
-    an earlier run."""
+    """A refused job or a dry run leaves no run dir behind: remove the timestamped one Hydra made for it
+    while it holds only Hydra's own files (in a sweep, the job's dir now and the sweep dir once Hydra is
+    done, see ``_prune_sweep_dirs``). A dir the user named (``hydra.run.dir=``/``hydra.sweep.dir=``) is
+    never touched: it may hold an earlier run."""
     import shutil
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    hc = HydraConfig.get()
     from omegaconf import OmegaConf
 
-    hydra_overrides = OmegaConf.to_container(hc.overrides.hydra, resolve=False)
-    if hc.mode != RunMode.RUN or any(o.startswith("hydra.run.dir=") for o in hydra_overrides):
+    hc = HydraConfig.get()
+    named = "hydra.run.dir=" if hc.mode == RunMode.RUN else "hydra.sweep.dir="
+    if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log"}
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
     shutil.rmtree(out, ignore_errors=True)
-    for parent in out.parents:  # outputs/DATE, then outputs, while empty; never the working directory
+    if hc.mode == RunMode.RUN:
+        _remove_empty_parents(out, cwd)
+    else:
+        _State.sweep_dirs.add(Path(hc.sweep.dir).absolute())
+
+
+def _remove_empty_parents(path, cwd) -> None:
+    for parent in path.parents:  # outputs/DATE, then outputs, while empty; never the working directory
         if parent == cwd:
             break
         try:
             parent.rmdir()
         except OSError:
             break
+
+
+def _prune_sweep_dirs() -> None:
+    """Remove a sweep dir whose every job was discarded (it holds only Hydra's multirun.yaml)."""
+    import shutil
+    from pathlib import Path
+
+    cwd = Path.cwd()
+    for d in _State.sweep_dirs:
+        if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+            _remove_empty_parents(d, cwd)
+    _State.sweep_dirs = set()
 
 
 def _compose_spec(cfg) -> tuple[Any, list[str]]:

@@ -145,8 +145,17 @@ def test_every_command_answers_help(tmp_path, cmd, flag):
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
-def test_dry_run_leaves_nothing_behind(tmp_path):
+@pytest.mark.parametrize("args", [["dry_run=true"], ["-m", "optim.lr=1e-5,3e-5", "dry_run=true"]],
+                         ids=["run", "sweep"])
+def test_dry_run_leaves_nothing_behind(tmp_path, args):
+    # issue 10.14: no outputs/DATE/TIME/ (or multirun/DATE/TIME/) per call
     for _ in range(2):
-        res = run(["submit", "dry_run=true"], tmp_path)
+        res = run(["submit", *args], tmp_path)
         assert res.returncode == 0, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refused_sweep_job_leaves_nothing_behind(tmp_path):
+    res = run(["submit", "-m", "optim.lr=1e-5,-1", "dry_run=true"], tmp_path)
+    assert res.returncode == 2 and "optim.lr=-1" in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []

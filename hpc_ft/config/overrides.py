@@ -187,6 +187,7 @@ def refusal_fix(args: list[str], prog: str) -> str:
 
     parser = OverridesParser.create()
     multirun = any(a in ("-m", "--multirun") for a in args)
+    cfg_prog = "hpc-ft submit" if prog == "hpc-ft plan" else prog  # plan has no --cfg
 
     def command(old: str, new: str) -> str:
         return " ".join([prog, *(shlex.quote(new if a == old else a) for a in args)])
@@ -228,11 +229,11 @@ def refusal_fix(args: list[str], prog: str) -> str:
                 fixed = ".".join([*([known] if known else []), near, *tail[1:]])
                 return f"Fix: {key} is not a setting; did you mean {command(a, f'{fixed}={value}')}"
             return (f"Fix: {key} is not a setting; {known or 'the job'} has: {', '.join(fields)} "
-                    f"(`{prog} --cfg job` shows each with its value)")
+                    f"(`{cfg_prog} --cfg job` shows each with its value)")
         if kind in ("ok", "user") and raw_key.startswith("~") and deletion_problems([a]):
             return f"Fix: hpc_ft's own settings cannot be deleted; give it another value: {command(a, key + '=...')}"
         if kind == "ok" and not raw_key.startswith("~") and not _fits_schema(key, ov.value()):
-            return (f"Fix: {key} takes {_type_words(key)}; `{prog} --cfg job` prints every key with its "
+            return (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
                     "current value")
-    return (f"Fix: `{prog} --cfg job` prints every key with its current value; a group's options are the files "
+    return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "
             f"in {CONF_DIR}/<group>/ (e.g. model=mlp).")

@@ -114,7 +114,10 @@ def plan_main(argv: list[str]) -> int:
         return EXIT_BAD_CONFIG
     except Exception as exc:  # Hydra's own: a bad override or a missing config group option
         if type(exc).__module__.startswith(("hydra", "omegaconf")):
+            from hpc_ft.config.overrides import refusal_fix
+
             print(f"error: {exc}", file=sys.stderr)
+            print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG
         raise
     print(plan_json(plan) if args.json else plan_table(plan))
