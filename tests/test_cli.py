@@ -99,7 +99,7 @@ def refused(res):
     ("++executor.preempt=USR2", ["executor.preempt", "did you mean executor.preempt_signal"]),
     ("+retries=1", ["retries", "is not a setting of hpc_ft"]),
     ("~model", ["model", "conf/model/"]),  # a required group deleted
-    ("~train", ["~train", "cannot be deleted"]),  # hpc_ft's own group deleted: defaults would come back silently
+    ("~train", ["train='~train'", "cannot be deleted"]),  # hpc_ft's own group deleted: defaults would come back silently
     ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR", "oc.env:NAME,default"]),
     ("hydra.run.dir=${oc.env:HPC_FT_NO_SUCH_VAR}", ["hydra.run.dir", "HPC_FT_NO_SUCH_VAR"]),
 ])
@@ -108,6 +108,18 @@ def test_unknown_added_deleted_and_unresolvable_keys_are_refused(tmp_path, overr
                       env={k: v for k, v in __import__("os").environ.items() if k != "HPC_FT_NO_SUCH_VAR"}))
     assert all(w in err for w in words), err
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("+train.max_step=500", ["did you mean train.max_steps"]),
+    ("~train", ["cannot be deleted"]),
+    ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR"]),
+])
+def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
+    err = refused(run(["submit", "-m", "model=mlp", "data=synthetic", override, "train.seed=1,2", "dry_run=true"],
+                      tmp_path))
+    assert all(w in err for w in words) and "Fix:" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("cmd", ["submit", "sbatch"])

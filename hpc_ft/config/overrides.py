@@ -75,7 +75,7 @@ def deletion_problems(overrides: list[str]) -> list[Problem]:
         if kind == "ok" or (kind == "user" and "." not in key):
             fix = (f"pick another one: {key}=<name> from conf/{key}/" if key in CHOICE_GROUPS else
                    f"set it instead: {key}=<value> (`hpc-ft submit --cfg job` shows its current value)")
-            problems.append(Problem(o, key, "deletes a setting hpc_ft needs (hpc_ft's own keys cannot be "
+            problems.append(Problem(key, f"~{key}", "deletes a setting hpc_ft needs (hpc_ft's own keys cannot be "
                                     "deleted, only given another value)", fix))
     return problems
 
@@ -232,7 +232,8 @@ def refusal_fix(args: list[str], prog: str) -> str:
                     f"(`{cfg_prog} --cfg job` shows each with its value)")
         if kind in ("ok", "user") and raw_key.startswith("~") and deletion_problems([a]):
             return f"Fix: hpc_ft's own settings cannot be deleted; give it another value: {command(a, key + '=...')}"
-        if kind == "ok" and not raw_key.startswith("~") and not _fits_schema(key, ov.value()):
+        if kind == "ok" and not raw_key.startswith("~") and not ov.is_sweep_override() \
+                and not _fits_schema(key, ov.value()):
             return (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
                     "current value")
     return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "

@@ -111,9 +111,13 @@ class HpcFtLauncher(Launcher):
         before = hc.cfg
         hc.set_config(cfg)
         try:
+            from hpc_ft.config.overrides import to_job_conf
+
+            overrides = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)  # as typed
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
-            return OmegaConf.to_object(cfg)
+            # Refuses keys added with '+' that hpc_ft lacks, deleted settings and unresolvable interpolations.
+            return to_job_conf(cfg, overrides)
         finally:
             hc.cfg = before
 
