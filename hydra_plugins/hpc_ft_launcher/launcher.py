@@ -15,6 +15,7 @@ A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's u
 import copy
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -219,7 +220,7 @@ class HpcFtLauncher(Launcher):
         waited = wait or executor == "debug"
         record("finished" if waited else "submitted")
         if not waited:
-            log.info(f"not waiting (wait=false); later: hpc-ft report {sweep_dir}")
+            log.info(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(sweep_dir))}")
 
         failed = []
         for e in sorted(entries, key=lambda e: e.num):
