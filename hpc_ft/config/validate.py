@@ -18,8 +18,9 @@ EXECUTORS = ("local", "debug", "slurm")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Preemption signals a job can catch and checkpoint on; each one's default action ends the process, so a
-# program without a handler still stops. (sbatch man page: the time in --signal=SIG@time is 0..65535 s.)
-PREEMPT_SIGNALS = ("USR2", "TERM", "INT", "HUP", "QUIT", "ALRM", "XCPU", "VTALRM", "PROF")
+# program without a handler still stops. Not ALRM/VTALRM/PROF: libraries and profilers set timers with them.
+# sbatch(1) on --signal: "sig_time must have an integer value between 0 and 65535".
+PREEMPT_SIGNALS = ("USR2", "TERM", "INT", "HUP", "QUIT", "XCPU")
 SLURM_MAX_SIGNAL_DELAY_S = 65535
 
 

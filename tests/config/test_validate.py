@@ -31,6 +31,7 @@ BAD = [
     (["executor.preempt_signal=CONT"], "executor.preempt_signal"),
     (["executor.preempt_signal=CHLD"], "executor.preempt_signal"),
     (["executor.preempt_signal=SEGV"], "executor.preempt_signal"),
+    (["executor.preempt_signal=PROF"], "executor.preempt_signal"),  # profilers' timer signal
     (["executor.preempt_signal=_DFL"], "executor.preempt_signal"),  # signal.SIG_DFL is a handler, not a signal
     # issue 10.6: the lead time of the preemption signal
     (["executor.preempt_signal_delay_s=-5"], "executor.preempt_signal_delay_s"),
