@@ -296,3 +296,15 @@ def test_cpu_run_is_costed_in_node_hours(tmp_path):
     text = _text(rr)
     assert "cost: 0.40 = 1.00 node-hours at 0.4/node-hour" in text
     assert "GPU-hours" not in text
+
+
+@pytest.mark.parametrize("text", ["conf: [1\n", "conf:\n  train:\n    max_stepz: 3\noverrides: []\n"],
+                         ids=["broken yaml", "unknown key"])
+def test_unreadable_job_yaml_is_one_error_not_a_traceback(tmp_path, capsys, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "job.yaml").write_text(text)
+    assert cli_main(["report", str(run)]) == 2
+    out = capsys.readouterr()
+    assert "cannot read the records in" in out.out + out.err and "Fix:" in out.out + out.err
+    assert list(run.iterdir()) == [run / "job.yaml"]  # nothing written
