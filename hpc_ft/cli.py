@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Any
 
@@ -23,11 +24,31 @@ Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 
 EXIT_BAD_CONFIG = 2
 
+COMMAND_USAGE = {
+    "submit": """usage: hpc-ft submit [--cfg job] [-m] [overrides...]
+
+Compose conf/ with the Hydra overrides, validate, dispatch (executor=local | debug | slurm), wait and report.
+  dry_run=true          print the job description; dispatch and leave nothing
+  --cfg job             print the composed config
+  -m a=1,2              a sweep (planned by hpc_ft.sched)
+  +executor.env.NAME=v  export NAME=v on every node ('+': the names are your own)
+Hydra's own help: hpc-ft submit --hydra-help""",
+    "sbatch": """usage: hpc-ft sbatch [overrides...]
+
+Write a standalone sbatch script for the job into its run dir (nothing is submitted) and print the
+sbatch command that submits it. Takes the same overrides as hpc-ft submit.""",
+    "report": """usage: hpc-ft report RUN_DIR
+
+Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
+sweep dir, and write report/report.json and plots into it.""",
+}
+
 
 class _State:
     exit_code = 0
     error: Exception | None = None
     ran = False  # the task function was called (Hydra composed a config)
+    sweep_dirs: set = set()  # sweep dirs whose jobs left nothing (dry run, refused): removed when Hydra is done
 
 
 def _console():
@@ -56,44 +77,82 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         except HpcFtError as exc:
             _State.error = exc
             code = EXIT_BAD_CONFIG
-            _discard_refused_run_dir()
+            _discard_unused_run_dir()
+        except Exception as exc:
+            if not _is_config_library_error(exc):
+                raise
+            # OmegaConf/Hydra refusing the composed config (e.g. in a sweep launcher): bad input, not a crash.
+            from hpc_ft.config.overrides import omegaconf_problem
+            from hpc_ft.errors import ConfigError
+
+            _State.error = ConfigError([omegaconf_problem(exc)])
+            code = EXIT_BAD_CONFIG
+            _discard_unused_run_dir()
         _State.exit_code = max(_State.exit_code, code or 0)
         return code
 
     sys.argv = [prog, *argv]
     try:
-        hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+        try:
+            hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+        finally:
+            _prune_sweep_dirs()
     except SystemExit as exc:
         if exc.code in (0, None) or _State.ran:
             raise
         # Hydra refused an override or the config before anything ran, and printed why (key, value, type).
-        print("Fix: `hpc-ft submit --cfg job` prints every key with its current value; a group's options are the "
-              f"files in {CONF_DIR}/<group>/ (e.g. model=mlp).", file=sys.stderr)
+        from hpc_ft.config.overrides import refusal_fix
+
+        print(refusal_fix(argv, prog), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    except Exception as exc:
+        if _State.ran or not _is_config_library_error(exc):
+            raise
+        # Hydra re-raises what it failed to format (e.g. hydra.run.dir=${oc.env:UNSET}): bad input all the same.
+        from hpc_ft.config.overrides import omegaconf_problem
+        from hpc_ft.errors import ConfigError
+
+        print(f"error: {ConfigError([omegaconf_problem(exc)])}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if _State.error is not None:
         print(f"error: {_State.error}", file=sys.stderr)
     return _State.exit_code
 
 
-def _discard_refused_run_dir() -> None:
-    """A refused job leaves no run dir behind: remove the timestamped one Hydra made for it while it holds
-    only Hydra's own files. A run dir the user named (``hydra.run.dir=...``) is never touched: it may hold
-    an earlier run."""
+def _is_config_library_error(exc: BaseException) -> bool:
+    """An error OmegaConf or Hydra raised about the config (missing value, bad interpolation, bad override)."""
+    return type(exc).__module__.split(".")[0] in ("omegaconf", "hydra")
+
+
+def _discard_unused_run_dir() -> None:
+    """A refused job or a dry run leaves no run dir behind: remove the timestamped one Hydra made for it
+    while it holds only Hydra's own files (in a sweep, the job's dir now and the sweep dir once Hydra is
+    done, see ``_prune_sweep_dirs``). A dir the user named (``hydra.run.dir=``/``hydra.sweep.dir=``) is
+    never touched: it may hold an earlier run."""
     import shutil
     from pathlib import Path
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     hc = HydraConfig.get()
-    if hc.mode != RunMode.RUN or any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
+    named = "hydra.run.dir=" if hc.mode == RunMode.RUN else "hydra.sweep.dir="
+    if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log"}
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
     shutil.rmtree(out, ignore_errors=True)
-    for parent in out.parents:  # outputs/DATE, then outputs, while empty; never the working directory
+    if hc.mode == RunMode.RUN:
+        _remove_empty_parents(out, cwd)
+    else:
+        _State.sweep_dirs.add(Path(hc.sweep.dir).absolute())
+
+
+def _remove_empty_parents(path, cwd) -> None:
+    for parent in path.parents:  # outputs/DATE, then outputs, while empty; never the working directory
         if parent == cwd:
             break
         try:
@@ -102,17 +161,32 @@ def _discard_refused_run_dir() -> None:
             break
 
 
+def _prune_sweep_dirs() -> None:
+    """Remove a sweep dir whose every job was discarded (it holds only Hydra's multirun.yaml)."""
+    import shutil
+    from pathlib import Path
+
+    cwd = Path.cwd()
+    for d in _State.sweep_dirs:
+        if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+            _remove_empty_parents(d, cwd)
+    _State.sweep_dirs = set()
+
+
 def _compose_spec(cfg) -> tuple[Any, list[str]]:
     """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from hpc_ft.config import validate
+    from hpc_ft.config.overrides import to_job_conf
     from hpc_ft.job import resolve
 
-    conf = OmegaConf.to_object(cfg)
+    # As typed: iterating the ListConfig would resolve an ${...} inside an override's text.
+    overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+    conf = to_job_conf(cfg, overrides)
     warnings = validate(conf)
-    overrides = list(HydraConfig.get().overrides.task)
     return resolve(conf, overrides), warnings
 
 
@@ -129,6 +203,7 @@ def _submit_task(cfg) -> int:
         con.print(f"[yellow]warning:[/] {w}")
     if spec.conf.dry_run:
         print(json.dumps(describe(spec), indent=2))
+        _discard_unused_run_dir()  # a dry run leaves nothing behind
         return 0
     from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.gather import gather, save_results, wait
@@ -137,7 +212,7 @@ def _submit_task(cfg) -> int:
     con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
               f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
     if not spec.conf.wait:
-        con.print(f"not waiting (wait=false); later: hpc-ft report {spec.run_dir}")
+        con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}", soft_wrap=True)
         return 0
     with con.status("waiting") as status:
         wait(job, poll_s=spec.conf.executor.poll_interval_s,
@@ -178,7 +253,7 @@ def _sbatch_task(cfg) -> int:
     path = spec.run_dir / "job.sbatch"
     save_spec(spec)
     write_sbatch(spec, path)
-    print(f"wrote {path}\nsubmit it with: sbatch {path}")
+    print(f"wrote {path}\nsubmit it with: sbatch {shlex.quote(str(path))}")
     return 0
 
 
@@ -194,13 +269,16 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     cmd, rest = argv[0], argv[1:]
+    if cmd in COMMAND_USAGE and any(a in ("-h", "--help") for a in rest):
+        print(COMMAND_USAGE[cmd])
+        return 0
     if cmd == "submit":
         return _hydra_run(_submit_task, rest, "hpc-ft submit")
     if cmd == "sbatch":
         return _hydra_run(_sbatch_task, rest, "hpc-ft sbatch")
     if cmd == "report":
-        if len(rest) != 1:
-            print("usage: hpc-ft report RUN_DIR", file=sys.stderr)
+        if len(rest) != 1 or rest[0].startswith("-"):
+            print(COMMAND_USAGE["report"], file=sys.stderr)
             return EXIT_BAD_CONFIG
         from hpc_ft import report
 

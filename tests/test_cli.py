@@ -83,3 +83,91 @@ def test_sbatch_refuses_a_value_a_batch_script_cannot_hold_before_writing(tmp_pa
     res = run(["sbatch", "executor=slurm", f"hydra.run.dir={rd}"], tmp_path)
     assert res.returncode == 2 and "run.dir" in res.stderr and "Fix:" in res.stderr, res.stderr
     assert not (rd / "job.yaml").exists() and not (rd / "job.sbatch").exists()
+
+
+# --- issue 10: bad input exits 2 with one message and no traceback; messages fit the mistake ---------------
+
+def refused(res):
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "Traceback" not in out, out[-3000:]
+    return res.stderr
+
+
+@pytest.mark.parametrize("override, words", [
+    ("+train.max_step=500", ["train.max_step", "did you mean train.max_steps"]),  # 10.8: typo with '+'
+    ("+resources.mem_gbs=4", ["resources.mem_gbs", "did you mean resources.mem_gb"]),
+    ("++executor.preempt=USR2", ["executor.preempt", "did you mean executor.preempt_signal"]),
+    ("+retries=1", ["retries", "is not a setting of hpc_ft"]),
+    ("~model", ["model", "conf/model/"]),  # a required group deleted
+    ("~train", ["train='~train'", "cannot be deleted"]),  # hpc_ft's own group deleted: defaults would come back silently
+    ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR", "oc.env:NAME,default"]),
+    ("hydra.run.dir=${oc.env:HPC_FT_NO_SUCH_VAR}", ["hydra.run.dir", "HPC_FT_NO_SUCH_VAR"]),
+])
+def test_unknown_added_deleted_and_unresolvable_keys_are_refused(tmp_path, override, words):
+    err = refused(run(["submit", "model=mlp", "data=synthetic", override, "dry_run=true"], tmp_path,
+                      env={k: v for k, v in __import__("os").environ.items() if k != "HPC_FT_NO_SUCH_VAR"}))
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("+train.max_step=500", ["did you mean train.max_steps"]),
+    ("~train", ["cannot be deleted"]),
+    ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR"]),
+])
+def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
+    err = refused(run(["submit", "-m", "model=mlp", "data=synthetic", override, "train.seed=1,2", "dry_run=true"],
+                      tmp_path))
+    assert all(w in err for w in words) and "Fix:" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cmd", ["submit", "sbatch"])
+@pytest.mark.parametrize("override, fix", [
+    ("run.name=a(b)", """'run.name="a(b)"'"""),  # 10.9: Hydra syntax in a value: quote it for Hydra
+    ("executor.setup=a,b", """'executor.setup="a,b"'"""),  # a comma would make it a sweep
+    ("executor.env.HF_HOME=/tmp/hf", "+executor.env.HF_HOME=/tmp/hf"),  # own names are added with '+'
+    ("resources.gpuz=1", "resources has: nodes, gpus_per_node"),
+    ("train.compile=maybe", "train.compile takes true or false"),
+    ("model=mpl", "minilm, mlp; did you mean"),
+])
+def test_hydra_refusal_gives_the_fix_for_that_mistake_and_command(tmp_path, cmd, override, fix):
+    err = refused(run([cmd, override, "dry_run=true"], tmp_path))
+    fix_line = next(line for line in err.splitlines() if line.startswith("Fix:"))
+    assert fix in fix_line, fix_line
+    assert f"hpc-ft {cmd}" in fix_line and f"hpc-ft {'sbatch' if cmd == 'submit' else 'submit'}" not in fix_line
+
+
+def test_sbatch_prints_a_pasteable_command_for_any_run_dir(tmp_path):
+    import shlex
+
+    rd = tmp_path / "D01 log(kd)=-1...1"
+    res = run(["sbatch", "executor=slurm", f"hydra.run.dir='{rd}'"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    line = next(x for x in res.stdout.splitlines() if x.startswith("submit it with: "))
+    assert shlex.split(line.removeprefix("submit it with: ")) == ["sbatch", str(rd / "job.sbatch")]
+
+
+@pytest.mark.parametrize("cmd", ["submit", "sbatch", "report", "plan"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_answers_help(tmp_path, cmd, flag):
+    res = run([cmd, flag], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"hpc-ft {cmd}" in res.stdout and "usage" in res.stdout.lower()
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("args", [["dry_run=true"], ["-m", "optim.lr=1e-5,3e-5", "dry_run=true"]],
+                         ids=["run", "sweep"])
+def test_dry_run_leaves_nothing_behind(tmp_path, args):
+    # issue 10.14: no outputs/DATE/TIME/ (or multirun/DATE/TIME/) per call
+    for _ in range(2):
+        res = run(["submit", *args], tmp_path)
+        assert res.returncode == 0, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refused_sweep_job_leaves_nothing_behind(tmp_path):
+    res = run(["submit", "-m", "optim.lr=1e-5,-1", "dry_run=true"], tmp_path)
+    assert res.returncode == 2 and "optim.lr=-1" in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []

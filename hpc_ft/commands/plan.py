@@ -48,10 +48,10 @@ def compose_points(points: list[list[str]]):
     import copy
 
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from hpc_ft import CONF_DIR
     from hpc_ft.config import register_configs
+    from hpc_ft.config.overrides import to_job_conf
 
     register_configs()
     cache: dict[tuple[str, ...], object] = {}
@@ -61,7 +61,7 @@ def compose_points(points: list[list[str]]):
             key = tuple(o for o in point if plan_relevant(o) and not o.lstrip("+~").startswith(("hydra.", "hydra/")))
             if key not in cache:
                 cfg = compose(config_name="config", overrides=[*key, "run.dir=plan"])
-                cache[key] = OmegaConf.to_object(cfg)
+                cache[key] = to_job_conf(cfg, list(key))
             conf = copy.deepcopy(cache[key])
             conf.run.dir = f"plan/{i}"
             confs.append(conf)
@@ -114,7 +114,10 @@ def plan_main(argv: list[str]) -> int:
         return EXIT_BAD_CONFIG
     except Exception as exc:  # Hydra's own: a bad override or a missing config group option
         if type(exc).__module__.startswith(("hydra", "omegaconf")):
+            from hpc_ft.config.overrides import refusal_fix
+
             print(f"error: {exc}", file=sys.stderr)
+            print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG
         raise
     print(plan_json(plan) if args.json else plan_table(plan))

@@ -11,9 +11,11 @@ def compose_conf(overrides: list[str] | None = None, run_dir: str | Path | None 
     """Hydra-compose conf/config.yaml with ``overrides`` into a typed JobConf.
 
     The compose API has no Hydra run dir, so ``run_dir`` (or a ``run.dir=`` override) is required.
+    Raises ConfigError for a key hpc_ft does not know or a value OmegaConf cannot produce.
     """
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+
+    from hpc_ft.config.overrides import to_job_conf
 
     from hpc_ft import CONF_DIR
 
@@ -25,4 +27,4 @@ def compose_conf(overrides: list[str] | None = None, run_dir: str | Path | None 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(cfg)
+    return to_job_conf(cfg, overrides)

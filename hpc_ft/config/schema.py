@@ -74,6 +74,7 @@ class TelemetryConf:
     idle_util_pct: float = 5.0  # a GPU below this utilization counts as idle
     price_per_gpu_hour: float = 2.0  # currency units per GPU-hour (for the cost line)
     price_per_kwh: float = 0.25  # currency units per kWh
+    price_per_node_hour: float = 0.5  # currency units per node-hour of a CPU-only job (its cost line and plans)
     gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
 
 

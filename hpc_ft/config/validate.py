@@ -15,6 +15,11 @@ EXECUTORS = ("local", "debug", "slurm")
 # Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Preemption signals a job can catch and checkpoint on; each one's default action ends the process, so a
+# program without a handler still stops. Not ALRM/VTALRM/PROF: libraries and profilers set timers with them.
+# sbatch(1) on --signal: "sig_time must have an integer value between 0 and 65535".
+PREEMPT_SIGNALS = ("USR2", "TERM", "INT", "HUP", "QUIT", "XCPU")
+SLURM_MAX_SIGNAL_DELAY_S = 65535
 
 
 def local_gpu_count() -> int:
@@ -109,6 +114,35 @@ def sched_problems(s: SchedConf, nodes: int, gpus_per_node: int) -> list[Problem
     return p
 
 
+def signal_problems(name: str, delay_s: int, timeout_min: int) -> list[Problem]:
+    """Problems of the preemption signal (``executor.preempt_signal``) and its lead time.
+
+    The signal must be one torchrun can forward and the training loop can catch: KILL and STOP cannot be
+    caught (torchrun fails at start with EINVAL), job-control and ignored-by-default signals would stop or
+    be lost, fault signals mean a crash, and USR1 is NCCL's own.
+    """
+    p: list[Problem] = []
+    sig = str(name).upper().removeprefix("SIG")
+    fix = f"pass executor.preempt_signal=USR2 (allowed: {', '.join(PREEMPT_SIGNALS)})"
+    if sig == "USR1":
+        p.append(Problem("executor.preempt_signal", name, "USR1 is reserved by NCCL", fix))
+    elif f"SIG{sig}" not in signal.Signals.__members__:  # Signals holds names only (not SIG_DFL, SIG_IGN)
+        p.append(Problem("executor.preempt_signal", name, "is not a signal name", fix))
+    elif sig not in PREEMPT_SIGNALS:
+        p.append(Problem("executor.preempt_signal", name,
+                         "must be a signal the job can catch and checkpoint on (not KILL/STOP, which cannot be "
+                         "caught, nor job-control, ignored-by-default or fault signals)", fix))
+    where = "executor.preempt_signal_delay_s"
+    if not 0 <= delay_s <= SLURM_MAX_SIGNAL_DELAY_S:
+        p.append(Problem(where, delay_s, f"must be within [0, {SLURM_MAX_SIGNAL_DELAY_S}] seconds (Slurm's range "
+                         "for the time in --signal=SIG@time)", f"pass {where}=120"))
+    elif timeout_min >= 1 and delay_s >= timeout_min * 60:
+        p.append(Problem(where, delay_s, f"the signal must come before the time limit: resources.timeout_min="
+                         f"{timeout_min} is {timeout_min * 60} s, so a delay this long would signal at the start",
+                         f"pass {where}={min(120, timeout_min * 60 // 2)} or raise resources.timeout_min"))
+    return p
+
+
 def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> list[str]:
     """Raise ConfigError listing every problem in ``conf``; return warnings that do not block the job."""
     p: list[Problem] = []
@@ -135,7 +169,9 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
                              f"pass resources.workers_per_node={r.gpus_per_node} or raise resources.gpus_per_node"))
     need(r.cpus_per_task >= 1, "resources.cpus_per_task", r.cpus_per_task, "must be at least 1",
          "pass resources.cpus_per_task=2")
-    need(r.mem_gb > 0, "resources.mem_gb", r.mem_gb, "must be positive", "pass resources.mem_gb=8")
+    need(math.isfinite(r.mem_gb) and round(r.mem_gb * 1024) >= 1, "resources.mem_gb", r.mem_gb,
+         "must be at least 1/1024 GB: Slurm counts memory in whole MiB, and a value that rounds to --mem=0M "
+         "asks for all of the node's memory", "pass resources.mem_gb=8")
     need(r.timeout_min >= 1, "resources.timeout_min", r.timeout_min, "must be at least 1 minute",
          "pass resources.timeout_min=60")
     need(NAME_RE.match(conf.run.name or "") is not None, "run.name", conf.run.name,
@@ -145,11 +181,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
         need(ENV_KEY_RE.match(str(k)) is not None, f"executor.env.{k}", k,
              "is not a valid environment variable name", "use letters, digits and '_' only")
 
-    sig = ex.preempt_signal.upper().removeprefix("SIG")
-    need(sig != "USR1", "executor.preempt_signal", ex.preempt_signal,
-         "USR1 is reserved by NCCL", "pass executor.preempt_signal=USR2")
-    need(hasattr(signal, "SIG" + sig), "executor.preempt_signal", ex.preempt_signal,
-         "is not a signal name", "pass executor.preempt_signal=USR2")
+    p += signal_problems(ex.preempt_signal, ex.preempt_signal_delay_s, r.timeout_min)
     need(ex.max_requeues >= 0, "executor.max_requeues", ex.max_requeues, "must be 0 or more",
          "pass executor.max_requeues=3")
     need(ex.max_restarts >= 0, "executor.max_restarts", ex.max_restarts, "must be 0 or more",
@@ -192,8 +224,19 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
          "pass train.grad_clip_norm=1.0")
 
     tel = conf.telemetry
-    need(tel.interval_s > 0, "telemetry.interval_s", tel.interval_s, "must be positive",
-         "pass telemetry.interval_s=1.0")
+    need(math.isfinite(tel.interval_s) and tel.interval_s > 0, "telemetry.interval_s", tel.interval_s,
+         "must be a positive number", "pass telemetry.interval_s=1.0")
+    need(math.isfinite(tel.idle_util_pct) and 0 <= tel.idle_util_pct <= 100, "telemetry.idle_util_pct",
+         tel.idle_util_pct, "must be a percentage within [0, 100]", "pass telemetry.idle_util_pct=5")
+    for key in ("price_per_gpu_hour", "price_per_kwh", "price_per_node_hour"):
+        v = getattr(tel, key)
+        need(math.isfinite(v) and v >= 0, f"telemetry.{key}", v, "must be 0 or a positive number",
+             f"pass telemetry.{key}=0 to leave it out of the cost")
+    need(tel.gpu_peak_tflops is None or (math.isfinite(tel.gpu_peak_tflops) and tel.gpu_peak_tflops > 0),
+         "telemetry.gpu_peak_tflops", tel.gpu_peak_tflops, "must be a positive number",
+         "leave it unset to look the GPU up, or pass telemetry.gpu_peak_tflops=989")
+    need(math.isfinite(ex.poll_interval_s) and ex.poll_interval_s > 0, "executor.poll_interval_s",
+         ex.poll_interval_s, "must be a positive number of seconds", "pass executor.poll_interval_s=1.0")
     need(tel.max_report_points >= 2, "telemetry.max_report_points", tel.max_report_points,
          "must be at least 2", "pass telemetry.max_report_points=600")
     p += sched_problems(conf.sched, r.nodes, r.gpus_per_node)

@@ -78,9 +78,38 @@ def main(path: str | Path) -> int:
         con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir",
                   soft_wrap=True)
         return 2
+    from hpc_ft.errors import HpcFtError
+
+    try:
+        return _report(path, con)
+    except HpcFtError as exc:  # a record this hpc_ft cannot read
+        con.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        return 2
+
+
+def _load(run_dir: Path):
+    """``load_run``, with a record it cannot read (hand-edited, truncated, from another version) as one
+    HpcFtError naming the run dir, instead of a YAML/JSON/OmegaConf traceback."""
+    import yaml
+
+    from hpc_ft.errors import HpcFtError
+
+    try:
+        return load_run(run_dir)
+    except Exception as exc:
+        if not (isinstance(exc, (OSError, ValueError, yaml.YAMLError)) or type(exc).__module__.startswith("omegaconf")):
+            raise
+        where = getattr(exc, "full_key", None)
+        raise HpcFtError(f"cannot read the records in {run_dir}: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0]}" + (f" (key {where})" if where else "")
+                         + f". Fix: restore or remove the unreadable file (job.yaml, nodes/node_N.json) in "
+                         f"{run_dir}") from None
+
+
+def _report(path: Path, con) -> int:
     jobs = find_sweep_jobs(path)
     if not jobs:
-        rr = build_report(*load_run(path))
+        rr = build_report(*_load(path))
         if rr.job.get("name") is None and not rr.nodes:
             con.print(f"[red]error:[/] {path} holds no job.yaml and no nodes/: not an hpc_ft run or sweep dir",
                       soft_wrap=True)
@@ -91,7 +120,7 @@ def main(path: str | Path) -> int:
         return 0
     reports = []
     for d in jobs:
-        rr = build_report(*load_run(d))
+        rr = build_report(*_load(d))
         write_report(rr, d)
         reports.append((str(d.relative_to(path)), rr))
     con.print(sweep_table(reports))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,6 +16,9 @@ from hpc_ft.report.peaks import peak_tflops
 
 # A GPU counts as idle when it sat below telemetry.idle_util_pct for at least this share of the run.
 IDLE_MOST_FRACTION = 0.8
+# The sampler's notices (hpc_ft.telemetry.nvml) when a GPU is lost or one of its metrics is dropped.
+_LOST_RE = re.compile(r"^GPU (\d+) \(.*\) lost\b")
+_DROPPED_RE = re.compile(r"^GPU (\d+) ([a-z_]+): ")
 
 
 @dataclass
@@ -69,9 +73,31 @@ def _gpu_rows(nd: NodeData) -> list[dict[str, Any]]:
             "power_limit_w": finite(g.get("power_limit_w")),
             "energy_kwh": finite(g.get("energy_kwh")), "energy_source": g.get("energy_source"),
             "temp_max_c": _stat(g, "temp_c", "max"), "sm_clock_mean_mhz": _stat(g, "sm_clock_mhz", "mean"),
-            "missing": list(g.get("missing", [])),
+            "missing": list(g.get("missing", [])), "gaps": list(g.get("gaps", [])),
+            "lost": False, "dropped": [],
         })
+    for note in nd.notes:  # what the sampler said: a GPU lost mid-run, a metric NVML stopped giving
+        m = _LOST_RE.match(note) or _DROPPED_RE.match(note)
+        if m and int(m.group(1)) < len(rows):
+            row = rows[int(m.group(1))]
+            if m.re is _LOST_RE:
+                row["lost"] = True
+            elif m.group(2) not in row["dropped"]:
+                row["dropped"].append(m.group(2))
     return rows
+
+
+def sampling_gaps(g: dict[str, Any]) -> str:
+    """What a GPU row's figures leave out, in words ('' when sampled throughout)."""
+    parts = []
+    if g.get("lost"):
+        parts.append("LOST mid-run: figures cover only the time before")
+    if g.get("dropped"):
+        parts.append("not sampled after NVML refused: " + ", ".join(g["dropped"]))
+    partly = [m for m in g.get("gaps", []) if not g.get("lost")]
+    if partly:
+        parts.append("partly sampled: " + ", ".join(partly))
+    return "; ".join(parts)
 
 
 def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
@@ -98,7 +124,8 @@ def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
         "energy_kwh": sum(energies) if energies else None,
         "sampler_cost_ms": _stat(s, "sampler", "mean_cost_ms"),
         "samples_per_s": finite(train.get("samples_per_s")), "tokens_per_s": finite(train.get("tokens_per_s")),
-        "steps": train.get("steps"), "notes": list(nd.notes),
+        "steps": train.get("steps"), "notes": list(dict.fromkeys(nd.notes)),
+        "lost_gpus": [g["slot"] for g in gpus if g["lost"]],
     }
 
 
@@ -156,6 +183,10 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     price_h = tel.price_per_gpu_hour if tel else 0.0
     price_kwh = tel.price_per_kwh if tel else 0.0
     requested_h = n_alloc * wall_h
+    # A CPU-only job is costed in what it holds: node-hours at telemetry.price_per_node_hour.
+    cpu_only = n_alloc == 0
+    n_nodes = res.nodes if res else len(nodes)
+    price_node_h = tel.price_per_node_hour if tel else 0.0
     totals = {
         "nodes": len(nodes), "nodes_requested": res.nodes if res else None,
         "gpus_requested": n_alloc, "gpus_sampled": len(gpu_rows),
@@ -167,10 +198,17 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
         "energy_kwh": energy_kwh,
         "cost_gpu_hours": requested_h * price_h,
         "cost_energy": energy_kwh * price_kwh if energy_kwh is not None else None,
-        "cost_idle": (requested_h - busy_h) * price_h if gpu_rows else None,
+        # Sampled time can run past the wall time by an interval: idle cost is never below zero.
+        "cost_idle": max(0.0, requested_h - busy_h) * price_h if gpu_rows else None,
         "price_per_gpu_hour": price_h, "price_per_kwh": price_kwh,
+        "cpu_only": cpu_only,
+        "node_hours_requested": n_nodes * wall_h if cpu_only else None,
+        "node_hours_reserved": n_nodes * res.timeout_min / 60 if cpu_only and res else None,
+        "cost_node_hours": n_nodes * wall_h * price_node_h if cpu_only else None,
+        "price_per_node_hour": price_node_h if cpu_only else None,
     }
-    totals["cost_total"] = totals["cost_gpu_hours"] + (totals["cost_energy"] or 0.0)
+    totals["cost_total"] = (totals["cost_node_hours"] if cpu_only else totals["cost_gpu_hours"]) + (
+        totals["cost_energy"] or 0.0)
     throughput = _throughput(spec, nodes, gpu_rows, tel.gpu_peak_tflops if tel else None, n_alloc)
     advice = advise(spec, node_rows, gpu_rows, totals) if spec else []
     notes = []
@@ -180,6 +218,10 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     missing = [n["node"] for n in node_rows if n["status"] == "missing"]
     if missing:
         notes.append(f"node(s) {missing} sent no report")
+    lost = [f"node {g['node']} GPU {g['slot']}" for g in gpu_rows if g["lost"]]
+    if lost:
+        notes.append(f"{', '.join(lost)} lost mid-run: utilization, idle time and energy of "
+                     f"{'that GPU' if len(lost) == 1 else 'those GPUs'} cover only the time before (rows marked)")
     job = {"name": spec.conf.run.name if spec else None, "executor": spec.conf.executor.name if spec else None,
            "resources": {k: getattr(res, k) for k in ("nodes", "gpus_per_node", "workers_per_node", "gpu_type",
                                                         "cpus_per_task", "mem_gb", "timeout_min")} if res else None,
@@ -196,4 +238,7 @@ def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:
     v = finite(v) if not isinstance(v, bool) else v
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{format(v, spec)}{unit}"
+    s = format(v, spec)
+    if s.startswith("-") and not any(c in "123456789" for c in s.split("e")[0]):
+        s = s[1:]  # no negative zero: "-0.00" reads as a loss where there is none
+    return f"{s}{unit}"

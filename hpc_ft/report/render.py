@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpc_ft.report.build import RunReport, fmt_num
+from hpc_ft.report.build import RunReport, fmt_num, sampling_gaps
 
 MAX_GPU_ROWS = 64  # a 64-node x 8-GPU run lists idle or notable GPUs beyond this, not all 512
 
@@ -25,7 +25,9 @@ def node_table(rr: RunReport):
         t.add_column(col, justify="left" if col in ("host", "status") else "right")
     mem_req = (rr.job.get("resources") or {}).get("mem_gb")
     for n in rr.nodes:
-        t.add_row(str(n["node"]), str(n["host"] or "-"), n["status"], fmt_num(n["wall_s"], ".0f"),
+        lost = n.get("lost_gpus") or []
+        status = n["status"] + (f" (GPU {', '.join(map(str, lost))} lost)" if lost else "")
+        t.add_row(str(n["node"]), str(n["host"] or "-"), status, fmt_num(n["wall_s"], ".0f"),
                   fmt_num(n["cpu_util_mean_pct"], ".0f"), _of(n["job_rss_peak_gb"], mem_req, ""),
                   fmt_num(n["job_cpu_cores_mean"], ".1f"), str(n["gpus"]), fmt_num(n["gpu_util_mean_pct"], ".0f"),
                   str(n["idle_gpus"]) if n["gpus"] else "-", fmt_num(n["gpu_mem_peak_gb"], ".1f"),
@@ -42,19 +44,22 @@ def gpu_table(rr: RunReport):
         rows = sorted(rows, key=lambda g: (not g["idle"], -(g["mem_peak_pct"] or 0)))[:MAX_GPU_ROWS]
     t = Table(title=f"per GPU ({len(rows)} of {len(rr.gpus)})" if len(rows) < len(rr.gpus) else "per GPU",
               title_justify="left")
-    for col in ("node", "GPU", "name", "util% mean/p95", "idle", "mem peak/total GiB", "power mean/limit W",
-                "kWh", "temp C"):
-        t.add_column(col, justify="left" if col in ("name",) else "right")
+    marked = any(sampling_gaps(g) for g in rows)
+    cols = ("node", "GPU", "name", "util% mean/p95", "idle", "mem peak/total GiB", "power mean/limit W",
+            "kWh", "temp C") + (("sampling",) if marked else ())
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("name", "sampling") else "right")
     for g in rows:
-        t.add_row(str(g["node"]), str(g["index"]), str(g["name"]),
+        gaps = sampling_gaps(g)
+        t.add_row(str(g["node"]), str(g["index"]), str(g["name"]) + (" [red]*[/]" if gaps else ""),
                   f"{fmt_num(g['util_mean_pct'], '.0f')}/{fmt_num(g['util_p95_pct'], '.0f')}",
                   ("[red]idle[/] " if g["idle"] else "") + fmt_num(
                       100 * g["idle_fraction"] if g["idle_fraction"] is not None else None, ".0f", "%"),
                   _of(g["mem_peak_gb"], g["mem_total_gb"], "") + (
-                      f" ({g['mem_peak_pct']:.0f}%)" if g["mem_peak_pct"] is not None else ""),
+                      f" ({fmt_num(g['mem_peak_pct'], '.0f')}%)" if g["mem_peak_pct"] is not None else ""),
                   _of(g["power_mean_w"], g["power_limit_w"], "", ".0f"),
                   fmt_num(g["energy_kwh"], ".3f") + ("*" if g["energy_source"] == "power" else ""),
-                  fmt_num(g["temp_max_c"], ".0f"))
+                  fmt_num(g["temp_max_c"], ".0f"), *(([f"[red]{gaps}[/]" if gaps else "ok"]) if marked else []))
     return t
 
 
@@ -62,21 +67,32 @@ def totals_lines(rr: RunReport) -> list[str]:
     """GPU-hours, energy, cost and throughput as plain lines."""
     t, tp = rr.totals, rr.throughput
     lines = []
+    if t.get("cpu_only"):
+        lines.append(f"node-hours (CPU job): requested {fmt_num(t['node_hours_requested'], '.2f')} "
+                     f"({t['nodes_requested']} node(s) x {fmt_num((t['wall_s'] or 0) / 60, '.1f')} min wall), "
+                     f"reserved by the time limit {fmt_num(t['node_hours_reserved'], '.2f')}")
+        lines.append(f"cost: {fmt_num(t['cost_total'], '.2f')} = {fmt_num(t['node_hours_requested'], '.2f')} "
+                     f"node-hours at {fmt_num(t['price_per_node_hour'], 'g')}/node-hour (no GPU)")
     if t["gpus_requested"]:
         lines.append(f"GPU-hours: requested {fmt_num(t['gpu_hours_requested'], '.2f')} "
                      f"({t['gpus_requested']} GPU(s) x {fmt_num((t['wall_s'] or 0) / 60, '.1f')} min wall), "
                      f"reserved by the time limit {fmt_num(t['gpu_hours_reserved'], '.2f')}, busy "
                      f"{fmt_num(t['gpu_hours_busy'], '.2f')}, utilization-weighted "
                      f"{fmt_num(t['gpu_hours_util'], '.2f')}")
+        lost = sum(1 for g in rr.gpus if g.get("lost"))
         lines.append(f"idle GPUs: {t['idle_gpus']} of {t['gpus_sampled']} sampled "
-                     f"(below {rr.job.get('idle_util_pct')}% utilization for most of the run)")
-    lines.append(f"energy (GPUs): {fmt_num(t['energy_kwh'], '.3f', ' kWh')}   cost: "
-                 f"{fmt_num(t['cost_total'], '.2f')} = {fmt_num(t['cost_gpu_hours'], '.2f')} GPU-hours at "
-                 f"{t['price_per_gpu_hour']:g}/h + {fmt_num(t['cost_energy'], '.2f')} energy at "
-                 f"{t['price_per_kwh']:g}/kWh" + (f"; idle GPU time cost {t['cost_idle']:.2f}"
-                                                   if t["cost_idle"] else ""))
-    mfu = (f"MFU {100 * tp['mfu']:.1f}% ({fmt_num(tp['achieved_tflops'], '.2f')} of "
-           f"{tp['gpus']} x {tp['peak_tflops_per_gpu']:g} TFLOPS, {tp['peak_source']})" if tp["mfu"] is not None
+                     f"(below {rr.job.get('idle_util_pct')}% utilization for most of the run)"
+                     + (f"; {lost} lost mid-run, counted on what was sampled before" if lost else ""))
+    if t["gpus_requested"] or not t.get("cpu_only"):
+        idle_cost = fmt_num(t["cost_idle"], ".2f")
+        lines.append(f"energy (GPUs): {fmt_num(t['energy_kwh'], '.3f', ' kWh')}   cost: "
+                     f"{fmt_num(t['cost_total'], '.2f')} = {fmt_num(t['cost_gpu_hours'], '.2f')} GPU-hours at "
+                     f"{fmt_num(t['price_per_gpu_hour'], 'g')}/h + {fmt_num(t['cost_energy'], '.2f')} energy at "
+                     f"{fmt_num(t['price_per_kwh'], 'g')}/kWh" + (f"; idle GPU time cost {idle_cost}"
+                                                                 if idle_cost not in ("-", "0.00") else ""))
+    mfu = (f"MFU {fmt_num(100 * tp['mfu'], '.1f')}% ({fmt_num(tp['achieved_tflops'], '.2f')} of "
+           f"{tp['gpus']} x {fmt_num(tp['peak_tflops_per_gpu'], 'g')} TFLOPS, {tp['peak_source']})"
+           if tp["mfu"] is not None
            else f"MFU: n/a ({tp['mfu_unavailable']})")
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
@@ -97,7 +113,7 @@ def render_text(rr: RunReport):
     if any(g["energy_source"] == "power" for g in rr.gpus):
         parts.append(Text("* energy from sampled power (this GPU has no energy counter)", style="dim"))
     for n in rr.nodes:
-        for note in n["notes"][:3]:
+        for note in n["notes"]:  # every one: a lost GPU or dropped metric must not be hidden
             parts.append(Text(f"node {n['node']}: {note}", style="dim"))
     if rr.advice:
         parts.append(Text("right-sizing advice for the next submission:", style="bold"))
@@ -126,7 +142,8 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
                   ",".join(statuses), fmt_num(rr.totals["wall_s"], ".0f", " s"),
                   fmt_num(sum(utils) / len(utils) if utils else None, ".0f"),
                   f"{rr.totals['idle_gpus']}/{rr.totals['gpus_sampled']}" if rr.gpus else "-",
-                  fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
+                  fmt_num(rr.totals["node_hours_requested"], ".2f", " node-h") if rr.totals.get("cpu_only")
+                  else fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
                   fmt_num(rr.totals["cost_total"], ".2f"), fmt_num(rr.throughput["samples_per_s"], ".1f"),
                   fmt_num(rr.throughput["final_loss"], ".4f"), " ".join(a.override for a in rr.advice) or "-")
     return t

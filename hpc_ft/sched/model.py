@@ -148,6 +148,8 @@ class Plan:
     wait: QueueEstimate | None = None
     lower_bound_h: float = 0.0  # fluid bound: no schedule on these GPU counts (lp: on any counts) ends sooner
     assumptions: list[str] = field(default_factory=list)
+    # What the gpus columns, hours and price count: "GPU", or "node" for a sweep of CPU-only jobs.
+    unit: str = "GPU"
 
     def gpus_by_job(self) -> dict[str, int]:
         return {a.job.name: a.gpus for a in self.assignments}
@@ -163,7 +165,7 @@ class Plan:
         return {"policy": self.policy, "order_policy": self.order_policy, "objective": self.objective,
                 "array_parallelism": self.array_parallelism, "makespan_h": self.makespan_h,
                 "lower_bound_h": self.lower_bound_h, "utilization": self.utilization,
-                "gpu_hours": self.gpu_hours, "cost": self.cost, "budget": self.budget.to_dict(),
+                "gpu_hours": self.gpu_hours, "cost": self.cost, "unit": self.unit, "budget": self.budget.to_dict(),
                 "wait": None if self.wait is None else self.wait.to_dict(),
                 "order": list(self.order), "assignments": [a.to_dict() for a in self.assignments],
                 "arrays": {str(g): names for g, names in self.arrays().items()},

@@ -10,8 +10,16 @@ import json
 from hpc_ft.sched.model import Plan, QueueEstimate
 
 
+def num(x: float, fmt: str) -> str:
+    """``format(x, fmt)`` without a negative zero ("-0.00" reads as a loss where there is none)."""
+    s = format(x, fmt)
+    if s.startswith("-") and not any(c in "123456789" for c in s.split("e")[0]):
+        return s[1:]
+    return s
+
+
 def _opt(x, fmt: str = "g") -> str:
-    return "-" if x is None else format(x, fmt)
+    return "-" if x is None else num(x, fmt)
 
 
 def wait_line(wait: QueueEstimate) -> str:
@@ -25,19 +33,20 @@ def wait_line(wait: QueueEstimate) -> str:
 
 def plan_table(plan: Plan) -> str:
     """The plan as text: a summary, one row per job in submission order, the assumptions."""
-    b = plan.budget
+    b, u = plan.budget, plan.unit  # u: GPU, or node for a CPU-only sweep
     head = [f"sweep plan: {len(plan.assignments)} jobs, policy={plan.policy}"
             + (f" (objective={plan.objective})" if plan.objective else "")
             + f", order={plan.order_policy}, array parallelism {plan.array_parallelism}",
-            f"budget: {_opt(b.gpus)} GPUs at once, {_opt(b.gpu_hours)} GPU-hours, money {_opt(b.money)} "
-            f"at {b.price_per_gpu_hour:g} per GPU-hour",
-            f"predicted: makespan {plan.makespan_h:.3f} h (lower bound {plan.lower_bound_h:.3f} h), "
-            f"utilization {100 * plan.utilization:.1f}%, {plan.gpu_hours:.3f} GPU-hours, cost {plan.cost:.2f}"]
+            f"budget: {_opt(b.gpus)} {u}s at once, {_opt(b.gpu_hours)} {u}-hours, money {_opt(b.money)} "
+            f"at {num(b.price_per_gpu_hour, 'g')} per {u}-hour",
+            f"predicted: makespan {num(plan.makespan_h, '.3f')} h (lower bound {num(plan.lower_bound_h, '.3f')} h), "
+            f"utilization {num(100 * plan.utilization, '.1f')}%, {num(plan.gpu_hours, '.3f')} {u}-hours, "
+            f"cost {num(plan.cost, '.2f')}"]
     if plan.wait is not None:
         head.append(wait_line(plan.wait))
-    cols = ["#", "job", "gpus", "start_h", "end_h", "hours", "priority", "overrides"]
-    rows = [[str(a.order_index), a.job.name, str(a.gpus), f"{a.start_h:.3f}", f"{a.end_h:.3f}",
-             f"{a.duration_h:.3f}", f"{a.job.priority:g}", " ".join(a.job.overrides)] for a in plan.assignments]
+    cols = ["#", "job", "gpus" if u == "GPU" else "nodes", "start_h", "end_h", "hours", "priority", "overrides"]
+    rows = [[str(a.order_index), a.job.name, str(a.gpus), num(a.start_h, ".3f"), num(a.end_h, ".3f"),
+             num(a.duration_h, ".3f"), num(a.job.priority, "g"), " ".join(a.job.overrides)] for a in plan.assignments]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     left = {1, 7}  # text columns align left, numbers right
 

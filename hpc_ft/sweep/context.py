@@ -38,10 +38,13 @@ class SweepContext:
             raise self.error
         if cfg.dry_run:
             return False
+        from hpc_ft.config.overrides import to_job_conf
+
         hc = HydraConfig.get()
-        conf = OmegaConf.to_object(cfg)
+        overrides = OmegaConf.to_container(hc.overrides.task, resolve=False)  # as typed: ${...} unresolved
+        conf = to_job_conf(cfg, overrides)
         self.warnings[int(hc.job.num)] = validate(conf)
-        self.specs[int(hc.job.num)] = resolve(conf, list(hc.overrides.task))
+        self.specs[int(hc.job.num)] = resolve(conf, overrides)
         return True
 
 

@@ -16,7 +16,7 @@ from hpc_ft.sched import Budget, Plan, SweepJob, estimate_durations, plan_sweep
 DEFAULT_DURATION_H = 1.0  # assumed when neither sched.est_duration_h nor earlier runs give one
 SWEEP_WIDE = ("sched.policy", "sched.order", "sched.objective", "sched.budget_gpus", "sched.budget_gpu_hours",
               "sched.budget_money", "sched.array_parallelism", "executor.name", "wait", "dry_run", "preflight",
-              "telemetry.price_per_gpu_hour")
+              "telemetry.price_per_gpu_hour", "telemetry.price_per_node_hour")
 
 
 def _get(conf: JobConf, dotted: str) -> Any:
@@ -50,10 +50,11 @@ def sweep_job(conf: JobConf, num: int, overrides: Sequence[str]) -> SweepJob:
                     parallel_fraction=float(s.parallel_fraction))
 
 
-def budget_of(conf: JobConf) -> Budget:
+def budget_of(conf: JobConf, cpu_only: bool = False) -> Budget:
+    """The sweep's budget; a sweep of CPU-only jobs counts nodes and is priced per node-hour."""
     s = conf.sched
-    return Budget(gpus=s.budget_gpus, gpu_hours=s.budget_gpu_hours, money=s.budget_money,
-                  price_per_gpu_hour=conf.telemetry.price_per_gpu_hour)
+    price = conf.telemetry.price_per_node_hour if cpu_only else conf.telemetry.price_per_gpu_hour
+    return Budget(gpus=s.budget_gpus, gpu_hours=s.budget_gpu_hours, money=s.budget_money, price_per_gpu_hour=price)
 
 
 def check_sweep_wide(confs: Sequence[JobConf]) -> None:
@@ -78,7 +79,8 @@ def plan_confs(confs: Sequence[JobConf], overrides: Sequence[Sequence[str]],
     jobs, notes = estimate_durations(jobs, history or [], default_h=DEFAULT_DURATION_H)
     base = confs[0]
     s = base.sched
-    plan = plan_sweep(jobs, budget_of(base), policy=s.policy, order=s.order,
+    cpu_only = all(c.resources.gpus_per_node == 0 for c in confs)
+    plan = plan_sweep(jobs, budget_of(base, cpu_only), policy=s.policy, order=s.order,
                       array_parallelism=s.array_parallelism, objective=s.objective)
     extra = []
     if missing:
@@ -87,9 +89,13 @@ def plan_confs(confs: Sequence[JobConf], overrides: Sequence[Sequence[str]],
         if any("default" in n for n in notes):
             extra.append(f"no sched.est_duration_h and no earlier run: {DEFAULT_DURATION_H:g} h assumed, so times "
                          "are nominal; pass sched.est_duration_h=HOURS or sched.history=[RUN_OR_SWEEP_DIR]")
-    if any(c.resources.gpus_per_node == 0 for c in confs):
+    if cpu_only:
+        extra.append("CPU jobs only (resources.gpus_per_node=0): the plan counts nodes and node-hours "
+                     "(sched.budget_gpus and sched.budget_gpu_hours count them too), priced at "
+                     "telemetry.price_per_node_hour")
+    elif any(c.resources.gpus_per_node == 0 for c in confs):
         extra.append("CPU jobs (resources.gpus_per_node=0) count one unit per node in the gpus columns and budget")
-    return dataclasses.replace(plan, assumptions=list(plan.assumptions) + extra)
+    return dataclasses.replace(plan, assumptions=list(plan.assumptions) + extra, unit="node" if cpu_only else "GPU")
 
 
 def allocation_overrides(plan: Plan, confs: Sequence[JobConf], first_num: int = 0) -> dict[int, list[str]]:

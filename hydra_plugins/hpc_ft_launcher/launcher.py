@@ -15,6 +15,7 @@ A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's u
 import copy
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -111,9 +112,13 @@ class HpcFtLauncher(Launcher):
         before = hc.cfg
         hc.set_config(cfg)
         try:
+            from hpc_ft.config.overrides import to_job_conf
+
+            overrides = OmegaConf.to_container(cfg.hydra.overrides.task, resolve=False)  # as typed
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]
-            return OmegaConf.to_object(cfg)
+            # Refuses keys added with '+' that hpc_ft lacks, deleted settings and unresolvable interpolations.
+            return to_job_conf(cfg, overrides)
         finally:
             hc.cfg = before
 
@@ -215,7 +220,7 @@ class HpcFtLauncher(Launcher):
         waited = wait or executor == "debug"
         record("finished" if waited else "submitted")
         if not waited:
-            log.info(f"not waiting (wait=false); later: hpc-ft report {sweep_dir}")
+            log.info(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(sweep_dir))}")
 
         failed = []
         for e in sorted(entries, key=lambda e: e.num):

@@ -81,3 +81,17 @@ def test_only_resource_and_sweep_overrides_are_composed():
     assert [plan_relevant(o) for o in ("optim.lr=1", "model=mlp", "resources.nodes=2", "sched.priority=3",
                                        "+train.x=1", "wait=false")] == [False, True, True, True, False, True]
     assert sweep_points(["a=1,2", "b=x,y"]) == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
+
+
+def test_cpu_only_sweep_is_planned_in_node_hours(tmp_path):
+    # issue 10.14: a CPU sweep holds nodes, not GPUs: no GPU-hours, priced per node-hour.
+    res = plan(["-m", "optim.lr=1e-5,3e-5", "resources.nodes=2", "sched.est_duration_h=1.5",
+                "telemetry.price_per_node_hour=0.4", "--no-queue"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "GPU" not in out.split("assumptions:")[0], out  # summary and table
+    assert "6.000 node-hours, cost 2.40" in out and "at 0.4 per node-hour" in out  # 2 jobs x 2 nodes x 1.5 h
+    assert out.split("\n\n")[1].split()[2] == "nodes"  # the column header
+    res = plan(["-m", "optim.lr=1e-5,3e-5", "resources.nodes=2", "sched.est_duration_h=1.5", "--json"], tmp_path)
+    p = json.loads(res.stdout)
+    assert p["unit"] == "node" and p["cost"] == 6.0 * 0.5

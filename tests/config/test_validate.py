@@ -25,6 +25,26 @@ BAD = [
     (["sched.policy=random"], "sched.policy"),
     (["executor=debug", "resources.nodes=2"], "resources.nodes"),
     (["+executor.env.BAD-KEY=1"], "executor.env.BAD-KEY"),
+    # issue 10.5: signals that cannot be caught (torchrun dies at start), stop/continue the job, or are no signal
+    (["executor.preempt_signal=KILL"], "executor.preempt_signal"),
+    (["executor.preempt_signal=SIGSTOP"], "executor.preempt_signal"),
+    (["executor.preempt_signal=CONT"], "executor.preempt_signal"),
+    (["executor.preempt_signal=CHLD"], "executor.preempt_signal"),
+    (["executor.preempt_signal=SEGV"], "executor.preempt_signal"),
+    (["executor.preempt_signal=PROF"], "executor.preempt_signal"),  # profilers' timer signal
+    (["executor.preempt_signal=_DFL"], "executor.preempt_signal"),  # signal.SIG_DFL is a handler, not a signal
+    # issue 10.6: the lead time of the preemption signal
+    (["executor.preempt_signal_delay_s=-5"], "executor.preempt_signal_delay_s"),
+    (["resources.timeout_min=1", "executor.preempt_signal_delay_s=120"], "executor.preempt_signal_delay_s"),
+    (["resources.timeout_min=2000", "executor.preempt_signal_delay_s=70000"], "executor.preempt_signal_delay_s"),
+    # issue 10.7: values that round to nothing, or can't be numbers of anything
+    (["resources.mem_gb=0.0004"], "resources.mem_gb"),
+    (["resources.mem_gb=inf"], "resources.mem_gb"),
+    (["telemetry.interval_s=inf"], "telemetry.interval_s"),
+    (["telemetry.idle_util_pct=150"], "telemetry.idle_util_pct"),
+    (["telemetry.price_per_gpu_hour=-1"], "telemetry.price_per_gpu_hour"),
+    (["telemetry.gpu_peak_tflops=0"], "telemetry.gpu_peak_tflops"),
+    (["executor.poll_interval_s=-1"], "executor.poll_interval_s"),
 ]
 
 
@@ -39,6 +59,15 @@ def test_bad_config_names_its_key(tmp_path, overrides, key):
     assert key in keys, str(err.value)
     msg = str(err.value)
     assert "Fix:" in msg and key in msg
+
+
+@pytest.mark.parametrize("sig", ["USR2", "sigterm", "XCPU"])
+def test_catchable_preempt_signals_pass(tmp_path, sig):
+    validate(compose_conf([*BASE, f"executor.preempt_signal={sig}"], run_dir=tmp_path))
+
+
+def test_smallest_memory_slurm_can_hold_passes(tmp_path):
+    validate(compose_conf([*BASE, "resources.mem_gb=0.001"], run_dir=tmp_path))  # 1 MiB: --mem=1M
 
 
 def test_all_problems_in_one_error(tmp_path):

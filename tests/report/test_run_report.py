@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -248,3 +249,62 @@ def test_peak_table():
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312.0
     assert peak_tflops("NVIDIA L40S", "fp32") == 91.6 and peak_tflops("NVIDIA L4", "bf16") == 121.0
     assert peak_tflops("Tesla V100-SXM2-16GB", "bf16") is None and peak_tflops("Mystery GPU", "bf16") is None
+
+
+# --- issue 10.12: a lost GPU or dropped metric is visible next to its numbers; no negative zero ------------
+
+def test_lost_gpu_is_marked_on_its_row_even_after_many_notices(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), _busy()])], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=2", "resources.timeout_min=20"], train=TRAIN)
+    run_dir, spec, nodes = report.load_run(run)
+    # What the sampler says (hpc_ft.telemetry.nvml): three other notices first, then the loss and a dropped metric.
+    nodes[0].notes += [f"harmless notice {i}" for i in range(3)] + [
+        "GPU 1 (NVIDIA H100 80GB HBM3) lost (GPU is lost); not sampled from now on",
+        "GPU 0 power: NVMLError_NotSupported (Not Supported); not sampled from now on"]
+    rr = report.build_report(run_dir, spec, nodes)
+    assert [g["lost"] for g in rr.gpus] == [False, True] and rr.gpus[0]["dropped"] == ["power"]
+    text = _text(rr)
+    gpu1 = next(line for line in text.splitlines() if "LOST" in line)
+    assert "│   1 │" in gpu1 and "cover only the time before" in gpu1  # on the row whose utilization it qualifies
+    assert "(GPU 1 lost)" in text  # and on its node's row
+    assert "not sampled after NVML refused: power" in text
+    assert "node 0 GPU 1 lost mid-run" in text and "GPU 1 (NVIDIA H100 80GB HBM3) lost" in text
+
+
+def test_no_negative_zero_in_a_fully_busy_run(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), _busy(), _busy()])], seconds=1234,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=3", "train.batch_size=18",
+                                   "resources.timeout_min=30"], train=TRAIN)
+    run_dir, spec, nodes = report.load_run(run)
+    nodes[0].report.wall_s -= 0.5  # the sampler's last interval ends after the node's clock stopped
+    rr = report.build_report(run_dir, spec, nodes)
+    text = _text(rr)
+    assert not re.search(r"-0(\.0*)?\b", text), text
+    assert rr.totals["cost_idle"] >= 0
+    assert report.build.fmt_num(-0.0004, ".2f") == "0.00" and report.build.fmt_num(-0.004, ".2f") == "-0.00"[1:] \
+        and report.build.fmt_num(-0.006, ".2f") == "-0.01"
+
+
+def test_cpu_run_is_costed_in_node_hours(tmp_path):
+    run = synthetic_run(tmp_path / "run", [NodeProfile(), NodeProfile()], seconds=1800,
+                        overrides=["resources.nodes=2", "resources.timeout_min=60",
+                                   "telemetry.price_per_node_hour=0.4"], train=TRAIN)
+    rr = _build(run)
+    t = rr.totals
+    assert t["cpu_only"] and t["node_hours_requested"] == pytest.approx(1.0) and t["node_hours_reserved"] == 2.0
+    assert t["cost_total"] == pytest.approx(0.4)
+    text = _text(rr)
+    assert "cost: 0.40 = 1.00 node-hours at 0.4/node-hour" in text
+    assert "GPU-hours" not in text
+
+
+@pytest.mark.parametrize("text", ["conf: [1\n", "conf:\n  train:\n    max_stepz: 3\noverrides: []\n"],
+                         ids=["broken yaml", "unknown key"])
+def test_unreadable_job_yaml_is_one_error_not_a_traceback(tmp_path, capsys, text):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "job.yaml").write_text(text)
+    assert cli_main(["report", str(run)]) == 2
+    out = capsys.readouterr()
+    assert "cannot read the records in" in out.out + out.err and "Fix:" in out.out + out.err
+    assert list(run.iterdir()) == [run / "job.yaml"]  # nothing written

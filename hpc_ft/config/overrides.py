@@ -1,0 +1,240 @@
+"""Composed config -> JobConf without tracebacks, and the fix for an override Hydra refused.
+
+Hydra accepts a key added with ``+`` anywhere (``+train.max_step=500``): in hpc_ft's own typed groups
+such a key would be dropped silently by ``OmegaConf.to_object``, so it is refused here, naming the key it
+was probably meant to be. OmegaConf's own errors (a deleted required group, an interpolation that does
+not resolve) become one ``ConfigError`` rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import shlex
+import typing
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.config.schema import JobConf
+from hpc_ft.errors import ConfigError, Problem
+
+# Groups a user picks from conf/<group>/*.yaml; deleting one leaves the job without it.
+CHOICE_GROUPS = ("model", "data", "optim")
+
+
+def _dataclass_fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type of a schema dataclass (the schema uses postponed annotations)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _close(word: str, options: list[str]) -> str:
+    best = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return best[0] if best else ""
+
+
+def unknown_key_problems(cfg: Any, cls: type = JobConf, prefix: str = "") -> list[Problem]:
+    """Keys in ``cfg`` (a DictConfig) that ``cls`` has no field for, in every typed (dataclass) group.
+
+    ``model``/``data``/``optim`` and the mappings ``executor.env``/``executor.extra_sbatch`` are the user's
+    own and hold any key.
+    """
+    from omegaconf import DictConfig
+
+    fields = _dataclass_fields(cls)
+    problems = []
+    for key in list(cfg.keys()):
+        full = f"{prefix}{key}"
+        if key not in fields:
+            near = _close(str(key), list(fields))
+            node = cfg._get_node(key)
+            value = node._value() if node is not None else None
+            fix = (f"did you mean {prefix}{near}? pass {prefix}{near}=... (without '+')" if near else
+                   f"drop it; {prefix.rstrip('.') or 'the job'} has: {', '.join(fields)}")
+            problems.append(Problem(full, value, f"is not a setting of hpc_ft ({cls.__name__} has no '{key}'; "
+                                    "a key added with '+' here would be ignored)", fix))
+            continue
+        ftype = fields[key]
+        child = cfg._get_node(key)
+        if dataclasses.is_dataclass(ftype) and isinstance(child, DictConfig) and not child._is_missing() \
+                and not child._is_none() and not child._is_interpolation():
+            problems += unknown_key_problems(child, ftype, f"{full}.")
+    return problems
+
+
+def deletion_problems(overrides: list[str]) -> list[Problem]:
+    """``~key`` overrides that delete a setting or group of hpc_ft's own schema (it has no "unset" state:
+    Hydra would drop the key and the default would come back, or a required group would be missing).
+    Deleting inside the user's own mappings (``~executor.env.NAME``, ``~model.dropout``) stays allowed."""
+    problems = []
+    for o in overrides:
+        if not o.startswith("~"):
+            continue
+        key = o[1:].split("=", 1)[0]
+        kind, _, _ = _schema_path(key)
+        if kind == "ok" or (kind == "user" and "." not in key):
+            fix = (f"pick another one: {key}=<name> from conf/{key}/" if key in CHOICE_GROUPS else
+                   f"set it instead: {key}=<value> (`hpc-ft submit --cfg job` shows its current value)")
+            problems.append(Problem(key, f"~{key}", "deletes a setting hpc_ft needs (hpc_ft's own keys cannot be "
+                                    "deleted, only given another value)", fix))
+    return problems
+
+
+def to_job_conf(cfg: Any, overrides: list[str] | None = None) -> JobConf:
+    """A composed DictConfig as a typed JobConf; raises ConfigError (every unknown key and deleted
+    setting, or OmegaConf's own refusal: a missing required group, an interpolation that cannot be
+    resolved). ``overrides`` are the Hydra overrides it was composed with."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    problems = deletion_problems(list(overrides or [])) + unknown_key_problems(cfg)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        group = str(key).split(".", 1)[0]
+        fix = (f"pick one: {group}=<name> from conf/{group}/ (e.g. {group}={_example(group)}); `~{group}` deletes "
+               "a group the job needs") if group in CHOICE_GROUPS else f"pass {key}=<value>"
+        raise ConfigError([Problem(str(key), "???", "is required but has no value", fix)]) from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError([omegaconf_problem(exc)]) from None
+
+
+def omegaconf_problem(exc: Exception) -> Problem:
+    """One Problem from an OmegaConf error (its message's first line, the key it names)."""
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "config"
+    msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
+    if "Interpolation" in type(exc).__name__ or "interpolation" in msg.lower():
+        fix = ("set what it refers to (e.g. export the environment variable) or give a default: "
+               "${oc.env:NAME,default}")
+    else:
+        fix = "`hpc-ft submit --cfg job` prints every key with its current value"
+    return Problem(str(key), getattr(exc, "value", None) or "", f"{type(exc).__name__}: {msg}", fix)
+
+
+def _example(group: str) -> str:
+    from hpc_ft import CONF_DIR
+
+    names = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    return names[0] if names else "<name>"
+
+
+def _hydra_quote(key: str, value: str) -> str:
+    """``key="value"`` in Hydra's quoted-string syntax (parentheses, commas, spaces are literal there)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{key}="{escaped}"'
+
+
+def _schema_path(key: str) -> tuple[str, str, list[str]]:
+    """Walk a dotted key through the schema: ('ok' | 'mapping' | 'unknown' | 'user', the known prefix,
+    the field names at the first unknown segment)."""
+    cls: Any = JobConf
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = _dataclass_fields(cls)
+        if part not in fields:
+            return "unknown", ".".join(parts[:i]), list(fields)
+        ftype = fields[part]
+        if dataclasses.is_dataclass(ftype):
+            cls = ftype
+            continue
+        origin = typing.get_origin(ftype)
+        if origin in (dict, typing.Dict) and i < len(parts) - 1:
+            return "mapping", ".".join(parts[: i + 1]), []
+        if ftype is Any:
+            return "user", ".".join(parts[: i + 1]), []
+        return ("ok" if i == len(parts) - 1 else "unknown"), ".".join(parts[: i + 1]), []
+    return "ok", key, []
+
+
+def _fits_schema(key: str, value: Any) -> bool:
+    """Can the schema field ``key`` hold ``value`` (OmegaConf's own conversion, e.g. "3" -> 3)?"""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.update(OmegaConf.structured(JobConf), key, value, merge=True)
+    except OmegaConfBaseException:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure: not this override's fault as far as we can tell
+        return True
+    return True
+
+
+def _type_words(key: str) -> str:
+    """What a schema key accepts, in words (for the Fix of a value Hydra could not convert)."""
+    cls: Any = JobConf
+    *head, leaf = key.split(".")
+    for part in head:
+        cls = _dataclass_fields(cls)[part]
+    ftype = _dataclass_fields(cls)[leaf]
+    optional = type(None) in typing.get_args(ftype)
+    base = next((t for t in typing.get_args(ftype) if t is not type(None)), ftype) if optional else ftype
+    words = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
+        base, "a list like [a,b]" if typing.get_origin(base) in (list, typing.List) else "a value of its type")
+    return words + (" (or null)" if optional else "")
+
+
+def refusal_fix(args: list[str], prog: str) -> str:
+    """The Fix line for overrides Hydra refused: the first mistake found in ``args``, with the corrected
+    command for ``prog`` (``hpc-ft submit`` / ``hpc-ft sbatch``) shell-quoted, ready to paste."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from hpc_ft import CONF_DIR
+
+    parser = OverridesParser.create()
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    cfg_prog = "hpc-ft submit" if prog == "hpc-ft plan" else prog  # plan has no --cfg
+
+    def command(old: str, new: str) -> str:
+        return " ".join([prog, *(shlex.quote(new if a == old else a) for a in args)])
+
+    for a in args:
+        if a.startswith("-") or ("=" not in a and not a.startswith("~")):
+            continue
+        raw_key, value = a.split("=", 1) if "=" in a else (a, "")
+        key = raw_key.lstrip("+~")
+        if key.startswith(("hydra.", "hydra/")):
+            continue  # Hydra's own settings: its message says what is wrong
+        try:
+            ov = parser.parse_override(a)
+        except HydraException:
+            return (f"Fix: `{a}` is not valid Hydra syntax: characters such as ( ) [ ] {{ }} , = : ' \" and spaces "
+                    f"are Hydra syntax in a value; quote the value for Hydra (inside the shell's quotes): "
+                    f"{command(a, _hydra_quote(raw_key, value))}")
+        if ov.is_sweep_override() and not multirun:
+            return (f"Fix: the comma in `{a}` makes it a sweep; for one value with a comma quote it for Hydra: "
+                    f"{command(a, _hydra_quote(raw_key, value))} (a list: {raw_key}=[...]; a sweep: add -m)")
+        if "/" in key or "@" in key:
+            continue
+        group_dir = Path(CONF_DIR) / key
+        if "." not in key and group_dir.is_dir():
+            names = sorted(p.stem for p in group_dir.glob("*.yaml"))
+            if not raw_key.startswith("~") and value not in names:
+                near = _close(value, names)
+                return (f"Fix: {key} options are the files in {group_dir}/: {', '.join(names)}"
+                        + (f"; did you mean {command(a, f'{raw_key}={near}')}" if near else ""))
+            continue
+        kind, known, fields = _schema_path(key)
+        if kind == "mapping" and not raw_key.startswith("+"):
+            return (f"Fix: {known} holds your own names, which must be added with '+': "
+                    f"{command(a, '+' + a)}")
+        if kind == "unknown":
+            tail = (key[len(known) + 1:] if known else key).split(".")
+            near = _close(tail[0], fields)
+            if near:
+                fixed = ".".join([*([known] if known else []), near, *tail[1:]])
+                return f"Fix: {key} is not a setting; did you mean {command(a, f'{fixed}={value}')}"
+            return (f"Fix: {key} is not a setting; {known or 'the job'} has: {', '.join(fields)} "
+                    f"(`{cfg_prog} --cfg job` shows each with its value)")
+        if kind in ("ok", "user") and raw_key.startswith("~") and deletion_problems([a]):
+            return f"Fix: hpc_ft's own settings cannot be deleted; give it another value: {command(a, key + '=...')}"
+        if kind == "ok" and not raw_key.startswith("~") and not ov.is_sweep_override() \
+                and not _fits_schema(key, ov.value()):
+            return (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
+                    "current value")
+    return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "
+            f"in {CONF_DIR}/<group>/ (e.g. model=mlp).")
