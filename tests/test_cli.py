@@ -171,3 +171,22 @@ def test_refused_sweep_job_leaves_nothing_behind(tmp_path):
     res = run(["submit", "-m", "optim.lr=1e-5,-1", "dry_run=true"], tmp_path)
     assert res.returncode == 2 and "optim.lr=-1" in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_single_run_composes_the_config_once_and_a_sweep_still_runs(tmp_path, monkeypatch, capsys):
+    # Hydra's main composes once just to read hydra.mode, then again to run: half of a dry run's cold start.
+    from hydra._internal.hydra import Hydra
+
+    from hpc_ft import cli
+
+    calls = []
+    original = Hydra.compose_config
+    monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **kw: calls.append(1) or original(self, *a, **kw))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["submit", "dry_run=true"]) == 0
+    assert len(calls) == 1
+    assert Hydra.get_mode is not None and "single run" not in repr(Hydra.get_mode)  # restored
+    calls.clear()
+    assert cli.main(["submit", "-m", "dry_run=true", "train.seed=1,2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count('"seed": 1') + out.count('"seed": 2') >= 1 or "seed" in out
