@@ -103,7 +103,7 @@ def _discard_refused_run_dir() -> None:
 
 
 def _compose_spec(cfg) -> tuple[Any, list[str]]:
-    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem."""
+    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem; the run dir is only read."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -113,7 +113,10 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
     conf = OmegaConf.to_object(cfg)
     warnings = validate(conf)
     overrides = list(HydraConfig.get().overrides.task)
-    return resolve(conf, overrides), warnings
+    spec = resolve(conf, overrides)
+    from hpc_ft.train.precheck import check_before_dispatch
+
+    return spec, warnings + check_before_dispatch(spec)  # dataset sizes; what a resumed run may change
 
 
 def _submit_task(cfg) -> int:
