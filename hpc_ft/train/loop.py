@@ -265,7 +265,6 @@ def _report_refusal(exc: ConfigError, rank: int) -> None:
     The node task shows a failed node's "[rankN]:" lines as its error output: the message (key, value,
     rule, fix) reaches the submitter's terminal instead of a traceback.
     """
-    log.error("%s", exc)
     sys.stderr.write("".join(f"[rank{rank}]: {line}\n" for line in str(exc).splitlines()))
     sys.stderr.flush()
 

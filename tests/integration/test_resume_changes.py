@@ -112,21 +112,20 @@ def _torchrun(spec_path: Path, env: dict[str, str]) -> subprocess.CompletedProce
                           env={**os.environ, **env})
 
 
-def test_users_empty_dataset_is_one_clear_error_on_the_workers(tmp_path):
+def test_users_empty_dataset_is_one_clear_error_on_the_workers(tmp_path, run_cli):
     """Sizes of a user's dataset are known only once built: the workers exit 2 with the message, no traceback."""
-    from hpc_ft.config.compose import compose_conf
-    from hpc_ft.job import resolve
-
     (tmp_path / "user_data.py").write_text(USER_DATA)
-    spec = resolve(compose_conf([*B, "data._target_=user_data.empty_test_split"], run_dir=tmp_path / "run"))
-    spec.save()
-    res = _torchrun(spec.spec_path, {"PYTHONPATH": str(tmp_path)})
-    assert res.returncode != 0
-    assert "[rank0]: invalid job configuration" in res.stderr
-    assert "data._target_='user_data.empty_test_split': leaves an empty test split" in res.stderr
-    worker_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("[rank")]  # torchrun's own come after
+    run = tmp_path / "run"
+    res = run_cli("submit", *B, "data._target_=user_data.empty_test_split", f"hydra.run.dir={run}",
+                  env={"PYTHONPATH": str(tmp_path)})
+    assert res.returncode == 1, res.stdout + res.stderr  # dispatched (sizes unknown before), the node failed
+    out = " ".join(res.stdout.split())
+    assert "[rank0]: invalid job configuration" in out
+    assert "data._target_='user_data.empty_test_split': leaves an empty test split" in out
+    worker_lines = [ln for ln in (run / "nodes" / "node0" / "torchrun.log").read_text().splitlines()
+                    if ln.startswith("[rank")]  # torchrun's own closing summary comes after them
     assert worker_lines and not any("Traceback" in ln for ln in worker_lines)
-    assert "exitcode  : 2" in res.stderr
+    assert "exitcode  : 2" in (run / "nodes" / "node0" / "torchrun.log").read_text()
 
 
 def test_worker_refuses_a_checkpoint_of_another_job(tmp_path, synth):
