@@ -7,6 +7,7 @@ it is built, by the training loop.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +67,12 @@ def declared_sizes(data: dict[str, Any]) -> tuple[list[Problem], SplitSizes | No
         return [], SplitSizes(n_train, n_test, "data.num_samples", n,
                               f"pass a larger data.num_samples (2048 is the default), or change "
                               f"data.test_fraction={frac}")
+    n_train, n_test = text_split(_utterance_count(), frac)
+    return [], SplitSizes(n_train, n_test, "data.test_fraction", frac, "pass data.test_fraction=0.2")
+
+
+@functools.lru_cache(maxsize=1)  # the installed corpus does not change; a sweep checks every job
+def _utterance_count() -> int:
     from hpc_ft.train.tasks.corpus import intent_utterances
 
-    n_train, n_test = text_split(len(intent_utterances()[0]), frac)
-    return [], SplitSizes(n_train, n_test, "data.test_fraction", frac, "pass data.test_fraction=0.2")
+    return len(intent_utterances()[0])
