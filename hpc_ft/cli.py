@@ -204,7 +204,7 @@ def _prune_sweep_dirs() -> None:
 
 
 def _compose_spec(cfg) -> tuple[Any, list[str]]:
-    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem."""
+    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem; the run dir is only read."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
@@ -216,7 +216,10 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
     conf = to_job_conf(cfg, overrides)
     warnings = validate(conf)
-    return resolve(conf, overrides), warnings
+    spec = resolve(conf, overrides)
+    from hpc_ft.train.precheck import check_before_dispatch
+
+    return spec, warnings + check_before_dispatch(spec)  # dataset sizes; what a resumed run may change
 
 
 def _submit_task(cfg) -> int:

@@ -259,3 +259,32 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
     if p:
         raise ConfigError(p)
     return warnings
+
+
+def split_problems(num_train: int, num_test: int, key: str, value: object, fix: str,
+                   batch_size: int | None = None, world_size: int | None = None) -> tuple[list[Problem], list[str]]:
+    """Problems and warnings of a dataset's split sizes (samples) against the global batch and the world size.
+
+    An empty train split cannot make a global batch (the sample order divides by its size); an empty test split
+    would report an accuracy over no samples. A train split smaller than the global batch repeats samples within
+    a step, and a test split smaller than the world size leaves ranks without evaluation samples: both still
+    train and evaluate correctly, so they only warn. ``key``/``value``/``fix`` name the setting that sizes the splits.
+    """
+    p: list[Problem] = []
+    warnings: list[str] = []
+    sizes = f"{num_train} train and {num_test} test sample(s)"
+    if num_train < 1:
+        p.append(Problem(key, value, f"leaves an empty train split ({sizes})", fix))
+    if num_test < 1:
+        p.append(Problem(key, value, f"leaves an empty test split ({sizes}): evaluation would have no samples", fix))
+    if p:
+        return p, warnings
+    if batch_size is not None and num_train < batch_size:
+        warnings.append(f"{key}={value!r}: the train split ({num_train} samples) is smaller than the global batch "
+                        f"(train.batch_size={batch_size}): every step repeats samples; lower train.batch_size or "
+                        f"use more data")
+    if world_size is not None and num_test < world_size:
+        warnings.append(f"{key}={value!r}: the test split ({num_test} samples) is smaller than the world size "
+                        f"({world_size}): {world_size - num_test} rank(s) evaluate no sample (the accuracy still "
+                        f"counts every sample once)")
+    return p, warnings

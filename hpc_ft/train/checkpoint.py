@@ -3,6 +3,9 @@
 A checkpoint is written to a temporary file in the same directory, fsynced and renamed, so a crash
 or a kill mid-write never leaves a file that looks complete. A damaged newest file (a truncated
 copy, a full disk) is skipped with a warning for the previous one.
+
+torch is imported inside the functions that read or write checkpoint files: listing them
+(``list_checkpoints``) is part of the checks before dispatch, which must stay fast on a login node.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from hpc_ft.job import atomic_write
 
@@ -50,6 +51,8 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write ``state`` as the checkpoint of ``step`` atomically, then prune all but the newest ``keep``."""
+    import torch
+
     path = ckpt_path(run_dir, step)
     atomic_write(path, lambda f: torch.save(state, f))
     dfd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
@@ -65,6 +68,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any]
 
 def load_latest(run_dir: str | os.PathLike) -> Checkpoint | None:
     """The newest checkpoint that loads completely, or None; unreadable newer ones are skipped with a warning."""
+    import torch
+
     for step, path in reversed(list_checkpoints(run_dir)):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

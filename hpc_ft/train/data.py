@@ -40,6 +40,10 @@ class TaskData:
         return self.train[LABELS].shape[0]
 
     @property
+    def num_test(self) -> int:
+        return self.test[LABELS].shape[0]
+
+    @property
     def seq_len(self) -> int | None:
         ids = self.train.get("input_ids")
         return None if ids is None else int(ids.shape[1])
@@ -57,7 +61,12 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def global_batch(n: int, seed: int, step: int, batch_size: int) -> torch.Tensor:
-    """Indices of the global batch of optimizer step ``step`` (0-based), epochs reshuffled by seed."""
+    """Indices of the global batch of optimizer step ``step`` (0-based), epochs reshuffled by seed.
+
+    Raises ValueError for an empty split (``n`` < 1): the loop refuses one with a clear message first.
+    """
+    if n < 1:
+        raise ValueError(f"global_batch needs at least one sample, got n={n}")
     start = step * batch_size
     out, pos = [], start
     while pos < start + batch_size:

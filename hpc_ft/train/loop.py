@@ -23,14 +23,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from hpc_ft.config.validate import split_problems
+from hpc_ft.errors import ConfigError, HpcFtError
 from hpc_ft.job import JobSpec, atomic_write_text
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
 from hpc_ft.train.data import LABELS, TaskData, eval_batches, global_batch, micro_batches
 from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag
+from hpc_ft.train.resume import compare_with_checkpoint
 
 log = logging.getLogger("hpc_ft.train")
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+EXIT_BAD_CONFIG = 2  # as hpc-ft's own refusals: the job cannot run as configured
 
 
 @dataclass
@@ -130,10 +134,20 @@ def _seed_everything(spec: JobSpec, d: Dist) -> None:
 
 
 def _instantiate(conf: Any, **kwargs: Any) -> Any:
-    """Build the user's ``_target_`` object (Hydra semantics: nested targets, _partial_, _args_)."""
+    """Build the user's ``_target_`` object (Hydra semantics: nested targets, _partial_, _args_).
+
+    An hpc_ft error raised by the target (a dataset refusing its sizes) comes out as itself, not wrapped
+    in Hydra's InstantiationException, so it is reported as one clear message.
+    """
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(conf, **kwargs)
+    try:
+        return instantiate(conf, **kwargs)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, HpcFtError):
+            raise exc.__cause__ from None
+        raise
 
 
 def lr_lambda(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
@@ -236,9 +250,61 @@ def train(spec: JobSpec) -> int:
     d = _setup_dist(spec)
     try:
         return _train(spec, d, t_start)
+    except ConfigError as exc:  # the same on every rank: the data or the checkpoint does not fit the job
+        if d.is_node_main:
+            _report_refusal(exc, d.rank)
+        return EXIT_BAD_CONFIG
     finally:
         if d.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _report_refusal(exc: ConfigError, rank: int) -> None:
+    """Write the refusal to stderr, every line prefixed like torch prefixes a worker's error output.
+
+    The node task shows a failed node's "[rankN]:" lines as its error output: the message (key, value,
+    rule, fix) reaches the submitter's terminal instead of a traceback.
+    """
+    sys.stderr.write("".join(f"[rank{rank}]: {line}\n" for line in str(exc).splitlines()))
+    sys.stderr.flush()
+
+
+def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:
+    """Refuse splits the loop cannot use (ConfigError); return warnings about splits it can.
+
+    The built-in datasets refuse their own sizes while being built; this catches any dataset.
+    """
+    target = spec.conf.data.get("_target_") if isinstance(spec.conf.data, dict) else None
+    problems, warnings = split_problems(data.num_train, data.num_test, "data._target_", target,
+                                        "give the dataset more samples (see its data.* size settings)",
+                                        batch_size=spec.conf.train.batch_size, world_size=d.world)
+    if problems:
+        raise ConfigError(problems)
+    return warnings
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+                       fresh_state: bool, t: Any) -> None:
+    """Load the checkpointed optimizer and schedule position, keeping this job's hyperparameters.
+
+    ``Optimizer.load_state_dict`` and ``LambdaLR.load_state_dict`` also restore the old lr, weight decay
+    and base learning rates: a resumed run with a new optim.lr would silently keep the old one. The
+    values built from this job's config are put back, and the learning rate of the resumed step is
+    recomputed from them (the same float as the saved one when nothing changed: resume stays bitwise).
+    With ``fresh_state`` (another optimizer class) the checkpointed state is not loaded at all.
+    """
+    built = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
+    if not fresh_state:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    for group, values in zip(optimizer.param_groups, built):
+        group.update(values)
+    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+    lrs = [base * lr_lambda(scheduler.last_epoch, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+           for base in scheduler.base_lrs]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
 
 
 def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
@@ -249,6 +315,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     preempt.install()
 
     data: TaskData = _instantiate(c.data)
+    warnings = _check_data(data, spec, d)
     model: torch.nn.Module = _instantiate(c.model, num_labels=data.num_labels).to(d.device)
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = _instantiate(c.optim, params=model.parameters())
@@ -265,12 +332,18 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     # Resume: every rank reads the same newest complete checkpoint.
     start_step = 0
     ckpt = load_latest(run_dir)
+    conf_record = spec.to_dict()["conf"]  # recorded in every checkpoint: what a resumed run compares with
     if ckpt is not None:
         st = ckpt.state
+        check = compare_with_checkpoint(st, conf_record, d.world, str(run_dir))
+        check.raise_if_refused()
+        warnings += check.warnings
         model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
-        scheduler.load_state_dict(st["scheduler"])
-        scaler.load_state_dict(st["scaler"])
+        _restore_optimizer(optimizer, scheduler, st, check.fresh_optimizer, t)
+        # A checkpoint without loss-scaler state (bf16/fp32) resumed in fp16 starts a fresh scaler;
+        # a disabled scaler (fp16 resumed in bf16/fp32) has nothing to load.
+        if scaler.is_enabled() and st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
         rngs = st.get("rng") or []
         if len(rngs) == d.world:
             _set_rng_state(rngs[d.rank], d.device)
@@ -299,7 +372,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
         if d.is_main:
             state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world, "precision": c.precision.dtype}
+                     "world_size": d.world, "precision": c.precision.dtype, "conf": conf_record}
             save_checkpoint(run_dir, step, state, keep=t.keep_checkpoints)
         if d.world > 1:
             dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
@@ -317,6 +390,9 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     accuracy = eval_loss = None
     preempted = False
     step = start_step
+    if d.is_main:
+        for w in warnings:
+            log.warning("warning: %s", w)
     ddp.train()
     try:
         while step < t.max_steps:
@@ -403,6 +479,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
             "world_size": d.world, "precision": c.precision.dtype, "device": str(d.device),
             "preempted": preempted, "wall_s": time.monotonic() - t_start,
             "flops_per_sample": flops, "model_params": n_params,
+            "warnings": warnings,  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume
         }
         atomic_write_text(node_dir / "train.json", json.dumps(result, indent=1))
     return EXIT_PREEMPTED if preempted else 0

@@ -133,10 +133,14 @@ class HpcFtLauncher(Launcher):
         confs = {n: self._job_conf(configs[n]) for n in nums}
 
         def check(which: list[int]) -> None:
+            from hpc_ft.job import resolve
+            from hpc_ft.train.precheck import check_before_dispatch
+
             errors = {}
             for n in which:
                 try:
                     validate(confs[n])
+                    check_before_dispatch(resolve(copy.deepcopy(confs[n])))  # dataset sizes; a resumed job dir
                 except ConfigError as exc:
                     errors[n] = exc
             if errors:

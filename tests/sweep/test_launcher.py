@@ -52,6 +52,14 @@ def test_every_bad_job_is_reported_at_once(tmp_path):
     assert not list((tmp_path / "sw").rglob("job.yaml"))
 
 
+def test_a_sweep_job_with_an_empty_train_split_is_refused_before_any_job_is_prepared(tmp_path):
+    res = hpc_ft(["submit", "-m", "model=mlp", "data=synthetic", "data.num_samples=1,2048",
+                  f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path)
+    assert res.returncode == 2
+    assert "data.num_samples=1: leaves an empty train split" in res.stderr and "Traceback" not in res.stderr
+    assert not list((tmp_path / "sw").rglob("job.yaml"))
+
+
 def test_sweeping_a_sweep_wide_key_is_refused(tmp_path):
     res = hpc_ft(["submit", "-m", "optim.lr=1e-5,3e-5", "wait=true,false", f"hydra.sweep.dir={tmp_path / 'sw'}"],
                  tmp_path)

