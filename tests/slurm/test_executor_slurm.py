@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_ft.node.rendezvous import derive_port
+from hpc_ft.node.rdzv_store import RendezvousRecord, record_path
 from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done
 from tests.conftest import wait_until
 
@@ -49,10 +49,12 @@ def test_two_nodes_train_one_world_and_both_report(slurm_cluster, run_cli, synth
     assert sorted(n["host"] for n in nodes) == ["node01", "node02"]
     assert all(n["exit_code"] == 0 and n["job_id"] == job_id for n in nodes)
     assert all(n["train"]["world_size"] == 4 and n["train"]["steps"] == 20 for n in nodes)
-    # Rendezvous: first host of the allocation, port from the job id, the same on both nodes.
+    # Rendezvous: first host of the allocation, the port node 0 published for this job, the same on both nodes.
+    rec = RendezvousRecord.from_json(record_path(run).read_text())
+    assert rec.job_id == job_id
     for rank in (0, 1):
         argv = json.loads((run / "nodes" / f"node{rank}" / "torchrun_argv.json").read_text())
-        assert f"--rdzv-endpoint=node01:{derive_port(job_id)}" in argv and "--nnodes=2" in argv
+        assert f"--rdzv-endpoint=node01:{rec.port}" in argv and "--nnodes=2" in argv
     assert sacct_runs(job_id) == ["COMPLETED"]
     assert_bitwise_equal(final_weights(run), reference_weights(2))
 
