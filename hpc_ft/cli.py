@@ -89,7 +89,9 @@ def _discard_refused_run_dir() -> None:
     if hc.mode != RunMode.RUN or any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
-    hydra_own = {hc.output_subdir, f"{hc.job.name}.log"}
+    from hpc_ft.run_lock import LOCK_FILE
+
+    hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
     shutil.rmtree(out, ignore_errors=True)
@@ -130,14 +132,30 @@ def _submit_task(cfg) -> int:
     if spec.conf.dry_run:
         print(json.dumps(describe(spec), indent=2))
         return 0
+    from hpc_ft.run_lock import RunDirLock
+
+    lock = RunDirLock(spec.run_dir)
+    lock.acquire(spec.conf.executor.name)  # RunDirInUse (exit 2) while another live submission uses the dir
+    try:
+        return _submit_locked(spec, con, lock)
+    finally:
+        lock.release()  # no-op once detached: a wait=false job holds the dir while it runs
+
+
+def _submit_locked(spec, con, lock) -> int:
+    import shlex
+
     from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.gather import gather, save_results, wait
 
     job = submit(spec)
+    lock.record_job(str(job.job_id))
     con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
               f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
     if not spec.conf.wait:
-        con.print(f"not waiting (wait=false); later: hpc-ft report {spec.run_dir}")
+        if spec.conf.executor.name != "debug":
+            lock.detach()
+        con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}")
         return 0
     with con.status("waiting") as status:
         wait(job, poll_s=spec.conf.executor.poll_interval_s,

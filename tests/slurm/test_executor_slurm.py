@@ -55,7 +55,8 @@ def test_two_nodes_train_one_world_and_both_report(slurm_cluster, run_cli, synth
     for rank in (0, 1):
         argv = json.loads((run / "nodes" / f"node{rank}" / "torchrun_argv.json").read_text())
         assert f"--rdzv-endpoint=node01:{rec.port}" in argv and "--nnodes=2" in argv
-    assert sacct_runs(job_id) == ["COMPLETED"]
+    # The nodes' results arrive before the job step ends: wait for Slurm's final state, not its state now.
+    assert wait_job_done(job_id) == ["COMPLETED"]
     assert_bitwise_equal(final_weights(run), reference_weights(2))
 
 
