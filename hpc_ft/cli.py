@@ -22,6 +22,7 @@ Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
 
 EXIT_BAD_CONFIG = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped at a preemption checkpoint; submitting again resumes (not a failure)
 
 
 class _State:
@@ -162,11 +163,15 @@ def _submit_locked(spec, con, lock) -> int:
              on_tick=lambda state, el: status.update(f"job {job.job_id}: {state}, {el:.0f} s"))
     reports = gather(job, spec)
     save_results(spec, reports)
-    from hpc_ft.submit.summary import render_results
+    from hpc_ft.submit.summary import all_preempted, render_results, resume_command
 
     con.print(render_results(spec, reports))
+    if all_preempted(reports):  # one unbroken line whatever the terminal width: it is meant to be pasted
+        con.print(f"  {resume_command(spec)}", soft_wrap=True, markup=False, highlight=False)
     _show_run_report(spec, con)
-    return 0 if all(r.ok for r in reports) else 1
+    if all(r.ok for r in reports):
+        return 0
+    return EXIT_PREEMPTED if all_preempted(reports) else 1
 
 
 def _show_run_report(spec, con) -> None:

@@ -92,10 +92,13 @@ class NodeTask:
         wall_s = time.monotonic() - t0
         telemetry = sampler.stop() if sampler else {}
         train = _read_json(ndir / "train.json")
+        preempted = _preempted(code, train)
+        # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
+        # (torchrun.log keeps it).
+        quiet = code == 0 or (preempted and bool(train.get("preempted")))
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
-                            error_tail="" if code == 0 else _error_tail(list(tail)),
-                            requeued=_preempted(code, train))
+                            error_tail="" if quiet else _error_tail(list(tail)), requeued=preempted)
         report.save(node_report_path(spec.run_dir, place.node_rank))
         return report
 
