@@ -36,6 +36,10 @@ LOCK_FILE = ".hpc_ft.lock"
 OWNER_FILE = ".hpc_ft.owner.json"
 OWNER_VERSION = 1
 SQUEUE_TIMEOUT_S = 30
+# Job states in which a Slurm job may still run or run again (squeue --states; the rest are final).
+ACTIVE_SLURM_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED",
+                                 "SIGNALING", "STAGE_OUT", "RESIZING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                                 "RESV_DEL_HOLD", "SPECIAL_EXIT"})
 
 
 class RunDirInUse(HpcFtError):
@@ -77,8 +81,8 @@ def _slurm_job_alive(job_id: str) -> bool | None:
                               timeout=SQUEUE_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if proc.returncode == 0:
-        return bool(proc.stdout.strip())
+    if proc.returncode == 0:  # squeue -j also lists a finished job for a while (MinJobAge), in its final state
+        return any(state in ACTIVE_SLURM_STATES for state in proc.stdout.split())
     return False if "Invalid job id" in proc.stderr else None
 
 

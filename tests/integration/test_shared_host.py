@@ -94,3 +94,39 @@ def test_two_two_node_jobs_on_one_host_do_not_share_a_rendezvous(tmp_path):
             assert node["train"]["preempted"] and node["train"]["steps"] == HOLD_AT, (run, node)
             assert node["train"]["world_size"] == 2
         assert "RendezvousConnectionError" not in _torchrun_logs(run)
+
+
+def test_two_two_node_jobs_on_the_local_executor_at_once(tmp_path, synth):
+    from tests.conftest import job_processes
+
+    exe = Path(sys.executable).with_name("hpc-ft")
+    runs = [tmp_path / "a", tmp_path / "b"]
+    procs = [subprocess.Popen([str(exe), "submit", *synth, "resources.nodes=2", "resources.workers_per_node=1",
+                               "resources.cpus_per_task=1", f"+executor.env.HPC_FT_TEST_HOLD_AT_STEP={HOLD_AT}",
+                               f"hydra.run.dir={run}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL) for run in runs]
+    try:
+        for run in runs:  # both jobs train at the same time
+            wait_until(lambda: _held(run), 240, f"both nodes of {run.name} to train")
+        assert _endpoint(runs[0], 0) == _endpoint(runs[0], 1) and _endpoint(runs[1], 0) == _endpoint(runs[1], 1)
+        assert _endpoint(runs[0], 0) != _endpoint(runs[1], 0)
+        for run, proc in zip(runs, procs):  # one after the other: the first ends while the second trains
+            agents = [pid for pid, (argv, _) in job_processes(run / "job.yaml").items()
+                      if "torch.distributed.run" in argv]
+            assert len(agents) == 2
+            for pid in agents:
+                os.kill(pid, signal.SIGUSR2)
+            out = proc.communicate(timeout=180)[0]
+            assert proc.returncode == 75, out  # preempted at the held step, resumable
+    finally:
+        for proc in procs:
+            proc.kill()
+        for run in runs:
+            for pid in job_processes(run / "job.yaml"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    for run in runs:
+        nodes = json.loads((run / "results.json").read_text())
+        assert [n["train"]["steps"] for n in nodes] == [HOLD_AT, HOLD_AT]
+        assert all(n["train"]["preempted"] and n["train"]["world_size"] == 2 for n in nodes)
+        assert "RendezvousConnectionError" not in _torchrun_logs(run)
