@@ -87,7 +87,7 @@ def _slurm_job_alive(job_id: str) -> bool | None:
 
 
 def detached_job_alive(owner: LockOwner) -> bool | None:
-    """Whether a detached owner's job still runs; None when this host cannot tell."""
+    """Whether an owner's job still runs (its submitter may be gone); None when this host cannot tell."""
     if owner.executor == "slurm" and owner.job_id:
         return _slurm_job_alive(owner.job_id)
     if owner.executor == "local" and owner.job_id:
@@ -130,7 +130,9 @@ class RunDirLock:
             os.close(fd)
             self._refuse(self.read_owner(), "its submitter is still attached")
         prev = self.read_owner()
-        if prev is not None and prev.detached:
+        # A job whose submitter is gone holds the dir while it runs: detached on purpose (wait=false, a script
+        # job's node 0), or a submitter that was killed while it waited.
+        if prev is not None and prev.job_id:
             alive = detached_job_alive(prev)
             if alive or alive is None:
                 os.close(fd)  # drops the flock
@@ -174,5 +176,33 @@ class RunDirLock:
             "checkpoints and overwrite its results. Fix: leave hydra.run.dir unset for a new run dir, or wait "
             f"until that job has ended (`hpc-ft report {shlex.quote(str(self.run_dir))}` shows it) and submit "
             "again to resume it."
-            + ("" if owner is None or not owner.detached else
+            + ("" if owner is None or not owner.job_id else
                f" If you are sure it has ended, delete {self.owner_path}."))
+
+
+def claim_for_job(run_dir: Path, executor: str, job_id: str) -> None:
+    """Node 0 of a job that no ``hpc-ft submit`` holds (a script from ``hpc-ft sbatch``): hold the dir for it.
+
+    Records this job as the dir's detached owner, so a second submission (or a second ``sbatch`` of the same
+    script) is refused while it runs. A record of this very job (its submitter, an earlier run before a
+    requeue) is kept. Raises RunDirInUse when another job that is known to be running holds the dir (one
+    whose liveness cannot be checked from a compute node does not block: the job is already running).
+    """
+    lock = RunDirLock(run_dir)
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        prev = lock.read_owner()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if prev is not None and prev.job_id == str(job_id):
+                return  # our own submitter waits on us
+            lock._refuse(prev, "its submitter is still attached")
+        prev = lock.read_owner()
+        if prev is not None and prev.job_id == str(job_id):
+            return
+        if prev is not None and prev.job_id and detached_job_alive(prev):
+            lock._refuse(prev, "the job is still running")
+        lock._write(LockOwner(os.getpid(), socket.gethostname(), executor, time.time(), str(job_id), detached=True))
+    finally:
+        os.close(fd)

@@ -16,7 +16,8 @@ HOLDER = textwrap.dedent("""
     from hpc_ft.run_lock import RunDirLock
     lock = RunDirLock(sys.argv[1])
     lock.acquire("local")
-    lock.record_job("4242")
+    import os
+    lock.record_job(str(os.getpid()))  # as if this process were the local job's controller
     print("held", flush=True)
     sys.stdin.read()  # hold until the test closes our stdin (or kills us)
 """)
@@ -32,8 +33,8 @@ def _holder(run_dir) -> subprocess.Popen:
 def test_a_live_submitter_holds_the_dir_and_a_dead_one_does_not(tmp_path):
     holder = _holder(tmp_path)
     try:
-        with pytest.raises(RunDirInUse, match=r"in use by job 4242 \(local\), submitted by pid \d+ .*Fix: leave "
-                                              r"hydra.run.dir unset"):
+        with pytest.raises(RunDirInUse, match=rf"in use by job {holder.pid} \(local\), submitted by pid "
+                                              rf"{holder.pid} .*Fix: leave hydra.run.dir unset"):
             RunDirLock(tmp_path).acquire("local")
     finally:
         holder.kill()  # dies without releasing: the kernel drops its flock, its owner record stays behind
@@ -60,6 +61,21 @@ def test_a_detached_local_job_holds_the_dir_until_its_process_ends(tmp_path):
     again = RunDirLock(tmp_path)
     again.acquire("local")  # the job ended: its dir resumes
     again.release()
+
+
+def test_a_submitter_killed_while_its_job_runs_leaves_the_job_holding_the_dir(tmp_path):
+    job = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        lock = RunDirLock(tmp_path)
+        lock.acquire("local")
+        lock.record_job(str(job.pid))
+        lock._unlock()  # the submitter dies (kill -9) without releasing: only its flock goes
+        with pytest.raises(RunDirInUse, match=rf"job {job.pid} \(local\).*still running"):
+            RunDirLock(tmp_path).acquire("local")
+    finally:
+        job.kill()
+        job.wait(timeout=30)
+    RunDirLock(tmp_path).acquire("local")
 
 
 def test_a_detached_slurm_job_that_squeue_no_longer_knows_does_not_block(tmp_path):
