@@ -90,7 +90,7 @@ def _discard_refused_run_dir() -> None:
     if hc.mode != RunMode.RUN or any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
-    from hpc_ft.run_lock import LOCK_FILE
+    from hpc_ft.rundir.lock import LOCK_FILE
 
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
@@ -133,7 +133,7 @@ def _submit_task(cfg) -> int:
     if spec.conf.dry_run:
         print(json.dumps(describe(spec), indent=2))
         return 0
-    from hpc_ft.run_lock import RunDirLock
+    from hpc_ft.rundir.lock import RunDirLock
 
     lock = RunDirLock(spec.run_dir)
     lock.acquire(spec.conf.executor.name)  # RunDirInUse (exit 2) while another live submission uses the dir

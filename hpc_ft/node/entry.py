@@ -56,7 +56,7 @@ def _await_requeue_kill() -> None:
 def _claim_run_dir(spec: JobSpec, job_id: str) -> bool:
     """Node 0 holds the run dir for this job (no `hpc-ft submit` does for a script job); False: another live
     job uses it, and this job is cancelled (all its nodes) before it touches anything there."""
-    from hpc_ft.run_lock import RunDirInUse, claim_for_job
+    from hpc_ft.rundir.lock import RunDirInUse, claim_for_job
 
     try:
         claim_for_job(spec.run_dir, "slurm", job_id)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_ft.run_lock import RunDirLock, detached_job_alive
+from hpc_ft.rundir.lock import RunDirLock, detached_job_alive
 from tests.conftest import hpc_ft_cmd, job_processes, torchrun_agent, wait_until
 
 pytestmark = pytest.mark.slow

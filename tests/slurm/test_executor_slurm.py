@@ -235,7 +235,7 @@ def test_a_running_slurm_job_holds_its_run_dir_after_the_submitter_returned(slur
     finally:
         subprocess.run(["scancel", job_id], timeout=30)
     wait_job_done(job_id)
-    from hpc_ft.run_lock import RunDirLock, detached_job_alive
+    from hpc_ft.rundir.lock import RunDirLock, detached_job_alive
 
     owner = RunDirLock(run).read_owner()
     assert owner.detached and owner.job_id == job_id

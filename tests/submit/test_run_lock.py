@@ -9,11 +9,11 @@ import textwrap
 import pytest
 
 from hpc_ft.config.fresh_dir import fresh_dir
-from hpc_ft.run_lock import RunDirInUse, RunDirLock
+from hpc_ft.rundir.lock import RunDirInUse, RunDirLock
 
 HOLDER = textwrap.dedent("""
     import sys
-    from hpc_ft.run_lock import RunDirLock
+    from hpc_ft.rundir.lock import RunDirLock
     lock = RunDirLock(sys.argv[1])
     lock.acquire("local")
     import os
@@ -86,7 +86,7 @@ def test_a_detached_slurm_job_that_squeue_no_longer_knows_does_not_block(tmp_pat
     owner = RunDirLock(tmp_path).read_owner()
     assert owner.detached and owner.job_id == "999999999" and owner.executor == "slurm"
     # No squeue here, or squeue says "Invalid job id": refused only while liveness is unknown.
-    from hpc_ft.run_lock import detached_job_alive
+    from hpc_ft.rundir.lock import detached_job_alive
 
     alive = detached_job_alive(owner)
     if alive is None:
