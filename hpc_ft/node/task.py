@@ -95,7 +95,7 @@ class NodeTask:
         preempted = _preempted(code, train)
         # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
         # (torchrun.log keeps it).
-        quiet = code == 0 or (preempted and bool(train.get("preempted")))
+        quiet = code == 0 or bool(train.get("preempted"))
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
                             error_tail="" if quiet else _error_tail(list(tail)), requeued=preempted)
