@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, median, missing_row, print_table, rotate, write_json  # noqa: E402
+from hpc_ft.rundir.layout import RunDir  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; first match wins.
 PEAK_BF16_TFLOPS = [("GH200", 989.4), ("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
@@ -278,7 +279,7 @@ class LoopRun:
         try:
             if train(spec) != 0:
                 raise RuntimeError(f"hpc_ft's loop did not finish in {spec.run_dir}")
-            return median(windows_from_metrics(spec.run_dir / "metrics.jsonl", self.shape.batch))
+            return median(windows_from_metrics(RunDir.of(spec).metrics, self.shape.batch))
         finally:
             torch.use_deterministic_algorithms(state[0], warn_only=state[1])
             torch.backends.cudnn.benchmark = state[2]

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hpc_ft.rundir.layout import RunDir
+
 REPORT = """
 import sys
 from rich.console import Console
@@ -33,11 +35,12 @@ print(len(rr.nodes), len(rr.gpus))
 
 RAW = """
 import sys
-from pathlib import Path
 import numpy as np
+from hpc_ft.rundir.layout import RunDir
 from hpc_ft.telemetry.records import SeriesFile
 n = 0
-for p in sorted(Path(sys.argv[1]).glob("nodes/node*/telemetry.bin")):
+rd = RunDir(sys.argv[1])
+for p in [rd.node(r).series_files()[0] for r in sorted(rd.node_ranks()) if rd.node(r).series_files()]:
     sf = SeriesFile(p)
     for chunk in sf.chunks():
         for c in sf.cols:
@@ -88,9 +91,10 @@ def main() -> int:
         run_dir = Path(tmp) / "run"
     try:
         gen_s = None
-        if not (run_dir / "job.yaml").exists():
+        if not RunDir(run_dir).spec.exists():
             gen_s = generate(run_dir, nodes, gpus, seconds)
-        size_gb = sum(p.stat().st_size for p in run_dir.glob("nodes/node*/telemetry.bin")) / 1e9
+        size_gb = sum(p.stat().st_size for r in RunDir(run_dir).node_ranks()
+                      for p in RunDir(run_dir).node(r).series_files()[:1]) / 1e9
         raw_s, raw_gib, raw_out = measure(RAW, run_dir)
         rep_s, rep_gib, rep_out = measure(REPORT, run_dir)
         rows = nodes * seconds

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, group_main, median, rotate, run_cmd  # noqa: E402
 from benchmarks.spec import STEADY, SYNTHETIC, compose_spec, fresh_copy, torchrun_cmd  # noqa: E402
+from hpc_ft.rundir.layout import RunDir  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parent / "baselines" / "ddp_loop.py"
 STEP_GOAL = "<= 1.02x"
@@ -82,7 +83,7 @@ class Runner:
         spec = fresh_copy(self._spec(task, precision, fused), self.root, f"hpcft-{task}-{precision}-{fused}")
         argv, env = torchrun_cmd(spec)
         run_cmd(argv, env=env)
-        w = windows_from_metrics(spec.run_dir / "metrics.jsonl", spec.conf.train.batch_size)
+        w = windows_from_metrics(RunDir.of(spec).metrics, spec.conf.train.batch_size)
         return median(w)
 
     def baseline(self, task: str, precision: str) -> float:

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, group_main, median, rotate, run_cmd  # noqa: E402
 from benchmarks.spec import SYNTHETIC, compose_spec, fresh_copy, torchrun_cmd  # noqa: E402
+from hpc_ft.rundir.layout import RunDir  # noqa: E402
 
 SUBMIT_GOAL = "<= 1.05x"
 
@@ -65,7 +66,7 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     def plain_submitit() -> float:
         spec = fresh_copy(base, root, "submitit")
         argv, env = torchrun_cmd(spec)
-        ex = submitit.LocalExecutor(folder=spec.run_dir / "submitit")
+        ex = submitit.LocalExecutor(folder=RunDir.of(spec).submitit)
         ex.update_parameters(timeout_min=spec.conf.resources.timeout_min)
         t0 = time.perf_counter()
         job = ex.submit(subprocess.run, argv, env=env, check=True, capture_output=True)

@@ -28,9 +28,11 @@ def compose_spec(overrides: list[str], run_dir: Path):
 
 def fresh_copy(spec, root: Path, tag: str):
     """``spec`` in a new, empty run dir under ``root``, job.yaml saved."""
+    from hpc_ft.rundir.spec import write_spec
+
     new = copy.deepcopy(spec)
     new.conf.run.dir = tempfile.mkdtemp(prefix=f"{tag}-", dir=root)
-    new.save()
+    write_spec(new)
     return new
 
 

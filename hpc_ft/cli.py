@@ -171,7 +171,7 @@ def _discard_unused_run_dir() -> None:
     if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
-    from hpc_ft.rundir.lock import LOCK_FILE
+    from hpc_ft.rundir.layout import LOCK_FILE
 
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
@@ -296,7 +296,7 @@ def _show_run_report(spec, con) -> None:
 
 
 def _sbatch_task(cfg) -> int:
-    from hpc_ft.submit.dispatch import save_spec
+    from hpc_ft.rundir.spec import save_spec
     from hpc_ft.submit.sbatch import write_sbatch
 
     spec, warnings = _compose_spec(cfg)
@@ -305,7 +305,9 @@ def _sbatch_task(cfg) -> int:
     from hpc_ft.submit.slurm import check_sbatch_values
 
     check_sbatch_values(spec)  # refuse values a batch script can't hold before writing anything
-    path = spec.run_dir / "job.sbatch"
+    from hpc_ft.rundir.layout import RunDir
+
+    path = RunDir.of(spec).sbatch_script
     save_spec(spec)
     write_sbatch(spec, path)
     print(f"wrote {path}\nsubmit it with: sbatch {shlex.quote(str(path))}")

@@ -1,23 +1,20 @@
 """JobSpec: the resolved, serializable job description. Pure: composing one has no side effects.
 
-Nodes read the saved ``job.yaml`` instead of recomposing Hydra, so every node and every requeue
-sees exactly what the submitter resolved.
+Nodes read the saved ``job.yaml`` (written by ``hpc_ft.rundir.spec``) instead of recomposing Hydra, so every
+node and every requeue sees exactly what the submitter resolved.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 from omegaconf import OmegaConf
 
 from hpc_ft.config.schema import JobConf
 from hpc_ft.config.validate import workers_per_node
-
-SPEC_FILE = "job.yaml"
 
 
 @dataclass
@@ -43,10 +40,6 @@ class JobSpec:
     def world_size(self) -> int:
         return self.nodes * self.workers_per_node
 
-    @property
-    def spec_path(self) -> Path:
-        return self.run_dir / SPEC_FILE
-
     def to_dict(self) -> dict[str, Any]:
         return {"conf": OmegaConf.to_container(OmegaConf.structured(self.conf)), "overrides": list(self.overrides)}
 
@@ -57,12 +50,6 @@ class JobSpec:
     def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
         merged = OmegaConf.merge(OmegaConf.structured(JobConf), d["conf"])
         return cls(conf=OmegaConf.to_object(merged), overrides=list(d.get("overrides", [])))
-
-    def save(self, path: Path | None = None) -> Path:
-        """Write the spec atomically (a crash never leaves a half-written file)."""
-        path = Path(path or self.spec_path)
-        atomic_write_text(path, self.to_yaml())
-        return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "JobSpec":
@@ -76,26 +63,3 @@ def resolve(conf: JobConf, overrides: list[str] | None = None) -> JobSpec:
     conf.resources.workers_per_node = workers_per_node(conf)
     return JobSpec(conf=conf, overrides=list(overrides or []))
 
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(f)`` on a temporary file in ``path``'s directory, fsync it, and rename it over ``path``.
-
-    A crash or a kill mid-write leaves the old file (or none), never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

@@ -14,7 +14,7 @@ rank  packages                                    why there
 0     ``hpc_ft`` (the package root), ``errors``   paths, the version, exceptions, exit statuses
 1     ``config``                                  structured configs and their validation
 2     ``job``                                     the resolved JobSpec
-3     ``rundir``                                  the run-dir contract (issue 11 part 1; not yet a module)
+3     ``rundir``                                  the run-dir contract: paths, atomic writes, records
 4     ``telemetry``, ``train``, ``data``          what runs under a node task: the sampler, the loop
 5     ``node``                                    the node task: runs the sampler and torchrun (and, for
                                                   the debug executor, the loop in-process)
@@ -31,8 +31,11 @@ sampler and the training loop; ``telemetry`` and ``train`` never import ``node``
 the ranks:
 
 - ``telemetry`` imports nothing of the job (``ONLY``): the node task hands it paths and intervals.
-- ``report``, ``estimate`` and ``sched`` take only records from ``node`` (``READ_FROM_NODE``): the NodeReport
-  in ``node/result.py`` until the run-dir module owns it (issue 11 part 1), never the code that launches.
+- ``report``, ``estimate`` and ``sched`` import nothing from ``node`` (``READ_FROM_NODE`` is empty): the records
+  they read (NodeReport, TrainResult) live in ``rundir/records.py``, never with the code that launches.
+
+Only ``hpc_ft/rundir/`` spells a path in a run dir or a sweep dir (``test_only_rundir_spells_run_dir_paths``): the
+names are read from ``hpc_ft.rundir.layout``'s constants, so a name added there is guarded at once.
 
 Import cycles between modules fail too (a package's ``__init__`` counts as imported with any of its
 modules), except ``KNOWN_CYCLES``, which must still exist so the exception cannot outlive its fix.
@@ -70,7 +73,7 @@ RANK = {pkg: rank for rank, layer in enumerate(LAYERS) for pkg in layer}
 ONLY = {"telemetry": {"hpc_ft", "errors", "rundir"}}
 # The readers of records take from the node layer only its records.
 READERS = ("report", "estimate", "sched")
-READ_FROM_NODE = {"hpc_ft.node.result"}
+READ_FROM_NODE: set[str] = set()
 
 # Cycles not yet broken. Each entry must still be a cycle (remove it with the commit that breaks it).
 KNOWN_CYCLES = [
@@ -250,6 +253,97 @@ def test_checker_sees_upward_imports_and_cycles_anywhere_in_a_module(tmp_path):
     assert strongly_connected(graph) == [{"hpc_ft.sched.a", "hpc_ft.sched.b"}]
     assert _with_parents("hpc_ft.sched.b", "hpc_ft.sched.a") == ["hpc_ft.sched.b"]
     assert _with_parents("hpc_ft.config.schema", "hpc_ft.sched.a") == ["hpc_ft.config", "hpc_ft.config.schema"]
+
+
+# -- the run-dir contract: only hpc_ft/rundir/ spells a path in a run dir or a sweep dir ------------------------
+PATH_SOURCES = ("hpc_ft", "hydra_plugins", "benchmarks")
+PATH_CALLS = {"glob", "rglob", "joinpath", "with_name", "open", "Path"}  # calls whose string argument is a path
+
+
+def run_dir_names() -> tuple[set[str], set[str]]:
+    """(file names, directory names) of the layout: every upper-case string constant of hpc_ft.rundir.layout
+    (a glob pattern stands for its fixed prefix). File names have a dot; directory names ("nodes") are also
+    ordinary words, so they count only where a path is built."""
+    tree = ast.parse((ROOT / "hpc_ft" / "rundir" / "layout.py").read_text())
+    names = set()
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.isupper() and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)):
+            names.add(node.value.value.split("*")[0].split("%")[0].rstrip("."))
+    return {n for n in names if "." in n.strip(".")}, {n for n in names if "." not in n.strip(".")}
+
+
+def _path_like(text: str) -> list[str]:
+    """The components of ``text`` when it reads as a path (no spaces), else []."""
+    return [] if not text or any(c.isspace() for c in text) else [p for p in text.split("/") if p]
+
+
+def spelled_run_dir_paths(path: Path, files: set[str], dirs: set[str]) -> list[tuple[int, str]]:
+    """(line, literal) of every run-dir path a module spells: a layout file name in a path-like string, a layout
+    directory name where a path is built (``x / "nodes"``, ``.glob("nodes/...")``), or a node directory or
+    report built from its rank (``f"node{r}"``, ``f"node_{r}.json"``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    in_path_context: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            in_path_context |= {id(node.left), id(node.right)}
+        elif isinstance(node, ast.Call):
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else ""
+            if name in PATH_CALLS:
+                in_path_context |= {id(a) for a in node.args}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = node.values
+            for a, b in zip(parts, parts[1:]):
+                if (isinstance(a, ast.Constant) and isinstance(b, ast.FormattedValue)
+                        and _path_like(a.value) and _path_like(a.value)[-1] in ("node", "node_")):
+                    found.append((node.lineno, a.value + "{...}"))
+            texts = [v for v in parts if isinstance(v, ast.Constant)]
+            context = id(node) in in_path_context
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            texts, context = [node], id(node) in in_path_context
+        else:
+            continue
+        for t in texts:
+            comps = _path_like(t.value)
+            if any(c in files or any(c.startswith(f) and f.startswith("telemetry") for f in files) for c in comps) \
+                    or (context and any(c in dirs for c in comps)):
+                found.append((t.lineno, t.value))
+    return found
+
+
+def test_only_rundir_spells_run_dir_paths():
+    files, dirs = run_dir_names()
+    assert {"job.yaml", "train.json", "metrics.jsonl", "results.json", "manifest.json", "plan.txt"} <= files
+    assert {"checkpoints", "nodes", "report", "submitit"} <= dirs
+    bad = []
+    for pkg in PATH_SOURCES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            if path.is_relative_to(ROOT / "hpc_ft" / "rundir"):
+                continue
+            bad += [f"{path.relative_to(ROOT)}:{line}: {text!r}" for line, text in spelled_run_dir_paths(path, files,
+                                                                                                          dirs)]
+    assert not bad, ("run-dir paths spelled outside hpc_ft/rundir/ (use RunDir / NodeDir / SweepDir of "
+                     "hpc_ft.rundir.layout):\n" + "\n".join(bad))
+
+
+def test_path_checker_sees_every_spelling_and_not_prose(tmp_path):
+    files, dirs = run_dir_names()
+    mod = tmp_path / "m.py"
+    mod.write_text(textwrap.dedent("""
+        a = run_dir / "train.json"
+        b = run_dir / "nodes" / f"node{rank}"
+        c = open(f"{run_dir}/metrics.jsonl")
+        d = run_dir.glob("nodes/node_*.json")
+        e = f"node_{rank}.json"
+        f = {"nodes": 2, "report": True}  # keys, not paths
+        g = "pass a run dir (with job.yaml)"  # prose
+    """))
+    lines = sorted({line for line, _ in spelled_run_dir_paths(mod, files, dirs)})
+    assert lines == [2, 3, 4, 5, 6], spelled_run_dir_paths(mod, files, dirs)
 
 
 # --help, a dry run, sbatch rendering and planning run on login nodes: none of them may load torch or NVML.

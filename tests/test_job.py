@@ -2,13 +2,14 @@
 
 from hpc_ft.config.compose import compose_conf
 from hpc_ft.job import JobSpec, resolve
+from hpc_ft.rundir.spec import write_spec
 
 
 def test_round_trip(tmp_path):
     conf = compose_conf(["model=mlp", "data=synthetic", "resources.nodes=2", "precision=fp32",
                          "+executor.env.FOO=bar baz"], run_dir=tmp_path / "run")
     spec = resolve(conf, ["resources.nodes=2"])
-    path = spec.save()
+    path = write_spec(spec)
     back = JobSpec.load(path)
     assert back == spec
     assert back.run_dir == (tmp_path / "run").resolve()

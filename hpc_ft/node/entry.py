@@ -1,7 +1,7 @@
 """``python -m hpc_ft.node.entry RUN_DIR/job.yaml``: one node's share of a job started by a plain sbatch script.
 
 The same NodeTask as under submitit, without it: placement from SLURM_*, torchrun, telemetry,
-``nodes/node_{r}.json``. On the preemption signal (Slurm's ``--signal`` before the time limit, or
+``nodes/node{r}/node_report.json``. On the preemption signal (Slurm's ``--signal`` before the time limit, or
 ``scancel --signal``) it forwards the signal to torchrun; when training stopped for preemption and
 requeues remain (``SLURM_RESTART_COUNT`` < executor.max_requeues), node 0 runs ``scontrol requeue``
 and the job starts again in the same run directory, resuming from the checkpoint.
@@ -17,9 +17,9 @@ import sys
 
 from hpc_ft.job import JobSpec
 from hpc_ft.node.rendezvous import placement_from_env
-from hpc_ft.node.result import NodeReport
 from hpc_ft.node.slurm_task import PreemptForwarder, preempt_signum
 from hpc_ft.node.task import PREEMPTED_EXIT_CODE, NodeTask
+from hpc_ft.rundir.records import NodeReport
 
 log = logging.getLogger("hpc_ft.node.entry")
 
@@ -36,7 +36,7 @@ def restart_count(env: dict[str, str] | os._Environ = os.environ) -> int:
 
 def should_requeue(report: NodeReport, signalled: bool) -> bool:
     """Training stopped at a preemption checkpoint (torchrun exits non-zero after forwarding a signal)."""
-    return report.requeued or (signalled and not report.ok)
+    return report.preempted or (signalled and not report.ok)
 
 
 def requeue(job_id: str) -> bool:
@@ -77,7 +77,7 @@ def run(spec_path: str) -> int:
     task = NodeTask(spec_path, requeues=runs)
     fwd = PreemptForwarder(task, preempt_signum(spec))
     signal.signal(fwd.signum, fwd)
-    report = task()  # saves nodes/node_{rank}.json
+    report = task()  # saves nodes/node{rank}/node_report.json
     if not should_requeue(report, fwd.received):
         return report.exit_code
     max_requeues = spec.conf.executor.max_requeues

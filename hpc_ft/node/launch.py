@@ -7,6 +7,7 @@ import sys
 
 from hpc_ft.job import JobSpec
 from hpc_ft.node.rendezvous import Placement
+from hpc_ft.rundir.spec import spec_path
 
 # torchrun forwards only these by default; add the preemption signal so workers can checkpoint.
 DEFAULT_FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
@@ -39,7 +40,7 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
     # --shutdown-timeout flag: torch releases before the flag existed (2.11 on a GPU image, for one) refuse the
     # whole command line over it, while every release ignores an environment variable it does not know.
     argv += [f"--max-restarts={c.executor.max_restarts}", f"--signals-to-handle={','.join(forwarded)}",
-             "-m", "hpc_ft.train", str(spec.spec_path)]
+             "-m", "hpc_ft.train", str(spec_path(spec))]
     return argv
 
 

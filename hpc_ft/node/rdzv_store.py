@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hpc_ft.errors import LaunchError
-from hpc_ft.job import atomic_write_text
 from hpc_ft.node.rendezvous import Placement
+from hpc_ft.rundir.atomic import atomic_write_text
+from hpc_ft.rundir.layout import RunDir
 
-RECORD_FILE = "rendezvous.json"  # under RUN_DIR/nodes/
 RECORD_VERSION = 1
 # A node 0 that is merely slow to start (imports, a busy file system) is tolerated as long as torchrun
 # itself would wait for a missing node (its default join timeout).
@@ -65,7 +65,7 @@ class RendezvousRecord:
 
 
 def record_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "nodes" / RECORD_FILE
+    return RunDir(run_dir).rendezvous
 
 
 def attempt_key(place: Placement, requeues: int) -> str:

@@ -20,19 +20,12 @@ from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import signal_name, torchrun_argv, worker_env
 from hpc_ft.node.rdzv_store import agree_endpoint
 from hpc_ft.node.rendezvous import Placement, placement_from_env
-from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
+from hpc_ft.rundir.layout import NodeDir, RunDir
+from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeReport, TrainResult
 
 log = logging.getLogger(__name__)
 
 ERROR_TAIL_LINES = 400  # kept in memory; the report gets a digest of them (see _error_tail)
-
-
-def node_dir(run_dir: Path, node_rank: int) -> Path:
-    return Path(run_dir) / "nodes" / f"node{node_rank}"
-
-
-def node_report_path(run_dir: Path, node_rank: int) -> Path:
-    return Path(run_dir) / "nodes" / f"node_{node_rank}.json"
 
 
 @dataclass
@@ -61,9 +54,9 @@ class NodeTask:
 
     # -- the real path: torchrun in a subprocess, telemetry beside it ---------------------------
     def _run_torchrun(self, spec: JobSpec, place: Placement) -> NodeReport:
-        ndir = node_dir(spec.run_dir, place.node_rank)
-        ndir.mkdir(parents=True, exist_ok=True)
-        (ndir / "train.json").unlink(missing_ok=True)  # a requeued run must not report the last run's result
+        ndir = RunDir.of(spec).node(place.node_rank)
+        ndir.path.mkdir(parents=True, exist_ok=True)
+        ndir.train_result.unlink(missing_ok=True)  # a requeued run must not report the last run's result
         try:
             with agree_endpoint(place, spec.run_dir, self.requeues) as place:
                 return self._torchrun(spec, place, ndir)
@@ -71,17 +64,17 @@ class NodeTask:
             log.error("%s", exc)
             report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=-1,
                                 wall_s=0.0, error_tail=str(exc))
-            report.save(node_report_path(spec.run_dir, place.node_rank))
+            report.save(ndir.report)
             return report
 
-    def _torchrun(self, spec: JobSpec, place: Placement, ndir: Path) -> NodeReport:
+    def _torchrun(self, spec: JobSpec, place: Placement, ndir: NodeDir) -> NodeReport:
         argv = torchrun_argv(spec, place)
         env = worker_env(spec, place)
-        (ndir / "torchrun_argv.json").write_text(json.dumps(argv))
+        ndir.torchrun_argv.write_text(json.dumps(argv))
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
-        sampler = _start_sampler(spec, ndir, _JobPids(self))
+        sampler = _start_sampler(spec, ndir.path, _JobPids(self))
         t0 = time.monotonic()
-        with open(ndir / "torchrun.log", "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
+        with open(ndir.torchrun_log, "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
             self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, bufsize=1, start_new_session=True)
@@ -91,24 +84,24 @@ class NodeTask:
             pump.join(timeout=10)
         wall_s = time.monotonic() - t0
         telemetry = sampler.stop() if sampler else {}
-        train = _read_json(ndir / "train.json")
+        train = _read_train(ndir)
         preempted = _preempted(code, train)
         # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
         # (torchrun.log keeps it).
-        quiet = code == 0 or bool(train.get("preempted"))
+        quiet = code == 0 or (train is not None and train.preempted)
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
-                            error_tail="" if quiet else _error_tail(list(tail)), requeued=preempted)
-        report.save(node_report_path(spec.run_dir, place.node_rank))
+                            error_tail="" if quiet else _error_tail(list(tail)), preempted=preempted)
+        report.save(ndir.report)
         return report
 
     # -- debug: train in this very process so breakpoints work ----------------------------------
     def _run_in_process(self, spec: JobSpec, place: Placement) -> NodeReport:
         from hpc_ft.train.loop import train
 
-        ndir = node_dir(spec.run_dir, place.node_rank)
-        ndir.mkdir(parents=True, exist_ok=True)
-        (ndir / "train.json").unlink(missing_ok=True)
+        ndir = RunDir.of(spec).node(place.node_rank)
+        ndir.path.mkdir(parents=True, exist_ok=True)
+        ndir.train_result.unlink(missing_ok=True)
         single = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                   "HPC_FT_NODE_RANK": str(place.node_rank)}
         saved = {k: os.environ.get(k) for k in single}
@@ -122,11 +115,11 @@ class NodeTask:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        train = _read_json(ndir / "train.json")
+        train = _read_train(ndir)
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=time.monotonic() - t0, train=train,
-                            requeued=_preempted(code, train))
-        report.save(node_report_path(spec.run_dir, place.node_rank))
+                            preempted=_preempted(code, train))
+        report.save(ndir.report)
         return report
 
     # -- submitit's preemption hook --------------------------------------------------------------
@@ -251,13 +244,16 @@ def _error_tail(lines: list[str], worker_lines: int = 25, agent_lines: int = 6) 
     return "".join(worker[-worker_lines:] + (["...\n"] if worker else []) + agent[-agent_lines:])
 
 
-def _preempted(code: int, train: dict[str, Any]) -> bool:
+def _preempted(code: int, train: TrainResult | None) -> bool:
     """Training stopped at a preemption checkpoint (torchrun itself exits non-zero after forwarding a signal)."""
-    return code == PREEMPTED_EXIT_CODE or bool(train.get("preempted"))
+    return code == PREEMPTED_EXIT_CODE or (train is not None and train.preempted)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_train(ndir: NodeDir) -> TrainResult | None:
+    """The node's training result; None when training wrote none (it crashed first) or it is unreadable."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+        return TrainResult.load(ndir.train_result)
+    except (OSError, ValueError) as exc:
+        if ndir.train_result.exists():
+            log.warning("unreadable training result: %s", exc)
+        return None

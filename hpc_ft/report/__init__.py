@@ -20,8 +20,6 @@ from hpc_ft.report.build import RunReport, build_report
 from hpc_ft.report.load import NodeData, find_sweep_jobs, load_run
 from hpc_ft.report.render import gpu_table, node_table, render_text, sweep_table, totals_lines
 
-REPORT_DIR = "report"
-
 __all__ = ["Advice", "NodeData", "RunReport", "advise", "build_report", "find_sweep_jobs", "gpu_table", "load_run",
            "main", "next_command", "next_overrides", "node_table", "render_text", "sweep_table", "totals_lines",
            "write_plots", "write_report", "write_sweep_report"]
@@ -47,24 +45,28 @@ def write_plots(rr: RunReport, out_dir: str | Path) -> list[Path]:
 
 def write_report(rr: RunReport, run_dir: str | Path) -> Path:
     """run_dir/report/report.json (atomic) and the PNG plots beside it; returns the report directory."""
-    from hpc_ft.job import atomic_write_text
+    from hpc_ft.rundir.atomic import atomic_write_text
+    from hpc_ft.rundir.layout import RunDir
 
-    out = Path(run_dir) / REPORT_DIR
+    rd = RunDir(run_dir)
+    out = rd.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(json_safe(rr.to_dict()), indent=1, allow_nan=False))
+    atomic_write_text(rd.run_report, json.dumps(json_safe(rr.to_dict()), indent=1, allow_nan=False))
     write_plots(rr, out)
     return out
 
 
 def write_sweep_report(sweep_dir: str | Path, jobs: list[tuple[str, RunReport]]) -> Path:
     """sweep_dir/report/sweep.json: one entry per job (each job's own report lies in its run dir)."""
-    from hpc_ft.job import atomic_write_text
+    from hpc_ft.rundir.atomic import atomic_write_text
+    from hpc_ft.rundir.layout import SweepDir
 
-    out = Path(sweep_dir) / REPORT_DIR
+    sd = SweepDir(sweep_dir)
+    out = sd.report_dir
     out.mkdir(parents=True, exist_ok=True)
     payload = [{"sweep_job": name, **{k: rr.to_dict()[k] for k in ("run_dir", "job", "totals", "throughput", "advice",
                                                              "command")}} for name, rr in jobs]
-    atomic_write_text(out / "sweep.json", json.dumps(json_safe(payload), indent=1, allow_nan=False))
+    atomic_write_text(sd.sweep_report, json.dumps(json_safe(payload), indent=1, allow_nan=False))
     return out
 
 
@@ -102,11 +104,14 @@ def _load(run_dir: Path):
         where = getattr(exc, "full_key", None)
         raise HpcFtError(f"cannot read the records in {run_dir}: {type(exc).__name__}: "
                          f"{str(exc).strip().splitlines()[0]}" + (f" (key {where})" if where else "")
-                         + f". Fix: restore or remove the unreadable file (job.yaml, nodes/node_N.json) in "
+                         + ". Fix: restore or remove the unreadable file (job.yaml, a node report "
+                         f"nodes/nodeN/node_report.json) in "
                          f"{run_dir}") from None
 
 
 def _report(path: Path, con) -> int:
+    from hpc_ft.rundir.layout import RunDir, SweepDir
+
     jobs = find_sweep_jobs(path)
     if not jobs:
         rr = build_report(*_load(path))
@@ -116,7 +121,7 @@ def _report(path: Path, con) -> int:
             return 2
         con.print(render_text(rr))
         out = write_report(rr, path)
-        con.print(f"wrote {out / 'report.json'} and plots in {out}")
+        con.print(f"wrote {RunDir(path).run_report} and plots in {out}")
         return 0
     reports = []
     for d in jobs:
@@ -128,5 +133,5 @@ def _report(path: Path, con) -> int:
         con.rule(f"job {name}")
         con.print(render_text(rr))
     out = write_sweep_report(path, reports)
-    con.print(f"wrote {out / 'sweep.json'}; each job's report.json and plots are in its run dir")
+    con.print(f"wrote {SweepDir(path).sweep_report}; each job's report.json and plots are in its run dir")
     return 0

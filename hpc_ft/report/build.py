@@ -13,6 +13,7 @@ from hpc_ft.job import JobSpec
 from hpc_ft.report.advice import Advice, advise, next_command
 from hpc_ft.report.load import NodeData, finite
 from hpc_ft.report.peaks import peak_tflops
+from hpc_ft.rundir.records import TrainResult
 
 # A GPU counts as idle when it sat below telemetry.idle_util_pct for at least this share of the run.
 IDLE_MOST_FRACTION = 0.8
@@ -103,8 +104,8 @@ def sampling_gaps(g: dict[str, Any]) -> str:
 def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
     s, r = nd.summary or {}, nd.report
     utils = [g["util_mean_pct"] for g in gpus if g["util_mean_pct"] is not None]
-    train = r.train if r else {}
-    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("requeued" if r.requeued else "failed"))
+    train = (r.train if r else None) or TrainResult(steps=None)  # none: its figures are None
+    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("requeued" if r.preempted else "failed"))
     energies = [g["energy_kwh"] for g in gpus if g["energy_kwh"] is not None]
     return {
         "node": nd.rank, "host": (r.host if r else None) or (s.get("host_info") or {}).get("name"),
@@ -123,8 +124,8 @@ def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
         "gpu_mem_peak_gb": max((g["mem_peak_gb"] for g in gpus if g["mem_peak_gb"] is not None), default=None),
         "energy_kwh": sum(energies) if energies else None,
         "sampler_cost_ms": _stat(s, "sampler", "mean_cost_ms"),
-        "samples_per_s": finite(train.get("samples_per_s")), "tokens_per_s": finite(train.get("tokens_per_s")),
-        "steps": train.get("steps"), "notes": list(dict.fromkeys(nd.notes)),
+        "samples_per_s": finite(train.samples_per_s), "tokens_per_s": finite(train.tokens_per_s),
+        "steps": train.steps, "notes": list(dict.fromkeys(nd.notes)),
         "lost_gpus": [g["slot"] for g in gpus if g["lost"]],
     }
 
@@ -138,9 +139,9 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], c
                 n_gpus: int) -> dict[str, Any]:
     trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
     # Every node logs the same global step rate (batch_size counts all workers), so take the median.
-    sps = _median([finite(t.get("samples_per_s")) for t in trains])
-    tps = _median([finite(t.get("tokens_per_s")) for t in trains])
-    fps = _median([finite(t.get("flops_per_sample")) for t in trains])
+    sps = _median([finite(t.samples_per_s) for t in trains])
+    tps = _median([finite(t.tokens_per_s) for t in trains])
+    fps = _median([finite(t.flops_per_sample) for t in trains])
     precision = spec.conf.precision.dtype if spec else None
     name = next((g["name"] for g in gpus if g.get("name")), None)
     peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
@@ -154,10 +155,9 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], c
     return {"samples_per_s": sps, "tokens_per_s": tps, "flops_per_sample": fps, "achieved_tflops": achieved,
             "peak_tflops_per_gpu": peak, "peak_source": peak_src if peak else None, "gpus": n_gpus,
             "precision": precision, "mfu": mfu, "mfu_unavailable": why,
-            "step_time_s": _median([finite(t.get("step_time_s")) for t in trains]),
-            "final_loss": next((t.get("final_loss") for t in trains if t.get("final_loss") is not None), None),
-            "eval_accuracy": next((t.get("eval_accuracy") for t in trains if t.get("eval_accuracy") is not None),
-                                  None)}
+            "step_time_s": _median([finite(t.step_time_s) for t in trains]),
+            "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
+            "eval_accuracy": next((t.eval_accuracy for t in trains if t.eval_accuracy is not None), None)}
 
 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:

@@ -7,20 +7,18 @@ sample, requeued segments merged), else from the summary and bounded series its 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_ft.job import SPEC_FILE, JobSpec
-from hpc_ft.node.result import NodeReport
-from hpc_ft.telemetry.records import SeriesFile, series_files
+from hpc_ft.job import JobSpec
+from hpc_ft.rundir.layout import RunDir, SweepDir
+from hpc_ft.rundir.records import NodeReport
+from hpc_ft.telemetry.records import SeriesFile
 from hpc_ft.telemetry.sampler import report_columns
 from hpc_ft.telemetry.summary import BucketMeans, NodeSummary
 
 PLOT_POINTS = 1000  # points per node kept for plots when reading full series files
-_NODE_JSON = re.compile(r"^node_(\d+)\.json$")
-_NODE_DIR = re.compile(r"^node(\d+)$")
 
 
 @dataclass
@@ -40,29 +38,26 @@ def load_run(run_dir: str | Path) -> tuple[Path, JobSpec | None, list[NodeData]]
     run_dir = Path(run_dir).expanduser().resolve()
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    rd = RunDir(run_dir)
     spec = None
-    if (run_dir / SPEC_FILE).exists():
-        spec = JobSpec.load(run_dir / SPEC_FILE)
-    nodes_dir = run_dir / "nodes"
+    if rd.spec.exists():
+        spec = JobSpec.load(rd.spec)
     ranks: set[int] = set(range(spec.nodes)) if spec else set()
-    if nodes_dir.is_dir():
-        for p in nodes_dir.iterdir():
-            m = _NODE_JSON.match(p.name) or _NODE_DIR.match(p.name)
-            if m:
-                ranks.add(int(m.group(1)))
-    return run_dir, spec, [load_node(nodes_dir, r) for r in sorted(ranks)]
+    ranks |= rd.node_ranks()
+    return run_dir, spec, [load_node(rd, r) for r in sorted(ranks)]
 
 
-def load_node(nodes_dir: Path, rank: int, plot_points: int = PLOT_POINTS) -> NodeData:
-    """One node: its NodeReport (if saved) and telemetry, preferring the full series files."""
+def load_node(rd: RunDir, rank: int, plot_points: int = PLOT_POINTS) -> NodeData:
+    """One node: its NodeReport (if saved; an earlier version's too) and telemetry, preferring the full
+    series files."""
     nd = NodeData(rank=rank)
-    rp = nodes_dir / f"node_{rank}.json"
+    rp = rd.node_report(rank)
     if rp.exists():
         try:
             nd.report = NodeReport.load(rp)
         except (OSError, ValueError, TypeError) as exc:
-            nd.notes.append(f"unreadable node report {rp.name}: {exc}")
-    files = series_files(nodes_dir / f"node{rank}")
+            nd.notes.append(f"unreadable node report {rp.relative_to(rd.path)}: {exc}")
+    files = rd.node(rank).series_files()
     if files:
         _from_series(nd, files, plot_points)
     if nd.summary is None and nd.report is not None and nd.report.telemetry.get("summary"):
@@ -132,16 +127,5 @@ def finite(x: Any) -> float | None:
 def find_sweep_jobs(path: str | Path) -> list[Path]:
     """Run dirs of a Hydra multirun (subdirs holding job.yaml, the nearest level that has any), numerically
     ordered; [] for a run dir."""
-    path = Path(path)
-    if (path / SPEC_FILE).exists():
-        return []
-    found: list[Path] = []
-    for depth in range(1, 4):  # multirun/DATE/TIME/N: the sweep dir itself, or up to two levels above it
-        found = [p.parent for p in path.glob("*/" * depth + SPEC_FILE)]
-        if found:
-            break
-
-    def key(p: Path) -> tuple:
-        return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.relative_to(path).parts)
-
-    return sorted(found, key=key)
+    # multirun/DATE/TIME/N: the sweep dir itself, or up to two levels above it
+    return SweepDir(path).job_run_dirs(max_depth=3)

@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from hpc_ft.errors import HpcFtError
-from hpc_ft.job import atomic_write_text
-
-LOCK_FILE = ".hpc_ft.lock"
-OWNER_FILE = ".hpc_ft.owner.json"
+from hpc_ft.rundir.atomic import atomic_write_text
+from hpc_ft.rundir.layout import RunDir
 OWNER_VERSION = 1
 SQUEUE_TIMEOUT_S = 30
 # Job states in which a Slurm job may still run or run again (squeue --states; the rest are final).
@@ -111,7 +109,7 @@ class RunDirLock:
 
     @property
     def owner_path(self) -> Path:
-        return self.run_dir / OWNER_FILE
+        return RunDir(self.run_dir).owner
 
     def read_owner(self) -> LockOwner | None:
         try:
@@ -123,7 +121,7 @@ class RunDirLock:
     def acquire(self, executor: str) -> None:
         """Take the dir for this process, or raise RunDirInUse naming the live owner (nothing written then)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(RunDir(self.run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -189,7 +187,7 @@ def claim_for_job(run_dir: Path, executor: str, job_id: str) -> None:
     whose liveness cannot be checked from a compute node does not block: the job is already running).
     """
     lock = RunDirLock(run_dir)
-    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(RunDir(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         prev = lock.read_owner()
         try:

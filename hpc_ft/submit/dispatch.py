@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
-import time
 from typing import Any
 
 from hpc_ft.job import JobSpec
 from hpc_ft.node.task import NodeTask
+from hpc_ft.rundir.layout import controller_log
+from hpc_ft.rundir.spec import save_spec, spec_path
 from hpc_ft.submit.executors import local_controller_output, make_executor, submitit_folder
-
-
-def save_spec(spec: JobSpec) -> None:
-    """Write job.yaml into the run dir; a different existing one is kept aside, never overwritten."""
-    path = spec.spec_path
-    if path.exists():
-        old = path.read_text()
-        if old == spec.to_yaml():
-            return
-        shutil.copy2(path, path.with_name(f"job.{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
-    spec.save()
 
 
 def submit(spec: JobSpec) -> Any:
@@ -43,5 +32,5 @@ def submit(spec: JobSpec) -> Any:
     save_spec(spec)
     executor = make_executor(spec)
     local = spec.conf.executor.name == "local"
-    with local_controller_output(submitit_folder(spec) / "controller.log") if local else contextlib.nullcontext():
-        return executor.submit(task_cls(str(spec.spec_path)))
+    with local_controller_output(controller_log(submitit_folder(spec))) if local else contextlib.nullcontext():
+        return executor.submit(task_cls(str(spec_path(spec))))

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hpc_ft.job import JobSpec
+from hpc_ft.rundir.layout import RunDir
 
 
 def submitit_folder(spec: JobSpec) -> Path:
-    return spec.run_dir / "submitit"
+    return RunDir.of(spec).submitit
 
 
 def local_parameters(spec: JobSpec) -> dict[str, Any]:

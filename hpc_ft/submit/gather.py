@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from hpc_ft.job import JobSpec, atomic_write_text
-from hpc_ft.node.result import NodeReport
-from hpc_ft.node.task import node_report_path
+from hpc_ft.job import JobSpec
+from hpc_ft.rundir import records
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.records import NodeReport
 
 ERROR_TAIL_CHARS = 4000
 
@@ -52,12 +52,12 @@ def gather(job: Any, spec: JobSpec) -> list[NodeReport]:
         except Exception as exc:  # the task itself died: keep the others, report this one
             rep = _failed_report(spec, rank, job, task, exc)
         reports.append(rep)
-        rep.save(node_report_path(spec.run_dir, rank))
+        rep.save(RunDir.of(spec).node(rank).report)
     return reports
 
 
 def _failed_report(spec: JobSpec, rank: int, job: Any, task: Any, exc: Exception) -> NodeReport:
-    saved = node_report_path(spec.run_dir, rank)
+    saved = RunDir.of(spec).node_report(rank)
     if saved.exists():  # the node wrote its report, then something after it failed
         rep = NodeReport.load(saved)
         if rep.exit_code != 0:
@@ -75,6 +75,6 @@ def _failed_report(spec: JobSpec, rank: int, job: Any, task: Any, exc: Exception
 
 def save_results(spec: JobSpec, reports: list[NodeReport]) -> Path:
     """Write run_dir/results.json: every node's report, in node order."""
-    path = spec.run_dir / "results.json"
-    atomic_write_text(path, json.dumps([r.to_dict() for r in reports], indent=1, default=str))
+    path = RunDir.of(spec).results
+    records.save_results(path, reports)
     return path

@@ -2,7 +2,7 @@
 
 The script asks for the same resources as executor=slurm (``hpc_ft.submit.slurm.sbatch_options``) and
 starts one ``hpc_ft.node.entry`` task per node, which runs the same torchrun as the NodeTask and
-leaves ``nodes/node_{r}.json`` in the run dir for ``hpc-ft report``. Every value reaches the template
+leaves ``nodes/node{r}/node_report.json`` in the run dir for ``hpc-ft report``. Every value reaches the template
 already shell-quoted; values that a ``#SBATCH`` line cannot hold are rejected before rendering.
 """
 
@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpc_ft.job import JobSpec, atomic_write_text
+from hpc_ft.job import JobSpec
+from hpc_ft.rundir.atomic import atomic_write_text
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.spec import spec_path
 from hpc_ft.submit.slurm import check_sbatch_values, env_exports, sbatch_options
 
 TEMPLATE = "job.sbatch.j2"
-SCRIPT_NAME = "job.sbatch"
 
 
 def sbatch_directives(spec: JobSpec) -> list[str]:
@@ -27,7 +29,7 @@ def sbatch_directives(spec: JobSpec) -> list[str]:
     for key, value in sbatch_options(spec).items():
         out.append(f"--{key}" if value is True else f"--{key}={shlex.quote(str(value))}")
     # %j: one log per Slurm job id; append, so a requeued run continues the same file.
-    out.append(f"--output={shlex.quote(str(spec.run_dir / 'slurm-%j.out'))}")
+    out.append(f"--output={shlex.quote(str(RunDir.of(spec).slurm_log))}")
     out.append("--open-mode=append")
     return out
 
@@ -40,8 +42,8 @@ def sbatch_context(spec: JobSpec, python: str | None = None, script_path: Path |
         "setup": list(spec.conf.executor.setup),  # the user's own shell lines, run as written (documented)
         "exports": env_exports(spec),
         "python": shlex.quote(python or sys.executable),
-        "spec_path": shlex.quote(str(spec.spec_path)),
-        "script_path": shlex.quote(str(script_path or spec.run_dir / SCRIPT_NAME)),
+        "spec_path": shlex.quote(str(spec_path(spec))),
+        "script_path": shlex.quote(str(script_path or RunDir.of(spec).sbatch_script)),
     }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import signal_name
+from hpc_ft.rundir.layout import RunDir
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -149,6 +150,6 @@ def make_slurm_executor(spec: JobSpec):
     params = slurm_parameters(spec)
     # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute.
     SlurmJobEnvironment.USR_SIG = preempt_sig(spec)
-    ex = submitit.SlurmExecutor(folder=spec.run_dir / "submitit", max_num_timeout=spec.conf.executor.max_requeues)
+    ex = submitit.SlurmExecutor(folder=RunDir.of(spec).submitit, max_num_timeout=spec.conf.executor.max_requeues)
     ex.update_parameters(**params)
     return ex

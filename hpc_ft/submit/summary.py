@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from hpc_ft.job import JobSpec
-from hpc_ft.node.result import NodeReport
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.records import NodeReport, TrainResult
 
 
 def _fmt(v: Any, spec: str = "") -> str:
@@ -24,19 +25,19 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
     for col in ("node", "host", "exit", "wall s", "steps", "samples/s"):
         table.add_column(col, justify="right" if col not in ("host",) else "left")
     for r in reports:
-        t = r.train
-        status = "ok" if r.ok else ("preempted" if r.preempted else str(r.exit_code))
-        table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.get("steps")),
-                      _fmt(t.get("samples_per_s"), ".1f"))
-    first = next((r.train for r in reports if r.train), {})
+        t = r.train or TrainResult(steps=None)  # no result: every figure shows "-"
+        status = "ok" if r.ok else ("preempted" if r.resumable else str(r.exit_code))
+        table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.steps),
+                      _fmt(t.samples_per_s, ".1f"))
+    first = next((r.train for r in reports if r.train), None) or TrainResult(steps=None)
     lines = [table,
-             Text(f"final train loss: {_fmt(first.get('final_loss'), '.4f')}   "
-                  f"eval accuracy: {_fmt(first.get('eval_accuracy'), '.3f')} "
-                  f"(majority baseline {_fmt(first.get('majority_accuracy'), '.3f')})   "
-                  f"precision: {_fmt(first.get('precision'))}   world size: {_fmt(first.get('world_size'))}"),
+             Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   "
+                  f"eval accuracy: {_fmt(first.eval_accuracy, '.3f')} "
+                  f"(majority baseline {_fmt(first.majority_accuracy, '.3f')})   "
+                  f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:
-        if not r.ok and not r.preempted and r.error_tail:
+        if not r.ok and not r.resumable and r.error_tail:
             lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"
                               f"{r.error_tail.rstrip()}", style="red"))
     if all_preempted(reports):
@@ -46,7 +47,7 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
 
 def all_preempted(reports: list[NodeReport]) -> bool:
     """Every node stopped at the preemption checkpoint (or finished): the run is resumable, not failed."""
-    return bool(reports) and all(r.ok or r.preempted for r in reports) and any(r.preempted for r in reports)
+    return bool(reports) and all(r.ok or r.resumable for r in reports) and any(r.resumable for r in reports)
 
 
 def hydra_value(text: str) -> str:
@@ -68,6 +69,6 @@ def resume_command(spec: JobSpec) -> str:
 
 def preempted_notice(spec: JobSpec, reports: list[NodeReport]) -> str:
     """What happened to a preempted run and how to resume it (not a failure: the checkpoint is complete)."""
-    step = max((r.train.get("steps") or 0 for r in reports if r.preempted), default=0)
+    step = max((r.train.steps or 0 for r in reports if r.resumable and r.train), default=0)
     return (f"preempted at step {step} of {spec.conf.train.max_steps}: every rank stopped there and the checkpoint "
-            f"is saved in {spec.run_dir / 'checkpoints'}. Not a failure; resume at that step with:")
+            f"is saved in {RunDir.of(spec).checkpoints}. Not a failure; resume at that step with:")

@@ -1,34 +1,36 @@
 """Earlier runs as duration records for hpc_ft.sched.durations: read from run or sweep directories.
 
-A run dir holds job.yaml (overrides, resources) and nodes/node_{r}.json (one NodeReport per node); a sweep dir
-holds run dirs. Unreadable or unfinished runs are skipped: history only refines estimates.
+A run dir holds job.yaml (overrides, resources) and one NodeReport per node (``hpc_ft.rundir.layout``); a sweep
+dir holds run dirs. Unreadable or unfinished runs are skipped: history only refines estimates.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hpc_ft.errors import ConfigError, Problem
-from hpc_ft.job import SPEC_FILE
+from hpc_ft.rundir.layout import RunDir, SweepDir
+from hpc_ft.rundir.records import NodeReport
 
 
 def run_record(run_dir: Path) -> dict[str, Any] | None:
     """{overrides, wall_s, gpus, ok} of one finished run (wall_s: its slowest node), or None."""
+    rd = RunDir(run_dir)
     try:
-        spec = yaml.safe_load((run_dir / SPEC_FILE).read_text())
-        reports = [json.loads(p.read_text()) for p in sorted((run_dir / "nodes").glob("node_*.json"))]
-    except (OSError, ValueError, yaml.YAMLError):
+        spec = yaml.safe_load(rd.spec.read_text())  # plain YAML: no Hydra/OmegaConf for a duration estimate
+        reports = [NodeReport.load(rd.node_report(r)) for r in sorted(rd.node_ranks())
+                   if rd.node_report(r).exists()]
+    except (OSError, ValueError, yaml.YAMLError):  # RecordError is a ValueError
         return None
     if not reports or not isinstance(spec, dict):
         return None
     res = (spec.get("conf") or {}).get("resources") or {}
     gpus = int(res.get("nodes", 1)) * int(res.get("gpus_per_node") or 0) or None
-    return {"overrides": list(spec.get("overrides") or []), "wall_s": max(float(r.get("wall_s") or 0) for r in reports),
-            "gpus": gpus, "ok": all(r.get("exit_code") == 0 for r in reports)}
+    return {"overrides": list(spec.get("overrides") or []), "wall_s": max(float(r.wall_s or 0) for r in reports),
+            "gpus": gpus, "ok": all(r.ok for r in reports)}
 
 
 def load_history(dirs: list[str]) -> list[dict[str, Any]]:
@@ -41,8 +43,8 @@ def load_history(dirs: list[str]) -> list[dict[str, Any]]:
     out = []
     for d in dirs:
         root = Path(d).expanduser()
-        for spec in sorted(root.rglob(SPEC_FILE)):
-            rec = run_record(spec.parent)
+        for run_dir in SweepDir(root).run_dirs_anywhere():
+            rec = run_record(run_dir)
             if rec is not None:
                 out.append(rec)
     return out

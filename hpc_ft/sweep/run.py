@@ -7,7 +7,7 @@
 - debug: in-process, one job after the other.
 
 The sweep dir gets ``manifest.json`` (the plan, every job's run dir and scheduler id, later its outcome); every run
-dir gets ``job.yaml``, ``nodes/node_{r}.json`` (written by each node) and, once gathered, ``results.json``.
+dir gets ``job.yaml``, ``nodes/node{r}/node_report.json`` (written by each node) and, once gathered, ``results.json``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpc_ft.job import JobSpec, atomic_write_text
-from hpc_ft.node.result import NodeReport
+from hpc_ft.job import JobSpec
+from hpc_ft.rundir.atomic import atomic_write_text
+from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
+from hpc_ft.rundir.records import NodeReport
+from hpc_ft.rundir.spec import spec_path
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -52,17 +53,23 @@ def write_manifest(sweep_dir: Path, plan: dict[str, Any], entries: Sequence[Swee
                      "order_index": e.order_index, "nodes": e.spec.nodes,
                      "gpus_per_node": e.spec.conf.resources.gpus_per_node,
                      "job_id": None if e.job is None else str(e.job.job_id),
-                     "node_reports": [str(Path("nodes") / f"node_{r}.json") for r in range(e.spec.nodes)],
+                     "node_reports": [str(_relative_report(e.spec, r)) for r in range(e.spec.nodes)],
                      "ok": e.ok if e.reports else None})
-    path = Path(sweep_dir) / MANIFEST
+    path = SweepDir(sweep_dir).manifest
     atomic_write_text(path, json.dumps({"executor": executor, "wait": wait, "state": state, "plan": plan,
                                         "jobs": jobs}, indent=1, default=str))
     return path
 
 
+def _relative_report(spec: JobSpec, rank: int) -> Path:
+    """Node ``rank``'s report path relative to the run dir (what the manifest lists)."""
+    rd = RunDir.of(spec)
+    return rd.node(rank).report.relative_to(rd.path)
+
+
 def set_job_ids(sweep_dir: Path, ids: dict[int, str], state: str | None = None) -> None:
     """Record scheduler ids (and the sweep's state) in an existing manifest."""
-    path = Path(sweep_dir) / MANIFEST
+    path = SweepDir(sweep_dir).manifest
     data = json.loads(path.read_text())
     for j in data["jobs"]:
         if j["num"] in ids:
@@ -102,11 +109,11 @@ def submit_slurm(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Pat
         first = group[0].spec
         # submitit writes `--signal=<USR_SIG>@delay` into the sbatch script from this class attribute.
         SlurmJobEnvironment.USR_SIG = signal_name(first.conf.executor.preempt_signal).removeprefix("SIG")
-        ex = submitit.SlurmExecutor(folder=Path(sweep_dir) / ".submitit" / f"array{k}",
+        ex = submitit.SlurmExecutor(folder=SweepDir(sweep_dir).array_submitit(k),
                                     max_num_timeout=first.conf.executor.max_requeues)
         ex.update_parameters(**slurm_parameters(first), array_parallelism=parallelism)
         with ex.batch():
-            jobs = [ex.submit(SlurmNodeTask(str(e.spec.spec_path))) for e in group]
+            jobs = [ex.submit(SlurmNodeTask(str(spec_path(e.spec)))) for e in group]
         for e, job in zip(group, jobs):
             e.job = job
         log.info("array %s: %d job(s) (sweep jobs %s), at most %d at once", jobs[0].job_id.split("_")[0],
@@ -190,13 +197,13 @@ def submit_local_detached(entries: Sequence[SweepEntry], parallelism: int, sweep
 
     from hpc_ft.submit.executors import local_controller_output
 
-    folder = Path(sweep_dir) / ".submitit" / "driver"
+    folder = SweepDir(sweep_dir).driver_submitit
     ex = submitit.LocalExecutor(folder=folder)
     total_min = sum(e.spec.conf.resources.timeout_min for e in entries) + 5  # worst case: one after another
     ex.update_parameters(timeout_min=total_min)
     poll_s = min(e.spec.conf.executor.poll_interval_s for e in entries)
-    with local_controller_output(folder / "controller.log"):
-        return ex.submit(LocalSweepDriver(str(sweep_dir), [str(e.spec.spec_path) for e in entries],
+    with local_controller_output(controller_log(folder)):
+        return ex.submit(LocalSweepDriver(str(sweep_dir), [str(spec_path(e.spec)) for e in entries],
                                           [e.num for e in entries], parallelism, poll_s))
 
 

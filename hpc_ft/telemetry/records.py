@@ -20,7 +20,6 @@ from typing import Any, Iterator
 import numpy as np
 
 MAGIC = b"HPCFT-TS1 "
-SERIES_GLOB = "telemetry*.bin"
 HOST_METRICS = ("cost_ms", "cpu_util_pct", "load1", "mem_used_gb", "job_rss_gb", "job_cpu_cores")
 GPU_METRICS = ("util_pct", "mem_util_pct", "mem_used_gb", "power_w", "energy_j", "temp_c", "sm_clock_mhz",
                "job_mem_gb")
@@ -72,16 +71,6 @@ class SeriesWriter:
             self._fd = -1
 
 
-def new_series_path(out_dir: Path) -> Path:
-    """``telemetry.bin``, or the next free ``telemetry.N.bin`` (a requeued node keeps its earlier segment)."""
-    out_dir = Path(out_dir)
-    path, n = out_dir / "telemetry.bin", 0
-    while path.exists():
-        n += 1
-        path = out_dir / f"telemetry.{n}.bin"
-    return path
-
-
 class SeriesFile:
     """A series file opened for reading: its header, row count, and chunks of records as numpy arrays."""
 
@@ -128,11 +117,3 @@ def read_series(path: str | os.PathLike) -> tuple[dict[str, Any], np.ndarray]:
     sf = SeriesFile(path)
     return sf.header, sf.read()
 
-
-def series_files(node_dir: str | os.PathLike) -> list[Path]:
-    """A node directory's series segments, oldest first (a requeued node appends a new segment)."""
-    def key(p: Path) -> tuple[int, str]:
-        parts = p.name.split(".")
-        return (int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0, p.name)
-
-    return sorted(Path(node_dir).glob(SERIES_GLOB), key=key)

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from hpc_ft.rundir.layout import new_series_path
 from hpc_ft.telemetry.host import HostSampler
 from hpc_ft.telemetry.nvml import NvmlGpus
-from hpc_ft.telemetry.records import SeriesWriter, gpu_col, new_series_path
+from hpc_ft.telemetry.records import SeriesWriter, gpu_col
 from hpc_ft.telemetry.summary import Downsampler, NodeSummary
 
 log = logging.getLogger(__name__)

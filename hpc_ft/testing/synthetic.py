@@ -105,33 +105,41 @@ def node_telemetry(path: Path, max_points: int = 600) -> dict[str, Any]:
 
 
 def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: float, interval_s: float = 1.0,
-                  overrides: list[str] | None = None, train: dict[str, Any] | None = None,
+                  overrides: list[str] | None = None, train: "TrainResult | dict[str, Any] | None" = None,
                   exit_codes: list[int] | None = None, node_telemetry_in_report: bool = True) -> Path:
     """A finished run dir: job.yaml (composed from conf/ with ``overrides``), per node a series file and a
-    NodeReport (node_{r}.json) with ``train`` metrics. Returns the run dir."""
+    NodeReport with ``train`` metrics (a TrainResult, or a dict of its fields). Returns the run dir."""
     from hpc_ft.config.compose import compose_conf
     from hpc_ft.job import resolve
-    from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeReport, TrainResult
+    from hpc_ft.rundir.spec import write_spec
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ov = list(overrides or [])
     spec = resolve(compose_conf(ov, run_dir=run_dir), ov)
-    spec.save()
+    write_spec(spec)
+    rd = RunDir(run_dir)
+    result = train if isinstance(train, TrainResult) or train is None else TrainResult(**train)
     rows = max(1, int(round(seconds / interval_s)))
     for r, prof in enumerate(profiles):
-        path = write_node_series(run_dir / "nodes" / f"node{r}" / "telemetry.bin", prof, rows,
+        path = write_node_series(rd.node(r).new_series(), prof, rows,
                                  interval_s=interval_s, seed=r, idle_util_pct=spec.conf.telemetry.idle_util_pct)
         code = exit_codes[r] if exit_codes else 0
         rep = NodeReport(host=f"synthetic{r}", node_rank=r, job_id="synthetic", exit_code=code,
-                         wall_s=rows * interval_s, train=dict(train or {}),
+                         wall_s=rows * interval_s, train=result,
                          telemetry=node_telemetry(path) if node_telemetry_in_report else {},
-                         requeued=code == PREEMPTED_EXIT_CODE)
-        rep.save(run_dir / "nodes" / f"node_{r}.json")
+                         preempted=code == PREEMPTED_EXIT_CODE)
+        rep.save(rd.node(r).report)
     return run_dir
 
 
 def remove_series(run_dir: str | Path) -> None:
     """Delete every series file (the run as seen on a submitter without a shared filesystem)."""
-    for p in Path(run_dir).glob("nodes/node*/telemetry*.bin"):
-        os.unlink(p)
+    from hpc_ft.rundir.layout import RunDir
+
+    rd = RunDir(run_dir)
+    for r in rd.node_ranks():
+        for p in rd.node(r).series_files():
+            os.unlink(p)

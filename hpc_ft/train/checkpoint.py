@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpc_ft.job import atomic_write
+from hpc_ft.rundir.atomic import atomic_write
+from hpc_ft.rundir.layout import RunDir
 
 log = logging.getLogger(__name__)
 
-CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
@@ -33,7 +33,7 @@ class Checkpoint:
 
 
 def ckpt_dir(run_dir: str | os.PathLike) -> Path:
-    return Path(run_dir) / CKPT_DIR
+    return RunDir(run_dir).checkpoints
 
 
 def ckpt_path(run_dir: str | os.PathLike, step: int) -> Path:

@@ -25,7 +25,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hpc_ft.config.validate import split_problems
 from hpc_ft.errors import ConfigError, HpcFtError
-from hpc_ft.job import JobSpec, atomic_write_text
+from hpc_ft.job import JobSpec
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.records import TrainResult
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
 from hpc_ft.train.data import LABELS, TaskData, eval_batches, global_batch, micro_batches
 from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag
@@ -379,8 +381,8 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
 
     hold_at = int(os.environ.get("HPC_FT_TEST_HOLD_AT_STEP", "0") or 0)
     stop_after = int(os.environ.get("HPC_FT_STOP_AFTER_STEP", "0") or 0)
-    node_dir = run_dir / "nodes" / f"node{d.node_rank}"
-    metrics_f = open(run_dir / "metrics.jsonl", "a") if d.is_main else None
+    node_dir = RunDir(run_dir).node(d.node_rank)
+    metrics_f = open(RunDir(run_dir).metrics, "a") if d.is_main else None
     progress = _Progress(d.is_main, start_step, t.max_steps)
 
     meter = Meter()
@@ -445,7 +447,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
             # fire at the same step on every rank, so they stop at once without a vote.
             stop = preempt.vote_result()
             if hold_at and step == hold_at and start_step < hold_at:
-                preempt.hold_until_signal(node_dir / "held_at_step" if d.is_node_main else None, d.rank,
+                preempt.hold_until_signal(node_dir.held_marker if d.is_node_main else None, d.rank,
                                           d.control)
                 stop = True
             stop = stop or (stop_after > 0 and step == stop_after and start_step < stop_after)
@@ -469,19 +471,19 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     if d.is_node_main:
         st = meter.step_times_s
         rates = meter.rates
-        result = {
-            "steps": step, "max_steps": t.max_steps, "start_step": start_step,
-            "samples_per_s": statistics.median(r[0] for r in rates) if rates else None,
-            "tokens_per_s": statistics.median(r[1] for r in rates) if rates else None,
-            "step_time_s": statistics.median(st) if st else None,
-            "final_loss": last_loss, "eval_accuracy": accuracy, "eval_loss": eval_loss,
-            "majority_accuracy": data.majority_accuracy(),
-            "world_size": d.world, "precision": c.precision.dtype, "device": str(d.device),
-            "preempted": preempted, "wall_s": time.monotonic() - t_start,
-            "flops_per_sample": flops, "model_params": n_params,
-            "warnings": warnings,  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume
-        }
-        atomic_write_text(node_dir / "train.json", json.dumps(result, indent=1))
+        result = TrainResult(
+            steps=step, max_steps=t.max_steps, start_step=start_step,
+            samples_per_s=statistics.median(r[0] for r in rates) if rates else None,
+            tokens_per_s=statistics.median(r[1] for r in rates) if rates else None,
+            step_time_s=statistics.median(st) if st else None,
+            final_loss=last_loss, eval_accuracy=accuracy, eval_loss=eval_loss,
+            majority_accuracy=data.majority_accuracy(),
+            world_size=d.world, precision=c.precision.dtype, device=str(d.device),
+            preempted=preempted, wall_s=time.monotonic() - t_start,
+            flops_per_sample=flops, model_params=n_params,
+            warnings=warnings,  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume
+        )
+        result.save(node_dir.train_result)
     return EXIT_PREEMPTED if preempted else 0
 
 

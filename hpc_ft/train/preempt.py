@@ -70,7 +70,7 @@ class PreemptFlag:
         some workers still stops them all at the same step. Rank 0 ends the wait at the deadline.
         """
         if marker is not None:
-            from hpc_ft.job import atomic_write_text
+            from hpc_ft.rundir.atomic import atomic_write_text
 
             atomic_write_text(marker, "held\n")
         deadline = time.monotonic() + HOLD_TIMEOUT_S

@@ -17,7 +17,6 @@ so a job.yaml edited by hand or a checkpoint from an earlier submission is still
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hpc_ft.errors import ConfigError, Problem
@@ -184,13 +183,14 @@ def check_before_dispatch(spec: Any) -> ResumeCheck | None:
     cannot be read (nothing is known about what the checkpoints hold). Reads no checkpoint: no torch.
     """
     from hpc_ft.job import JobSpec
+    from hpc_ft.rundir.spec import spec_path
     from hpc_ft.train.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(spec.run_dir)
-    if not ckpts or not Path(spec.spec_path).exists():
+    if not ckpts or not spec_path(spec).exists():
         return None  # nothing trained yet (or no record of it: the worker compares with the checkpoint)
     try:
-        old = JobSpec.load(spec.spec_path)
+        old = JobSpec.load(spec_path(spec))
     except Exception as exc:  # noqa: BLE001 - any unreadable job.yaml means: we can't tell what is resumed
         raise ConfigError([Problem("run.dir", str(spec.run_dir), f"holds checkpoints but its job.yaml cannot be "
                                    f"read ({type(exc).__name__}: {exc})", "use a new run dir (hydra.run.dir=NEW_DIR)")])

@@ -186,8 +186,9 @@ class HpcFtLauncher(Launcher):
     # -- 3. submit and gather -------------------------------------------------------------------------------
     def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path) -> list[JobReturn]:
         from hpc_ft.sched import plan_table
-        from hpc_ft.job import atomic_write_text
-        from hpc_ft.submit.dispatch import save_spec
+        from hpc_ft.rundir.atomic import atomic_write_text
+        from hpc_ft.rundir.layout import RunDir, SweepDir
+        from hpc_ft.rundir.spec import save_spec
         from hpc_ft.sweep import run as sweep_run
 
         order = {int(name): i for i, name in enumerate(plan.order)}
@@ -197,7 +198,7 @@ class HpcFtLauncher(Launcher):
         for e in entries:
             save_spec(e.spec)
         table = plan_table(plan)
-        atomic_write_text(sweep_dir / "plan.txt", table + "\n")
+        atomic_write_text(SweepDir(sweep_dir).plan, table + "\n")
         log.info(table.split("\n\n", 1)[0])
         plan_dict = plan.to_dict()
 
@@ -233,7 +234,7 @@ class HpcFtLauncher(Launcher):
                 log.info(f"\t#{e.num}: {'FAILED' if bad else 'ok'} ({len(e.reports)} node(s)) {e.spec.run_dir}")
             if bad:
                 failed.append(f"#{e.num} (node " + ", ".join(f"{r.node_rank} exit {r.exit_code}" for r in bad)
-                              + f"): {e.spec.run_dir / 'results.json'}")
+                              + f"): {RunDir.of(e.spec).results}")
         for e in entries:
             ret = runs[e.num]
             if not waited:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hpc_ft.rundir.spec import spec_path, write_spec
 from hpc_ft.train.checkpoint import list_checkpoints, load_latest
 
 pytestmark = pytest.mark.slow
@@ -135,11 +136,11 @@ def test_worker_refuses_a_checkpoint_of_another_job(tmp_path, synth):
 
     run = tmp_path / "run"
     spec = resolve(compose_conf([*B, "train.max_steps=2"], run_dir=run))
-    spec.save()
-    assert _torchrun(spec.spec_path, {}).returncode == 0
+    write_spec(spec)
+    assert _torchrun(spec_path(spec), {}).returncode == 0
     changed = resolve(compose_conf([*B, "train.max_steps=4", "train.seed=9"], run_dir=run))
-    changed.save()
-    res = _torchrun(changed.spec_path, {})
+    write_spec(changed)
+    res = _torchrun(spec_path(changed), {})
     assert "exitcode  : 2" in res.stderr, res.stderr[-3000:]
     assert "[rank0]:   - train.seed=9: differs from the run being resumed" in res.stderr
     assert load_latest(run).step == 2  # nothing trained on top

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SYNTH, wait_until
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.spec import spec_path, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +33,8 @@ def _spec(run_dir: Path, *extra: str) -> Path:
                          "executor.max_requeues=0", *extra], run_dir=run_dir)
     conf.executor.env = {"HPC_FT_TEST_HOLD_AT_STEP": str(HOLD_AT)}
     spec = resolve(conf)
-    spec.save()
-    return spec.spec_path
+    write_spec(spec)
+    return spec_path(spec)
 
 
 def _start_job(run_dir: Path, job_id: str) -> list[subprocess.Popen]:
@@ -90,7 +92,7 @@ def test_two_two_node_jobs_on_one_host_do_not_share_a_rendezvous(tmp_path):
                 p.kill()
     for run in (a, b):
         for r in (0, 1):
-            node = json.loads((run / "nodes" / f"node_{r}.json").read_text())
+            node = json.loads(RunDir(run).node(r).report.read_text())
             assert node["train"]["preempted"] and node["train"]["steps"] == HOLD_AT, (run, node)
             assert node["train"]["world_size"] == 2
         assert "RendezvousConnectionError" not in _torchrun_logs(run)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hpc_ft.train.checkpoint import load_latest
+from hpc_ft.rundir.layout import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def test_two_emulated_nodes_both_report_back(tmp_path, run_cli, synth):
     nodes = _results(run)
     assert sorted(n["node_rank"] for n in nodes) == [0, 1]
     assert all(n["exit_code"] == 0 and n["train"]["world_size"] == 4 for n in nodes)
-    assert (run / "nodes" / "node_0.json").exists() and (run / "nodes" / "node_1.json").exists()
+    assert RunDir(run).node(0).report.exists() and RunDir(run).node(1).report.exists()
     argv = json.loads((run / "nodes" / "node1" / "torchrun_argv.json").read_text())
     assert "--nnodes=2" in argv and any(a.startswith("--rdzv-endpoint=127.0.0.1:") for a in argv)
 
@@ -60,11 +61,11 @@ def test_wait_false_returns_through_a_pipe_while_the_job_runs(tmp_path, run_cli,
     """run_cli reads hpc-ft's output through pipes: they close when hpc-ft exits, not when the job does."""
     import signal
 
-    from hpc_ft.node.result import NodeReport
+    from hpc_ft.rundir.records import NodeReport
     from tests.conftest import job_processes, torchrun_agent, wait_until
 
     run = tmp_path / "run"
-    node_json = run / "nodes" / "node_0.json"  # written atomically when the node task ends
+    node_json = RunDir(run).node(0).report  # written atomically when the node task ends
     try:
         # The job holds at step 3 until a preemption signal (or 10 minutes): it cannot end before hpc-ft returns.
         res = run_cli("submit", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=3",
@@ -80,7 +81,7 @@ def test_wait_false_returns_through_a_pipe_while_the_job_runs(tmp_path, run_cli,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     report = NodeReport.load(node_json)
-    assert report.train["preempted"] and report.train["steps"] == 3
+    assert report.train.preempted and report.train.steps == 3
     assert (run / "submitit" / "controller.log").exists()
 
 
@@ -123,7 +124,7 @@ def test_interrupted_run_resumes_at_same_step_with_same_weights(tmp_path, run_cl
     first = run_cli("submit", *synth, f"hydra.run.dir={cut}", env={"HPC_FT_STOP_AFTER_STEP": "7"})
     assert first.returncode != 0  # stopped early: not a success
     (node,) = _results(cut)
-    assert node["requeued"] and node["train"]["preempted"] and node["train"]["steps"] == 7
+    assert node["preempted"] and node["train"]["preempted"] and node["train"]["steps"] == 7
     assert load_latest(cut).step == 7
     second = run_cli("submit", *synth, f"hydra.run.dir={cut}")  # the same run dir: resume
     assert second.returncode == 0, second.stdout + second.stderr

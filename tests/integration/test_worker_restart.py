@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import job_processes, torchrun_agent, wait_until
+from hpc_ft.rundir.spec import spec_path
 
 pytestmark = pytest.mark.slow
 
@@ -36,21 +37,21 @@ def test_killed_worker_is_restarted_from_the_newest_checkpoint(tmp_path, synth):
     job = submit(spec)
     try:
         wait_until(held.exists, 180, "training to hold")
-        victim = wait_until(lambda: _worker(spec.spec_path, "1"), 30, "worker 1")
+        victim = wait_until(lambda: _worker(spec_path(spec), "1"), 30, "worker 1")
         held.unlink()
         os.kill(victim, signal.SIGKILL)
         # Restarted workers resume from step 5 and hold at step 8 again: proof of restart and resume.
         wait_until(held.exists, 180, "the restarted workers to hold")
-        assert _worker(spec.spec_path, "1") not in (None, victim)
+        assert _worker(spec_path(spec), "1") not in (None, victim)
         # End the run through the preemption path (checkpoint at step 8) so it doesn't wait for the hold timeout.
-        os.kill(wait_until(lambda: torchrun_agent(spec.spec_path), 30, "torchrun"), signal.SIGUSR2)
+        os.kill(wait_until(lambda: torchrun_agent(spec_path(spec)), 30, "torchrun"), signal.SIGUSR2)
         wait(job, poll_s=0.5, timeout_s=180)
     finally:
         if not job.done():
             job.cancel()
     (rep,) = gather(job, spec)
-    assert rep.train["start_step"] == 5, rep.train  # the restarted workers began at the newest checkpoint
-    assert rep.train["preempted"] and rep.train["steps"] == HOLD_AT
+    assert rep.train.start_step == 5, rep.train  # the restarted workers began at the newest checkpoint
+    assert rep.train.preempted and rep.train.steps == HOLD_AT
     log = (spec.run_dir / "nodes" / "node0" / "torchrun.log").read_text()
     assert "restart" in log.lower(), log[-2000:]
     assert json.loads((spec.run_dir / "nodes" / "node0" / "torchrun_argv.json").read_text()).count(

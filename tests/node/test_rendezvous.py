@@ -11,6 +11,7 @@ from hpc_ft.job import resolve
 from hpc_ft.node.launch import torchrun_argv, worker_env
 from hpc_ft.node.rdzv_store import EXCLUDED_PORTS, RendezvousRecord, agree_endpoint, record_path
 from hpc_ft.node.rendezvous import Placement, placement_from_env
+from hpc_ft.rundir.spec import spec_path
 
 
 def _spec(tmp_path, *overrides):
@@ -105,7 +106,7 @@ def test_argv_one_node_is_standalone(tmp_path):
     assert argv[:3] == ["py", "-m", "torch.distributed.run"]
     assert "--standalone" in argv and "--nnodes=1" in argv and "--nproc-per-node=2" in argv
     assert not any(a.startswith("--rdzv-endpoint") for a in argv)
-    assert argv[-3:] == ["-m", "hpc_ft.train", str(spec.spec_path)]
+    assert argv[-3:] == ["-m", "hpc_ft.train", str(spec_path(spec))]
 
 
 def test_argv_n_nodes_rendezvous_on_first_host(tmp_path):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hpc_ft.rundir.layout import RunDir
 
 REAL_RUN = ["model=mlp", "data=synthetic", "precision=fp32", "train.max_steps=20", "resources.nodes=2"]
 
@@ -32,7 +33,7 @@ def test_two_node_local_run_reports_both_nodes(tmp_path):
         assert n["job_rss_peak_gb"] > 0.05 and n["steps"] == 20 and n["samples_per_s"] > 0
     for r in (0, 1):  # each node's own series file and the summary it sent back
         assert (run / "nodes" / f"node{r}" / "telemetry.bin").exists()
-        tel = json.loads((run / "nodes" / f"node_{r}.json").read_text())["telemetry"]
+        tel = json.loads(RunDir(run).node(r).report.read_text())["telemetry"]
         assert tel["summary"]["samples"] >= 2 and len(tel["notices"]) == 1
     assert (run / "report" / "host.png").exists()
     # `hpc-ft report` on the finished run gives the same nodes again.

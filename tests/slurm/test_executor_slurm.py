@@ -24,7 +24,7 @@ def results(run_dir: Path) -> list[dict]:
 
 
 def node_report(run_dir: Path, rank: int) -> dict:
-    return json.loads((run_dir / "nodes" / f"node_{rank}.json").read_text())
+    return json.loads(RunDir(run_dir).node(rank).report.read_text())
 
 
 def final_weights(run_dir: Path) -> dict:
@@ -140,8 +140,8 @@ def two_node_preempted(slurm_cluster, tmp_path_factory):
 def test_preemption_across_two_nodes_requeues_and_resumes_at_the_step(two_node_preempted):
     spec, reports, runs = two_node_preempted
     assert [r.exit_code for r in reports] == [0, 0], [r.error_tail for r in reports]
-    assert all(r.train["start_step"] == HOLD_AT and r.train["world_size"] == 4 for r in reports)
-    assert all(r.train["steps"] == 20 for r in reports)
+    assert all(r.train.start_step == HOLD_AT and r.train.world_size == 4 for r in reports)
+    assert all(r.train.steps == 20 for r in reports)
     assert runs == ["REQUEUED", "COMPLETED"]
 
 
@@ -215,7 +215,7 @@ def test_two_two_node_jobs_on_the_same_hosts_keep_their_own_rendezvous(slurm_clu
     assert busy, "no port of the old rule could be occupied"
     for reports, runs in outcomes:
         assert [r.exit_code for r in reports] == [0, 0], [r.error_tail for r in reports]
-        assert all(r.train["start_step"] == HOLD_AT and r.train["steps"] == 20 for r in reports)
+        assert all(r.train.start_step == HOLD_AT and r.train.steps == 20 for r in reports)
         assert runs == ["REQUEUED", "COMPLETED"]
 
 

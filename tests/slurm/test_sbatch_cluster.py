@@ -10,6 +10,7 @@ import pytest
 
 from tests.slurm.conftest import assert_bitwise_equal, wait_job_done
 from tests.conftest import wait_until
+from hpc_ft.rundir.layout import RunDir
 
 pytestmark = pytest.mark.slurm
 
@@ -17,7 +18,7 @@ SLURM = ["executor=slurm", "resources.mem_gb=1", "resources.timeout_min=10", "ex
 
 
 def node_report(run_dir: Path, rank: int) -> dict:
-    return json.loads((run_dir / "nodes" / f"node_{rank}.json").read_text())
+    return json.loads(RunDir(run_dir).node(rank).report.read_text())
 
 
 def write_script(run_cli, synth, run_dir: Path, *extra: str) -> Path:
@@ -82,7 +83,7 @@ def test_generated_script_stops_when_requeues_are_used_up(slurm_cluster, run_cli
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
     assert wait_job_done(job_id) == ["FAILED"]  # exit 75 from the node: preempted, not requeued
     assert "max_requeues=0 reached" in (run / f"slurm-{job_id}.out").read_text()
-    assert node_report(run, 0)["requeued"] is True
+    assert node_report(run, 0)["preempted"] is True
 
 
 def test_a_second_sbatch_of_a_running_script_is_refused_and_leaves_the_first_alone(slurm_cluster, run_cli, synth,

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from hpc_ft.node.result import NodeReport
+from hpc_ft.rundir.records import NodeReport
+from hpc_ft.rundir.layout import RunDir
 
 pytestmark = pytest.mark.slurm
 
@@ -45,7 +46,7 @@ def test_four_point_sweep_is_one_array_of_parallelism_two(slurm_cluster, tmp_pat
         results = json.loads((run / "results.json").read_text())
         assert [r["node_rank"] for r in results] == [0, 1] and all(r["exit_code"] == 0 for r in results)
         assert len({r["host"] for r in results}) == 2  # the two nodes of the allocation
-        assert all(NodeReport.load(run / "nodes" / f"node_{r}.json").train["steps"] == 10 for r in range(2))
+        assert all(NodeReport.loadRunDir(run).node(r).report.train.steps == 10 for r in range(2))
 
     # Start order: Slurm starts array tasks in index order; with %2 the first two (jobs 1, 3: the shortest)
     # start together, and tasks 2, 3 only once one of them has ended.
@@ -88,4 +89,4 @@ def test_wait_false_returns_at_once_and_report_gathers_the_array_later(slurm_clu
     sweep_json = json.loads((sweep / "report" / "sweep.json").read_text())
     assert sorted(j["sweep_job"] for j in sweep_json) == ["0", "1"]
     for n in range(2):
-        assert NodeReport.load(sweep / str(n) / "nodes" / "node_0.json").train["steps"] == 10
+        assert NodeReport.load(RunDir(sweep / str(n)).node(0).report).train.steps == 10

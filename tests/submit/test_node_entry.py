@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 from hpc_ft.node.entry import restart_count, should_requeue
-from hpc_ft.node.result import NodeReport
+from hpc_ft.rundir.records import NodeReport
 from hpc_ft.node.slurm_task import PreemptForwarder, chain_handler, wait_exit
 
 
-def report(code: int, requeued: bool = False) -> NodeReport:
-    return NodeReport(host="n", node_rank=0, job_id="1", exit_code=code, wall_s=1.0, requeued=requeued)
+def report(code: int, preempted: bool = False) -> NodeReport:
+    return NodeReport(host="n", node_rank=0, job_id="1", exit_code=code, wall_s=1.0, preempted=preempted)
 
 
 def test_restart_count_from_slurm():
@@ -23,7 +23,7 @@ def test_restart_count_from_slurm():
 
 
 def test_requeue_only_after_a_preemption_stop():
-    assert should_requeue(report(1, requeued=True), signalled=False)  # training said it stopped for preemption
+    assert should_requeue(report(1, preempted=True), signalled=False)  # training said it stopped for preemption
     assert should_requeue(report(1), signalled=True)  # torchrun exits 1 after forwarding the signal
     assert not should_requeue(report(0), signalled=True)  # finished before the signal mattered
     assert not should_requeue(report(1), signalled=False)  # a crash is not a preemption

@@ -14,6 +14,7 @@ import pytest
 from hpc_ft.errors import ConfigError
 from hpc_ft.submit.sbatch import render_sbatch, write_sbatch
 from hpc_ft.submit.slurm import sbatch_options, slurm_parameters
+from hpc_ft.rundir.spec import spec_path
 
 GOLDEN = Path(__file__).parent / "golden" / "job.sbatch"
 REGEN = "HPC_FT_REGEN_GOLDEN=1 .venv/bin/python -m pytest -q tests/submit/test_sbatch.py"
@@ -127,7 +128,7 @@ def test_canary_in_values_never_runs(make_spec, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not [p for p in tmp_path.rglob("CANARY*")], "a canary command ran"
     argv = (tmp_path / "argv").read_text().split("\0")[:-1]
-    assert argv == ["--ntasks-per-node=1", str(py), "-m", "hpc_ft.node.entry", str(spec.spec_path)]
+    assert argv == ["--ntasks-per-node=1", str(py), "-m", "hpc_ft.node.entry", str(spec_path(spec))]
     seen = dict(item.split("=", 1) for item in (tmp_path / "env").read_text().split("\0") if "=" in item)
     for key, value in HOSTILE.items():
         assert seen[key] == value, key

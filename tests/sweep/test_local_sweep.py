@@ -6,11 +6,12 @@ import subprocess
 import pytest
 import yaml
 
-from hpc_ft.node.result import NodeReport
+from hpc_ft.rundir.records import NodeReport
 
 from tests.conftest import wait_until
 
 from .conftest import CLI, TINY, hpc_ft
+from hpc_ft.rundir.layout import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,7 @@ def test_job_returns_carry_every_nodes_report(tmp_path):
         reports = ret.return_value  # raises if the job failed
         assert [type(r) for r in reports] == [NodeReport] * n
         assert [r.node_rank for r in reports] == list(range(n)) and all(r.ok for r in reports)
-        assert all(r.train["steps"] == 10 for r in reports)
+        assert all(r.train.steps == 10 for r in reports)
         run = sweep / str(rets.index(ret))
         assert ret.working_dir is not None and ret.hydra_cfg.hydra.runtime.output_dir == str(run)
         assert yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())[0] == f"resources.nodes={n}"
@@ -101,5 +102,5 @@ def test_wait_false_returns_at_once_and_a_driver_finishes_the_sweep(tmp_path):
     assert all(j["job_id"] for j in jobs)
     for n in range(2):
         run = sweep / str(n)
-        assert NodeReport.load(run / "nodes" / "node_0.json").ok
+        assert NodeReport.loadRunDir(run).node(0).report.ok
         assert json.loads((run / "results.json").read_text())[0]["exit_code"] == 0

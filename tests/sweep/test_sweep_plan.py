@@ -9,6 +9,8 @@ from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.sweep.history import load_history, run_record
 from hpc_ft.sweep.plan import (allocation_overrides, check_sweep_wide, job_units, plan_confs, prefixed_problems,
                                sweep_job, varying)
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.records import NodeReport
 
 
 def conf(**sched):
@@ -90,7 +92,7 @@ def _run_dir(root, overrides, wall_s, exit_code=0, gpus=2):
     (root / "nodes").mkdir(parents=True)
     (root / "job.yaml").write_text(json.dumps({"conf": {"resources": {"nodes": 1, "gpus_per_node": gpus}},
                                                "overrides": overrides}))
-    (root / "nodes" / "node_0.json").write_text(json.dumps({"wall_s": wall_s, "exit_code": exit_code}))
+    NodeReport(host="h", node_rank=0, job_id="1", exit_code=exit_code, wall_s=wall_s).save(RunDir(root).node(0).report)
 
 
 def test_history_from_run_dirs_gives_durations(tmp_path):

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from hpc_ft.telemetry.records import SeriesFile, SeriesWriter, columns, new_series_path, read_series, series_files
+from hpc_ft.rundir.layout import new_series_path, series_files
+from hpc_ft.telemetry.records import SeriesFile, SeriesWriter, columns, read_series
 from hpc_ft.telemetry.summary import J_PER_KWH, BucketMeans, Downsampler, NodeSummary, QuantileSketch, Stat
 
 GPU = {"index": 0, "name": "NVIDIA A100-SXM4-80GB", "mem_total_gb": 80.0}

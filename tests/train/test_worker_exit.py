@@ -9,6 +9,7 @@ import sys
 # Runs the worker entry as `python -m hpc_ft.train` would, with an exit hook that only finalization runs.
 PROBE = r"""
 import atexit, runpy, sys
+from hpc_ft.rundir.spec import spec_path, write_spec
 atexit.register(lambda: print("FINALIZED", flush=True))
 sys.argv = ["hpc_ft.train", sys.argv[1]]
 runpy.run_module("hpc_ft.train", run_name="__main__")
@@ -21,8 +22,8 @@ def test_worker_exits_with_trainings_code_and_skips_finalization(tmp_path, synth
 
     conf = compose_conf([*synth, "train.max_steps=3", "train.log_every_steps=1"], run_dir=tmp_path / "run")
     spec = resolve(conf)
-    spec.save()
-    res = subprocess.run([sys.executable, "-c", PROBE, str(spec.spec_path)], capture_output=True, text=True,
+    write_spec(spec)
+    res = subprocess.run([sys.executable, "-c", PROBE, str(spec_path(spec))], capture_output=True, text=True,
                          timeout=120, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "FINALIZED" not in res.stdout  # os._exit: no finalization, so no abort from a late gloo thread

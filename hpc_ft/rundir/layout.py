@@ -1,0 +1,288 @@
+"""Every path in a run dir and a sweep dir. No other module spells one (tests/test_architecture.py checks).
+
+A run dir (``run.dir``)::
+
+    job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
+    metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
+    checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
+    nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
+    nodes/node{r}/            everything of node r:
+        node_report.json        its NodeReport (written by the node, rewritten by the submitter's gather)
+        train.json              the training result of its node-local rank 0 (TrainResult)
+        torchrun_argv.json      the torchrun command it ran;  torchrun.log  torchrun's output
+        telemetry.bin, telemetry.N.bin   the sampler's series (one segment per requeue)
+        held_at_step            a test hook's marker: training holds at a step
+    results.json              every node's report, in node order, once gathered
+    report/                   report.json and the PNG plots of `hpc-ft report`
+    submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
+    .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
+
+One naming scheme for a node: everything of node r lies under ``nodes/node{r}/``, its report included, so one
+directory is what a node wrote (copy it, delete it, glob it). The directory keeps the name earlier versions
+gave it (``node0``), so their telemetry series and logs are found as they are; only the report moved, from
+``nodes/node_{r}.json`` beside it (``legacy_node_report_name``), where ``RunDir.node_report`` still reads it.
+
+A sweep dir (Hydra's ``hydra.sweep.dir``)::
+
+    manifest.json  plan.txt  report/sweep.json  .submitit/{array0,..,driver}/  N/ (one run dir per sweep job)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+SPEC_FILE = "job.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+NODES_DIR = "nodes"
+RENDEZVOUS_FILE = "rendezvous.json"
+RESULTS_FILE = "results.json"
+REPORT_DIR = "report"
+RUN_REPORT_FILE = "report.json"
+SUBMITIT_DIR = "submitit"
+CONTROLLER_LOG = "controller.log"  # in a submitit folder: a local job's controller output
+SBATCH_SCRIPT = "job.sbatch"
+SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
+LOCK_FILE = ".hpc_ft.lock"
+OWNER_FILE = ".hpc_ft.owner.json"
+
+NODE_REPORT_FILE = "node_report.json"
+TRAIN_RESULT_FILE = "train.json"
+TORCHRUN_ARGV_FILE = "torchrun_argv.json"
+TORCHRUN_LOG = "torchrun.log"
+HELD_MARKER = "held_at_step"
+SERIES_GLOB = "telemetry*.bin"
+
+MANIFEST_FILE = "manifest.json"
+PLAN_FILE = "plan.txt"
+SWEEP_REPORT_FILE = "sweep.json"
+SWEEP_SUBMITIT_DIR = ".submitit"
+
+_NODE_DIR = re.compile(r"^node(\d+)$")
+_LEGACY_NODE_REPORT = re.compile(r"^node_(\d+)\.json$")
+
+
+def node_dir_name(rank: int) -> str:
+    return f"node{rank}"
+
+
+def legacy_node_report_name(rank: int) -> str:
+    """Where versions before the run-dir contract put node ``rank``'s report: ``nodes/node_{rank}.json``."""
+    return f"node_{rank}.json"
+
+
+@dataclass(frozen=True)
+class NodeDir:
+    """``RUN_DIR/nodes/node{rank}/``: what one node writes."""
+
+    path: Path
+    rank: int
+
+    @property
+    def report(self) -> Path:
+        return self.path / NODE_REPORT_FILE
+
+    @property
+    def train_result(self) -> Path:
+        return self.path / TRAIN_RESULT_FILE
+
+    @property
+    def torchrun_argv(self) -> Path:
+        return self.path / TORCHRUN_ARGV_FILE
+
+    @property
+    def torchrun_log(self) -> Path:
+        return self.path / TORCHRUN_LOG
+
+    @property
+    def held_marker(self) -> Path:
+        return self.path / HELD_MARKER
+
+    def series_files(self) -> list[Path]:
+        """The node's telemetry segments, oldest first (``telemetry.bin``, then ``telemetry.1.bin``, ...)."""
+        return series_files(self.path)
+
+    def new_series(self) -> Path:
+        """``telemetry.bin``, or the next free ``telemetry.N.bin`` (a requeued node keeps its earlier segment)."""
+        return new_series_path(self.path)
+
+
+def controller_log(submitit_folder: str | os.PathLike) -> Path:
+    """Where a local job's submitit controller writes its output, in that job's submitit folder."""
+    return Path(submitit_folder) / CONTROLLER_LOG
+
+
+def series_files(directory: str | os.PathLike) -> list[Path]:
+    """The telemetry segments in ``directory`` (a node dir), oldest first."""
+    def key(p: Path) -> tuple[int, str]:
+        parts = p.name.split(".")
+        return (int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0, p.name)
+
+    return sorted(Path(directory).glob(SERIES_GLOB), key=key)
+
+
+def new_series_path(directory: str | os.PathLike) -> Path:
+    """The next free segment name in ``directory``: ``telemetry.bin``, then ``telemetry.1.bin``, ..."""
+    directory = Path(directory)
+    path, n = directory / "telemetry.bin", 0
+    while path.exists():
+        n += 1
+        path = directory / f"telemetry.{n}.bin"
+    return path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run dir. Pure: building one touches no file."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @classmethod
+    def of(cls, spec) -> "RunDir":
+        """The run dir of a JobSpec (``spec.run_dir``; any object with that attribute)."""
+        return cls(spec.run_dir)
+
+    # -- the job --------------------------------------------------------------------------------------------
+    @property
+    def spec(self) -> Path:
+        return self.path / SPEC_FILE
+
+    def spec_backup(self, stamp: str) -> Path:
+        """Where an earlier, different job.yaml is kept aside (``stamp``: e.g. 20240101-100000)."""
+        return self.path / f"job.{stamp}.yaml"
+
+    @property
+    def sbatch_script(self) -> Path:
+        return self.path / SBATCH_SCRIPT
+
+    @property
+    def slurm_log(self) -> Path:
+        """sbatch's --output pattern (``%j`` is the job id)."""
+        return self.path / SLURM_LOG
+
+    @property
+    def submitit(self) -> Path:
+        return self.path / SUBMITIT_DIR
+
+    @property
+    def lock(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def owner(self) -> Path:
+        return self.path / OWNER_FILE
+
+    # -- training -------------------------------------------------------------------------------------------
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    # -- the nodes ------------------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> Path:
+        return self.path / NODES_DIR
+
+    @property
+    def rendezvous(self) -> Path:
+        return self.nodes / RENDEZVOUS_FILE
+
+    def node(self, rank: int) -> NodeDir:
+        return NodeDir(self.nodes / node_dir_name(rank), rank)
+
+    def node_report(self, rank: int) -> Path:
+        """Node ``rank``'s report to read: ``nodes/node{rank}/node_report.json``, or where an earlier version
+        wrote it (``nodes/node_{rank}.json``) when only that exists. Writers use ``node(rank).report``."""
+        new = self.node(rank).report
+        if not new.exists():
+            old = self.nodes / legacy_node_report_name(rank)
+            if old.exists():
+                return old
+        return new
+
+    def node_ranks(self) -> set[int]:
+        """Ranks of the nodes that left anything under ``nodes/`` (a dir, or an earlier version's report)."""
+        ranks: set[int] = set()
+        if self.nodes.is_dir():
+            for p in self.nodes.iterdir():
+                m = _NODE_DIR.match(p.name) or _LEGACY_NODE_REPORT.match(p.name)
+                if m:
+                    ranks.add(int(m.group(1)))
+        return ranks
+
+    # -- after the job --------------------------------------------------------------------------------------
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def run_report(self) -> Path:
+        return self.report_dir / RUN_REPORT_FILE
+
+
+@dataclass(frozen=True)
+class SweepDir:
+    """The paths of one sweep dir (Hydra's multirun dir): its own files; each job's run dir is a RunDir."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def plan(self) -> Path:
+        return self.path / PLAN_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / REPORT_DIR
+
+    @property
+    def sweep_report(self) -> Path:
+        return self.report_dir / SWEEP_REPORT_FILE
+
+    def array_submitit(self, group: int) -> Path:
+        """submitit's folder of the sweep's ``group``-th Slurm job array."""
+        return self.path / SWEEP_SUBMITIT_DIR / f"array{group}"
+
+    @property
+    def driver_submitit(self) -> Path:
+        """submitit's folder of the detached local sweep driver."""
+        return self.path / SWEEP_SUBMITIT_DIR / "driver"
+
+    def job_run_dirs(self, max_depth: int = 3) -> list[Path]:
+        """Run dirs below (subdirs holding job.yaml, the nearest level that has any), numerically ordered;
+        [] when this is itself a run dir. Looks up to ``max_depth`` levels down (multirun/DATE/TIME/N)."""
+        if (self.path / SPEC_FILE).exists():
+            return []
+        found: list[Path] = []
+        for depth in range(1, max_depth + 1):
+            found = [p.parent for p in self.path.glob("*/" * depth + SPEC_FILE)]
+            if found:
+                break
+
+        def key(p: Path) -> tuple:
+            return tuple((0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.relative_to(self.path).parts)
+
+        return sorted(found, key=key)
+
+    def run_dirs_anywhere(self) -> list[Path]:
+        """Every run dir at any depth below (a dir holding job.yaml), sorted by path."""
+        return sorted(p.parent for p in self.path.rglob(SPEC_FILE))

@@ -1,0 +1,178 @@
+"""The records that cross stages through the run dir: typed, versioned, JSON round-trip.
+
+- ``TrainResult`` (``nodes/node{r}/train.json``): written by the training loop on each node's local rank 0,
+  read by the node task into its report.
+- ``NodeReport`` (``nodes/node{r}/node_report.json``, and each entry of ``results.json``): written by the node task
+  (and by the submitter for a node that died), read by gather, the results table, ``hpc-ft report`` and
+  sweep history.
+
+Readers use attributes, so a renamed field is an AttributeError/type error at the reader, not a silent None.
+Every record carries ``version``. Reading accepts the current version and the unversioned records of earlier
+hpc_ft versions (read as version 1: ``NodeReport.requeued`` became ``preempted``); a record of a newer version,
+or one with a field this version does not know, is refused with a RecordError (a ValueError) naming the file
+and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.errors import PREEMPTED_EXIT_CODE  # noqa: F401  re-exported: the node's modules read it from here
+from hpc_ft.rundir.atomic import atomic_write_text
+
+TRAIN_RESULT_VERSION = 2  # 1: unversioned (before the run-dir contract)
+NODE_REPORT_VERSION = 2  # 1: unversioned, the field ``preempted`` was called ``requeued``
+LEGACY_VERSION = 1
+
+
+class RecordError(ValueError):
+    """A record this hpc_ft cannot read: a newer version, an unknown field, not a JSON object."""
+
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _check(cls: type, d: Any, current: int, renamed: dict[str, str], where: str) -> dict[str, Any]:
+    """``d`` as keyword arguments of ``cls``: version checked, earlier names mapped, unknown fields refused."""
+    name = cls.__name__
+    if not isinstance(d, dict):
+        raise RecordError(f"{where}: a {name} is a JSON object, not {type(d).__name__}")
+    version = d.get("version", LEGACY_VERSION)
+    if not isinstance(version, int) or not LEGACY_VERSION <= version <= current:
+        raise RecordError(f"{where}: {name} version {version!r} is not one this hpc_ft reads "
+                          f"({LEGACY_VERSION}..{current}); read it with the hpc_ft that wrote it")
+    out = dict(d)
+    if version < current:
+        for old, new in renamed.items():
+            if old in out and new not in out:
+                out[new] = out.pop(old)
+        out["version"] = current
+    unknown = sorted(set(out) - set(_fields(cls)))
+    if unknown:
+        raise RecordError(f"{where}: {name} version {version} has no field(s) {unknown}: written by another "
+                          f"hpc_ft version, or edited by hand")
+    return out
+
+
+def _load_json(path: str | os.PathLike) -> Any:
+    """The JSON value in ``path``; OSError and ValueError (json.JSONDecodeError) propagate."""
+    return json.loads(Path(path).read_text())
+
+
+@dataclass
+class TrainResult:
+    """What training reports on one node (``train.json``), written once training stops, preempted or not.
+
+    Every node logs the same global figures (steps, samples/s of the whole job), so any node's result describes
+    the run. Fields are None when unknown (no logged window, no evaluation).
+    """
+
+    steps: int = 0  # optimizer steps done, counted from step 0 of the run (resumed steps included)
+    max_steps: int | None = None  # train.max_steps
+    start_step: int = 0  # the step this attempt resumed at (0: a fresh start)
+    samples_per_s: float | None = None  # median over logged windows, whole job (global batch per step)
+    tokens_per_s: float | None = None  # the same for non-padding tokens
+    step_time_s: float | None = None  # median optimizer step time
+    final_loss: float | None = None  # the last logged training loss (NaN when none was logged)
+    eval_accuracy: float | None = None
+    eval_loss: float | None = None
+    majority_accuracy: float | None = None  # the eval split's majority-class share: the baseline to beat
+    world_size: int | None = None
+    precision: str | None = None  # precision.dtype
+    device: str | None = None
+    preempted: bool = False  # stopped at a preemption checkpoint before max_steps
+    wall_s: float | None = None  # the training function's wall time on this node
+    flops_per_sample: float | None = None  # forward + backward
+    model_params: int | None = None
+    warnings: list[str] = field(default_factory=list)  # resumed with changes, data smaller than a batch, ...
+    version: int = TRAIN_RESULT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "train result") -> "TrainResult":
+        """Raises RecordError for a record this version cannot read."""
+        return cls(**_check(cls, d, TRAIN_RESULT_VERSION, {}, where))
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainResult":
+        """Raises OSError (no file), ValueError (not JSON) or RecordError (not a TrainResult this reads)."""
+        return cls.from_dict(_load_json(path), str(path))
+
+
+@dataclass
+class NodeReport:
+    """One node's outcome: identity, exit status, timing, training result and telemetry."""
+
+    host: str
+    node_rank: int
+    job_id: str
+    exit_code: int  # torchrun's exit status (0: every worker succeeded)
+    wall_s: float  # torchrun's wall time on this node
+    train: TrainResult | None = None  # None: training wrote no result (it never started or crashed)
+    telemetry: dict[str, Any] = field(default_factory=dict)  # summary + bounded downsampled series
+    error_tail: str = ""  # last lines of the node's error output when exit_code != 0
+    preempted: bool = False  # the node stopped for preemption (exit 75, or training said it checkpointed)
+    version: int = NODE_REPORT_VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def resumable(self) -> bool:
+        """Stopped at a preemption checkpoint (resumable), not failed: torchrun's own non-zero exit after
+        forwarding the signal says nothing about training."""
+        return not self.ok and self.preempted and self.train is not None and self.train.preempted
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "node report") -> "NodeReport":
+        """Reads this version's reports and earlier unversioned ones; raises RecordError otherwise (also for
+        a missing required field)."""
+        kw = _check(cls, d, NODE_REPORT_VERSION, {"requeued": "preempted"}, where)
+        missing = [n for n, f in _fields(cls).items() if n not in kw and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise RecordError(f"{where}: NodeReport lacks field(s) {missing}")
+        train = kw.get("train")
+        # An earlier version wrote {} for "no result".
+        kw["train"] = TrainResult.from_dict(train, f"{where}: train") if train else None
+        return cls(**kw)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NodeReport":
+        """Raises OSError, ValueError (not JSON) or RecordError (not a NodeReport this version reads)."""
+        return cls.from_dict(_load_json(path), str(path))
+
+
+def save_results(path: str | os.PathLike, reports: list[NodeReport]) -> None:
+    """``results.json``: every node's report, in node order (atomic)."""
+    atomic_write_text(path, json.dumps([r.to_dict() for r in reports], indent=1, default=str))
+
+
+def load_results(path: str | os.PathLike) -> list[NodeReport]:
+    """The reports of ``results.json``; raises like ``NodeReport.load``."""
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise RecordError(f"{path}: results are a JSON list of node reports, not {type(data).__name__}")
+    return [NodeReport.from_dict(d, f"{path}[{i}]") for i, d in enumerate(data)]
