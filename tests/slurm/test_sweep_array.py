@@ -46,7 +46,7 @@ def test_four_point_sweep_is_one_array_of_parallelism_two(slurm_cluster, tmp_pat
         results = json.loads((run / "results.json").read_text())
         assert [r["node_rank"] for r in results] == [0, 1] and all(r["exit_code"] == 0 for r in results)
         assert len({r["host"] for r in results}) == 2  # the two nodes of the allocation
-        assert all(NodeReport.loadRunDir(run).node(r).report.train.steps == 10 for r in range(2))
+        assert all(NodeReport.load(RunDir(run).node(r).report).train.steps == 10 for r in range(2))
 
     # Start order: Slurm starts array tasks in index order; with %2 the first two (jobs 1, 3: the shortest)
     # start together, and tasks 2, 3 only once one of them has ended.

@@ -49,7 +49,8 @@ def test_job_returns_carry_every_nodes_report(tmp_path):
         assert ret.working_dir is not None and ret.hydra_cfg.hydra.runtime.output_dir == str(run)
         assert yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())[0] == f"resources.nodes={n}"
         assert (run / ".hydra" / "config.yaml").exists() and (run / "job.yaml").exists()
-        assert [p.name for p in sorted((run / "nodes").glob("node_*.json"))] == [f"node_{r}.json" for r in range(n)]
+        rd = RunDir(run)  # one report per node of this job, and no other node
+        assert [r for r in sorted(rd.node_ranks()) if rd.node(r).report.exists()] == list(range(n))
         assert len(json.loads((run / "results.json").read_text())) == n
     manifest = json.loads((sweep / "manifest.json").read_text())
     assert manifest["state"] == "finished" and [j["ok"] for j in manifest["jobs"]] == [True, True]
@@ -102,5 +103,5 @@ def test_wait_false_returns_at_once_and_a_driver_finishes_the_sweep(tmp_path):
     assert all(j["job_id"] for j in jobs)
     for n in range(2):
         run = sweep / str(n)
-        assert NodeReport.loadRunDir(run).node(0).report.ok
+        assert NodeReport.load(RunDir(run).node(0).report).ok
         assert json.loads((run / "results.json").read_text())[0]["exit_code"] == 0

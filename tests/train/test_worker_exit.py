@@ -9,7 +9,6 @@ import sys
 # Runs the worker entry as `python -m hpc_ft.train` would, with an exit hook that only finalization runs.
 PROBE = r"""
 import atexit, runpy, sys
-from hpc_ft.rundir.spec import spec_path, write_spec
 atexit.register(lambda: print("FINALIZED", flush=True))
 sys.argv = ["hpc_ft.train", sys.argv[1]]
 runpy.run_module("hpc_ft.train", run_name="__main__")
@@ -19,6 +18,7 @@ runpy.run_module("hpc_ft.train", run_name="__main__")
 def test_worker_exits_with_trainings_code_and_skips_finalization(tmp_path, synth):
     from hpc_ft.config.compose import compose_conf
     from hpc_ft.job import resolve
+    from hpc_ft.rundir.spec import spec_path, write_spec
 
     conf = compose_conf([*synth, "train.max_steps=3", "train.log_every_steps=1"], run_dir=tmp_path / "run")
     spec = resolve(conf)
