@@ -5,6 +5,7 @@
 - ``NodeReport`` (``nodes/node{r}/node_report.json``, and each entry of ``results.json``): written by the node task
   (and by the submitter for a node that died), read by gather, the results table, ``hpc-ft report`` and
   sweep history.
+- ``SweepManifest`` (a sweep dir's ``manifest.json``): written by the sweep launcher, updated by the sweep driver.
 
 Readers use attributes, so a renamed field is an AttributeError/type error at the reader, not a silent None.
 Every record carries ``version``. Reading accepts the current version and the unversioned records of earlier
@@ -39,11 +40,18 @@ def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _check(cls: type, d: Any, current: int, renamed: dict[str, str], where: str) -> dict[str, Any]:
-    """``d`` as keyword arguments of ``cls``: version checked, earlier names mapped, unknown fields refused."""
+def _check(cls: type, d: Any, current: int, renamed: dict[str, str], where: str,
+           versioned: bool = True) -> dict[str, Any]:
+    """``d`` as keyword arguments of ``cls``: version checked, earlier names mapped, unknown fields refused.
+    ``versioned=False``: a part of a versioned record (no version of its own)."""
     name = cls.__name__
     if not isinstance(d, dict):
         raise RecordError(f"{where}: a {name} is a JSON object, not {type(d).__name__}")
+    if not versioned:
+        unknown = sorted(set(d) - set(_fields(cls)))
+        if unknown:
+            raise RecordError(f"{where}: {name} has no field(s) {unknown}")
+        return dict(d)
     version = d.get("version", LEGACY_VERSION)
     if not isinstance(version, int) or not LEGACY_VERSION <= version <= current:
         raise RecordError(f"{where}: {name} version {version!r} is not one this hpc_ft reads "
@@ -176,3 +184,48 @@ def load_results(path: str | os.PathLike) -> list[NodeReport]:
     if not isinstance(data, list):
         raise RecordError(f"{path}: results are a JSON list of node reports, not {type(data).__name__}")
     return [NodeReport.from_dict(d, f"{path}[{i}]") for i, d in enumerate(data)]
+
+
+MANIFEST_VERSION = 2  # 1: unversioned
+
+
+@dataclass
+class ManifestJob:
+    """One sweep job in ``manifest.json``: where it runs, what it asked for, its scheduler id and outcome."""
+
+    num: int  # Hydra's job number (the run dir's name under the sweep dir)
+    run_dir: str
+    overrides: list[str]
+    order_index: int  # position in the plan's submission order
+    nodes: int
+    gpus_per_node: int
+    job_id: str | None = None  # the scheduler's id, once submitted
+    node_reports: list[str] = field(default_factory=list)  # each node's report, relative to run_dir
+    ok: bool | None = None  # None until gathered
+
+
+@dataclass
+class SweepManifest:
+    """``manifest.json`` of a sweep dir: the plan and every job, rewritten (atomically) as the sweep goes."""
+
+    executor: str  # local | slurm | debug
+    wait: bool
+    state: str  # prepared | submitted | running | finished
+    plan: dict[str, Any]  # hpc_ft.sched's SweepPlan.to_dict()
+    jobs: list[ManifestJob] = field(default_factory=list)
+    version: int = MANIFEST_VERSION
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(asdict(self), indent=1, default=str))
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "manifest") -> "SweepManifest":
+        kw = _check(cls, d, MANIFEST_VERSION, {}, where)
+        kw["jobs"] = [ManifestJob(**_check(ManifestJob, j, MANIFEST_VERSION, {}, f"{where}: jobs[{i}]",
+                                           versioned=False)) for i, j in enumerate(kw.get("jobs") or [])]
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SweepManifest":
+        """Raises OSError, ValueError (not JSON) or RecordError."""
+        return cls.from_dict(_load_json(path), str(path))

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hpc_ft.job import JobSpec
-from hpc_ft.rundir.atomic import atomic_write_text
 from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
-from hpc_ft.rundir.records import NodeReport
+from hpc_ft.rundir.records import ManifestJob, NodeReport, SweepManifest
 from hpc_ft.rundir.spec import spec_path
 
 log = logging.getLogger(__name__)
@@ -47,17 +46,15 @@ class SweepEntry:
 def write_manifest(sweep_dir: Path, plan: dict[str, Any], entries: Sequence[SweepEntry], *, executor: str,
                    wait: bool, state: str) -> Path:
     """Write sweep_dir/manifest.json atomically: the plan and, per job, run dir, scheduler id and outcome."""
-    jobs = []
-    for e in sorted(entries, key=lambda e: e.num):
-        jobs.append({"num": e.num, "run_dir": str(e.spec.run_dir), "overrides": list(e.spec.overrides),
-                     "order_index": e.order_index, "nodes": e.spec.nodes,
-                     "gpus_per_node": e.spec.conf.resources.gpus_per_node,
-                     "job_id": None if e.job is None else str(e.job.job_id),
-                     "node_reports": [str(_relative_report(e.spec, r)) for r in range(e.spec.nodes)],
-                     "ok": e.ok if e.reports else None})
+    jobs = [ManifestJob(num=e.num, run_dir=str(e.spec.run_dir), overrides=list(e.spec.overrides),
+                        order_index=e.order_index, nodes=e.spec.nodes,
+                        gpus_per_node=e.spec.conf.resources.gpus_per_node,
+                        job_id=None if e.job is None else str(e.job.job_id),
+                        node_reports=[str(_relative_report(e.spec, r)) for r in range(e.spec.nodes)],
+                        ok=e.ok if e.reports else None)
+            for e in sorted(entries, key=lambda e: e.num)]
     path = SweepDir(sweep_dir).manifest
-    atomic_write_text(path, json.dumps({"executor": executor, "wait": wait, "state": state, "plan": plan,
-                                        "jobs": jobs}, indent=1, default=str))
+    SweepManifest(executor=executor, wait=wait, state=state, plan=plan, jobs=jobs).save(path)
     return path
 
 
@@ -70,13 +67,13 @@ def _relative_report(spec: JobSpec, rank: int) -> Path:
 def set_job_ids(sweep_dir: Path, ids: dict[int, str], state: str | None = None) -> None:
     """Record scheduler ids (and the sweep's state) in an existing manifest."""
     path = SweepDir(sweep_dir).manifest
-    data = json.loads(path.read_text())
-    for j in data["jobs"]:
-        if j["num"] in ids:
-            j["job_id"] = ids[j["num"]]
+    manifest = SweepManifest.load(path)
+    for j in manifest.jobs:
+        if j.num in ids:
+            j.job_id = ids[j.num]
     if state is not None:
-        data["state"] = state
-    atomic_write_text(path, json.dumps(data, indent=1, default=str))
+        manifest.state = state
+    manifest.save(path)
 
 
 # -- submission ---------------------------------------------------------------------------------------------

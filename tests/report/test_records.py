@@ -8,8 +8,9 @@ import math
 import pytest
 
 from hpc_ft.cli import main as cli_main
-from hpc_ft.rundir.layout import RunDir
-from hpc_ft.rundir.records import NodeReport, RecordError, TrainResult, load_results, save_results
+from hpc_ft.rundir.layout import RunDir, SweepDir
+from hpc_ft.rundir.records import (ManifestJob, NodeReport, RecordError, SweepManifest, TrainResult, load_results,
+                                   save_results)
 from hpc_ft.testing.synthetic import NodeProfile, synthetic_run
 
 
@@ -60,3 +61,20 @@ def test_hpc_ft_report_names_a_node_report_of_a_newer_version(tmp_path, capsys):
     assert cli_main(["report", str(run)]) == 0  # the job and the telemetry series still report
     out = " ".join(capsys.readouterr().out.split())
     assert "unreadable node report nodes/node0/node_report.json" in out and "version 99" in out, out
+
+
+def test_sweep_manifest_round_trips_and_reads_the_unversioned_one(tmp_path):
+    job = ManifestJob(num=0, run_dir=str(tmp_path / "0"), overrides=["optim.lr=1e-4"], order_index=0, nodes=2,
+                      gpus_per_node=0, job_id="12", node_reports=["nodes/node0/node_report.json"], ok=None)
+    manifest = SweepManifest(executor="local", wait=False, state="submitted", plan={"order": ["0"]}, jobs=[job])
+    path = SweepDir(tmp_path).manifest
+    manifest.save(path)
+    assert SweepManifest.load(path) == manifest
+    old = json.loads(path.read_text())
+    del old["version"]  # as written before the run-dir contract
+    path.write_text(json.dumps(old))
+    assert SweepManifest.load(path) == manifest
+    old["jobs"][0]["jobid"] = "12"
+    path.write_text(json.dumps(old))
+    with pytest.raises(RecordError, match=r"jobs\[0\]: ManifestJob has no field\(s\) \['jobid'\]"):
+        SweepManifest.load(path)
