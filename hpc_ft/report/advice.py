@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpc_ft.job import JobSpec
+from hpc_ft.report.rows import GpuRow, NodeRow
 
 GPU_MEM_FULL = 0.90  # GPU memory peak at or above this share of capacity: out-of-memory risk
 HOST_MEM_FULL = 0.90  # the job's RSS peak at or above this share of resources.mem_gb
@@ -42,18 +43,18 @@ def _user_set(spec: JobSpec, key: str) -> bool:
     return any(o.lstrip("+~").split("=", 1)[0] == key for o in spec.overrides)
 
 
-def _gpu_advice(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict]) -> list[Advice]:
+def _gpu_advice(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow]) -> list[Advice]:
     r, t = spec.conf.resources, spec.conf.train
     if r.gpus_per_node <= 0 or not gpu_rows:
         return []
     idle_thr = spec.conf.telemetry.idle_util_pct
-    busy_per_node = [sum(not g["idle"] for g in gpu_rows if g["node"] == n["node"]) for n in node_rows
-                     if n["gpus"]]
+    busy_per_node = [sum(not g.idle for g in gpu_rows if g.node == n.node) for n in node_rows
+                     if n.gpus]
     needed = max(busy_per_node, default=0)
-    idle = [g for g in gpu_rows if g["idle"]]
+    idle = [g for g in gpu_rows if g.idle]
     if not idle or needed >= r.gpus_per_node:
         return []
-    where = ", ".join(f"node {g['node']} GPU {g['index']} ({100 * g['idle_fraction']:.0f}% of samples)"
+    where = ", ".join(f"node {g.node} GPU {g.index} ({100 * g.idle_fraction:.0f}% of samples)"
                       for g in idle[:4]) + (" ..." if len(idle) > 4 else "")
     if needed == 0:
         new, why = 1, (f"every GPU sat below {idle_thr:g}% utilization for most of the run ({where}); "
@@ -78,24 +79,24 @@ def _gpu_advice(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict]) -> l
     return out
 
 
-def _gpu_memory_advice(spec: JobSpec, gpu_rows: list[dict]) -> list[Advice]:
-    full = [g for g in gpu_rows if g["mem_peak_pct"] is not None and g["mem_peak_pct"] >= 100 * GPU_MEM_FULL]
+def _gpu_memory_advice(spec: JobSpec, gpu_rows: list[GpuRow]) -> list[Advice]:
+    full = [g for g in gpu_rows if g.mem_peak_pct is not None and g.mem_peak_pct >= 100 * GPU_MEM_FULL]
     if not full:
         return []
     r, t = spec.conf.resources, spec.conf.train
-    worst = max(full, key=lambda g: g["mem_peak_pct"])
+    worst = max(full, key=lambda g: g.mem_peak_pct)
     accum = t.grad_accum_steps * 2
     workers = spec.workers_per_node
     if t.batch_size % (r.nodes * workers * accum):
         return []  # the micro-batch cannot be halved exactly; the table still shows the peak
     return [Advice("train.grad_accum_steps", accum,
-                   f"GPU memory peaked at {worst['mem_peak_gb']:.1f} of {worst['mem_total_gb']:.1f} GiB "
-                   f"({worst['mem_peak_pct']:.0f}%, node {worst['node']} GPU {worst['index']}): halving the "
+                   f"GPU memory peaked at {worst.mem_peak_gb:.1f} of {worst.mem_total_gb:.1f} GiB "
+                   f"({worst.mem_peak_pct:.0f}%, node {worst.node} GPU {worst.index}): halving the "
                    "micro-batch keeps the effective batch and leaves room against out-of-memory")]
 
 
-def _host_memory_advice(spec: JobSpec, node_rows: list[dict]) -> list[Advice]:
-    peaks = [n["job_rss_peak_gb"] for n in node_rows if n["job_rss_peak_gb"] is not None]
+def _host_memory_advice(spec: JobSpec, node_rows: list[NodeRow]) -> list[Advice]:
+    peaks = [n.job_rss_peak_gb for n in node_rows if n.job_rss_peak_gb is not None]
     if not peaks:
         return []
     mem_gb, peak = spec.conf.resources.mem_gb, max(peaks)
@@ -110,14 +111,14 @@ def _host_memory_advice(spec: JobSpec, node_rows: list[dict]) -> list[Advice]:
     return []
 
 
-def _time_advice(spec: JobSpec, node_rows: list[dict], totals: dict) -> list[Advice]:
+def _time_advice(spec: JobSpec, node_rows: list[NodeRow], totals: dict) -> list[Advice]:
     limit = spec.conf.resources.timeout_min
     wall_s = totals.get("wall_s")
     if wall_s is None or not node_rows:
         return []
     wall_min = wall_s / 60
-    finished = all(n["status"] == "ok" for n in node_rows)
-    hit_limit = any(n["status"] == "requeued" for n in node_rows) and wall_min >= 0.9 * limit
+    finished = all(n.status == "ok" for n in node_rows)
+    hit_limit = any(n.status == "requeued" for n in node_rows) and wall_min >= 0.9 * limit
     if hit_limit:
         new = _ceil_to(limit * 2, 5)
         return [Advice("resources.timeout_min", new, f"the run used {wall_min:.0f} of its {limit} min and was "
@@ -131,9 +132,9 @@ def _time_advice(spec: JobSpec, node_rows: list[dict], totals: dict) -> list[Adv
     return []
 
 
-def _cpu_advice(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict]) -> list[Advice]:
+def _cpu_advice(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow]) -> list[Advice]:
     cpus = spec.conf.resources.cpus_per_task
-    p95 = [n["job_cpu_cores_p95"] for n in node_rows if n["job_cpu_cores_p95"] is not None]
+    p95 = [n.job_cpu_cores_p95 for n in node_rows if n.job_cpu_cores_p95 is not None]
     if not p95 or not gpu_rows:
         return []  # CPU training uses every CPU it is given by design (threads = cpus_per_task)
     used = max(p95)
@@ -141,14 +142,14 @@ def _cpu_advice(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict]) -> l
     if cpus >= 8 and new <= MIN_SAVING * cpus:
         return [Advice("resources.cpus_per_task", new, f"the job's processes used at most {used:.1f} cores "
                        f"(95th percentile) of {cpus}")]
-    utils = [g["util_mean_pct"] for g in gpu_rows if g["util_mean_pct"] is not None]
+    utils = [g.util_mean_pct for g in gpu_rows if g.util_mean_pct is not None]
     if utils and max(utils) < 50 and used >= 0.9 * cpus:
         return [Advice("resources.cpus_per_task", cpus * 2, f"the job kept all {cpus} CPUs busy while the GPUs "
                        f"averaged under 50% utilization: input processing is the bottleneck")]
     return []
 
 
-def advise(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict], totals: dict) -> list[Advice]:
+def advise(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow], totals: dict) -> list[Advice]:
     """Every override worth making for the next submission of ``spec``, each with its reason."""
     out = (_gpu_advice(spec, node_rows, gpu_rows) + _gpu_memory_advice(spec, gpu_rows)
            + _host_memory_advice(spec, node_rows) + _time_advice(spec, node_rows, totals)

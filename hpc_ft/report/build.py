@@ -13,10 +13,12 @@ from hpc_ft.job import JobSpec
 from hpc_ft.report.advice import Advice, advise, next_command
 from hpc_ft.report.load import NodeData, finite
 from hpc_ft.report.peaks import peak_tflops
+from hpc_ft.report.rows import GpuRow, NodeRow
 from hpc_ft.rundir.records import TrainResult
 
 # A GPU counts as idle when it sat below telemetry.idle_util_pct for at least this share of the run.
 IDLE_MOST_FRACTION = 0.8
+RUN_REPORT_VERSION = 1  # report.json; before it carried a version it was the same shape
 # The sampler's notices (hpc_ft.telemetry.nvml) when a GPU is lost or one of its metrics is dropped.
 _LOST_RE = re.compile(r"^GPU (\d+) \(.*\) lost\b")
 _DROPPED_RE = re.compile(r"^GPU (\d+) ([a-z_]+): ")
@@ -28,14 +30,15 @@ class RunReport:
 
     run_dir: str
     job: dict[str, Any]
-    nodes: list[dict[str, Any]]
-    gpus: list[dict[str, Any]]
+    nodes: list[NodeRow]
+    gpus: list[GpuRow]
     totals: dict[str, Any]
     throughput: dict[str, Any]
     advice: list[Advice]
     command: str | None  # the next submission with every advised override applied
     notes: list[str] = field(default_factory=list)
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
+    version: int = RUN_REPORT_VERSION
 
     @property
     def gpu_sampled(self) -> bool:
@@ -47,6 +50,16 @@ class RunReport:
         d["advice"] = [asdict(a) for a in self.advice]
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunReport":
+        """A report read back from report.json (without its plot series). Raises TypeError on a field this
+        version does not know, ValueError on a version it does not read."""
+        if d.get("version", 1) != RUN_REPORT_VERSION:
+            raise ValueError(f"report.json version {d.get('version')!r} is not {RUN_REPORT_VERSION}: "
+                             f"run `hpc-ft report` again to rewrite it")
+        return cls(**{**d, "nodes": [NodeRow(**n) for n in d["nodes"]], "gpus": [GpuRow(**g) for g in d["gpus"]],
+                      "advice": [Advice(**a) for a in d["advice"]]})
+
 
 def _stat(summary: dict | None, *path: str) -> float | None:
     node: Any = summary
@@ -57,77 +70,76 @@ def _stat(summary: dict | None, *path: str) -> float | None:
     return finite(node)
 
 
-def _gpu_rows(nd: NodeData) -> list[dict[str, Any]]:
+def _gpu_rows(nd: NodeData) -> list[GpuRow]:
     rows = []
     for slot, g in enumerate((nd.summary or {}).get("gpus", [])):
         idle_frac = finite(g.get("idle_fraction"))
         mem_peak, mem_total = _stat(g, "mem_used_gb", "max"), finite(g.get("mem_total_gb"))
-        rows.append({
-            "node": nd.rank, "slot": slot, "index": g.get("index"), "name": g.get("name"), "uuid": g.get("uuid"),
-            "util_mean_pct": _stat(g, "util_pct", "mean"), "util_p50_pct": _stat(g, "util_pct", "p50"),
-            "util_p95_pct": _stat(g, "util_pct", "p95"), "mem_util_mean_pct": _stat(g, "mem_util_pct", "mean"),
-            "idle_fraction": idle_frac, "idle": idle_frac is not None and idle_frac >= IDLE_MOST_FRACTION,
-            "mem_peak_gb": mem_peak, "mem_total_gb": mem_total,
-            "mem_peak_pct": 100 * mem_peak / mem_total if mem_peak is not None and mem_total else None,
-            "job_mem_peak_gb": _stat(g, "job_mem_gb", "max"),
-            "power_mean_w": _stat(g, "power_w", "mean"), "power_max_w": _stat(g, "power_w", "max"),
-            "power_limit_w": finite(g.get("power_limit_w")),
-            "energy_kwh": finite(g.get("energy_kwh")), "energy_source": g.get("energy_source"),
-            "temp_max_c": _stat(g, "temp_c", "max"), "sm_clock_mean_mhz": _stat(g, "sm_clock_mhz", "mean"),
-            "missing": list(g.get("missing", [])), "gaps": list(g.get("gaps", [])),
-            "lost": False, "dropped": [],
-        })
+        rows.append(GpuRow(
+            node=nd.rank, slot=slot, index=g.get("index"), name=g.get("name"), uuid=g.get("uuid"),
+            util_mean_pct=_stat(g, "util_pct", "mean"), util_p50_pct=_stat(g, "util_pct", "p50"),
+            util_p95_pct=_stat(g, "util_pct", "p95"), mem_util_mean_pct=_stat(g, "mem_util_pct", "mean"),
+            idle_fraction=idle_frac, idle=idle_frac is not None and idle_frac >= IDLE_MOST_FRACTION,
+            mem_peak_gb=mem_peak, mem_total_gb=mem_total,
+            mem_peak_pct=100 * mem_peak / mem_total if mem_peak is not None and mem_total else None,
+            job_mem_peak_gb=_stat(g, "job_mem_gb", "max"),
+            power_mean_w=_stat(g, "power_w", "mean"), power_max_w=_stat(g, "power_w", "max"),
+            power_limit_w=finite(g.get("power_limit_w")),
+            energy_kwh=finite(g.get("energy_kwh")), energy_source=g.get("energy_source"),
+            temp_max_c=_stat(g, "temp_c", "max"), sm_clock_mean_mhz=_stat(g, "sm_clock_mhz", "mean"),
+            missing=list(g.get("missing", [])), gaps=list(g.get("gaps", [])),
+        ))
     for note in nd.notes:  # what the sampler said: a GPU lost mid-run, a metric NVML stopped giving
         m = _LOST_RE.match(note) or _DROPPED_RE.match(note)
         if m and int(m.group(1)) < len(rows):
             row = rows[int(m.group(1))]
             if m.re is _LOST_RE:
-                row["lost"] = True
-            elif m.group(2) not in row["dropped"]:
-                row["dropped"].append(m.group(2))
+                row.lost = True
+            elif m.group(2) not in row.dropped:
+                row.dropped.append(m.group(2))
     return rows
 
 
-def sampling_gaps(g: dict[str, Any]) -> str:
+def sampling_gaps(g: GpuRow) -> str:
     """What a GPU row's figures leave out, in words ('' when sampled throughout)."""
     parts = []
-    if g.get("lost"):
+    if g.lost:
         parts.append("LOST mid-run: figures cover only the time before")
-    if g.get("dropped"):
-        parts.append("not sampled after NVML refused: " + ", ".join(g["dropped"]))
-    partly = [m for m in g.get("gaps", []) if not g.get("lost")]
+    if g.dropped:
+        parts.append("not sampled after NVML refused: " + ", ".join(g.dropped))
+    partly = [m for m in g.gaps if not g.lost]
     if partly:
         parts.append("partly sampled: " + ", ".join(partly))
     return "; ".join(parts)
 
 
-def _node_row(nd: NodeData, gpus: list[dict[str, Any]]) -> dict[str, Any]:
+def _node_row(nd: NodeData, gpus: list[GpuRow]) -> NodeRow:
     s, r = nd.summary or {}, nd.report
-    utils = [g["util_mean_pct"] for g in gpus if g["util_mean_pct"] is not None]
+    utils = [g.util_mean_pct for g in gpus if g.util_mean_pct is not None]
     train = (r.train if r else None) or TrainResult(steps=None)  # none: its figures are None
     status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("requeued" if r.preempted else "failed"))
-    energies = [g["energy_kwh"] for g in gpus if g["energy_kwh"] is not None]
-    return {
-        "node": nd.rank, "host": (r.host if r else None) or (s.get("host_info") or {}).get("name"),
-        "status": status, "exit_code": r.exit_code if r else None,
-        "wall_s": finite(r.wall_s) if r else finite(s.get("duration_s")),
-        "sampled_s": finite(s.get("duration_s")), "samples": s.get("samples", 0), "source": nd.source,
-        "cpu_util_mean_pct": _stat(s, "host", "cpu_util_pct", "mean"),
-        "load1_max": _stat(s, "host", "load1", "max"),
-        "host_mem_peak_gb": _stat(s, "host", "mem_used_gb", "max"),
-        "host_mem_total_gb": finite((s.get("host_info") or {}).get("mem_total_gb")),
-        "job_rss_peak_gb": _stat(s, "host", "job_rss_gb", "max"),
-        "job_cpu_cores_mean": _stat(s, "host", "job_cpu_cores", "mean"),
-        "job_cpu_cores_p95": _stat(s, "host", "job_cpu_cores", "p95"),
-        "gpus": len(gpus), "idle_gpus": sum(g["idle"] for g in gpus),
-        "gpu_util_mean_pct": statistics.fmean(utils) if utils else None,
-        "gpu_mem_peak_gb": max((g["mem_peak_gb"] for g in gpus if g["mem_peak_gb"] is not None), default=None),
-        "energy_kwh": sum(energies) if energies else None,
-        "sampler_cost_ms": _stat(s, "sampler", "mean_cost_ms"),
-        "samples_per_s": finite(train.samples_per_s), "tokens_per_s": finite(train.tokens_per_s),
-        "steps": train.steps, "notes": list(dict.fromkeys(nd.notes)),
-        "lost_gpus": [g["slot"] for g in gpus if g["lost"]],
-    }
+    energies = [g.energy_kwh for g in gpus if g.energy_kwh is not None]
+    return NodeRow(
+        node=nd.rank, host=(r.host if r else None) or (s.get("host_info") or {}).get("name"),
+        status=status, exit_code=r.exit_code if r else None,
+        wall_s=finite(r.wall_s) if r else finite(s.get("duration_s")),
+        sampled_s=finite(s.get("duration_s")), samples=s.get("samples", 0), source=nd.source,
+        cpu_util_mean_pct=_stat(s, "host", "cpu_util_pct", "mean"),
+        load1_max=_stat(s, "host", "load1", "max"),
+        host_mem_peak_gb=_stat(s, "host", "mem_used_gb", "max"),
+        host_mem_total_gb=finite((s.get("host_info") or {}).get("mem_total_gb")),
+        job_rss_peak_gb=_stat(s, "host", "job_rss_gb", "max"),
+        job_cpu_cores_mean=_stat(s, "host", "job_cpu_cores", "mean"),
+        job_cpu_cores_p95=_stat(s, "host", "job_cpu_cores", "p95"),
+        gpus=len(gpus), idle_gpus=sum(g.idle for g in gpus),
+        gpu_util_mean_pct=statistics.fmean(utils) if utils else None,
+        gpu_mem_peak_gb=max((g.mem_peak_gb for g in gpus if g.mem_peak_gb is not None), default=None),
+        energy_kwh=sum(energies) if energies else None,
+        sampler_cost_ms=_stat(s, "sampler", "mean_cost_ms"),
+        samples_per_s=finite(train.samples_per_s), tokens_per_s=finite(train.tokens_per_s),
+        steps=train.steps, notes=list(dict.fromkeys(nd.notes)),
+        lost_gpus=[g.slot for g in gpus if g.lost],
+    )
 
 
 def _median(vals: list[float | None]) -> float | None:
@@ -135,7 +147,7 @@ def _median(vals: list[float | None]) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], conf_peak: float | None,
+def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow], conf_peak: float | None,
                 n_gpus: int) -> dict[str, Any]:
     trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
     # Every node logs the same global step rate (batch_size counts all workers), so take the median.
@@ -143,7 +155,7 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], c
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
     precision = spec.conf.precision.dtype if spec else None
-    name = next((g["name"] for g in gpus if g.get("name")), None)
+    name = next((g.name for g in gpus if g.name), None)
     peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
         peak_tflops(name, precision or "bf16"), f"table ({name}, {precision})" if name else None)
     achieved = fps * sps / 1e12 if fps and sps else None
@@ -163,22 +175,22 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], c
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
     """The run report of one run from its loaded records (see ``load_run``)."""
     gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
-    node_rows = [_node_row(nd, [g for g in gpu_rows if g["node"] == nd.rank]) for nd in nodes]
+    node_rows = [_node_row(nd, [g for g in gpu_rows if g.node == nd.rank]) for nd in nodes]
     res = spec.conf.resources if spec else None
     tel = spec.conf.telemetry if spec else None
-    walls = [n["wall_s"] for n in node_rows if n["wall_s"] is not None]
+    walls = [n.wall_s for n in node_rows if n.wall_s is not None]
     wall_s = max(walls) if walls else None
     n_alloc = res.nodes * res.gpus_per_node if res else len(gpu_rows)
     wall_h = (wall_s or 0.0) / 3600
     busy_h = 0.0
     util_h = 0.0
     for g in gpu_rows:
-        dur_h = (next(n["sampled_s"] for n in node_rows if n["node"] == g["node"]) or 0.0) / 3600
-        if g["idle_fraction"] is not None:
-            busy_h += dur_h * (1 - g["idle_fraction"])
-        if g["util_mean_pct"] is not None:
-            util_h += dur_h * g["util_mean_pct"] / 100
-    energies = [g["energy_kwh"] for g in gpu_rows if g["energy_kwh"] is not None]
+        dur_h = (next(n.sampled_s for n in node_rows if n.node == g.node) or 0.0) / 3600
+        if g.idle_fraction is not None:
+            busy_h += dur_h * (1 - g.idle_fraction)
+        if g.util_mean_pct is not None:
+            util_h += dur_h * g.util_mean_pct / 100
+    energies = [g.energy_kwh for g in gpu_rows if g.energy_kwh is not None]
     energy_kwh = sum(energies) if energies else None
     price_h = tel.price_per_gpu_hour if tel else 0.0
     price_kwh = tel.price_per_kwh if tel else 0.0
@@ -190,7 +202,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     totals = {
         "nodes": len(nodes), "nodes_requested": res.nodes if res else None,
         "gpus_requested": n_alloc, "gpus_sampled": len(gpu_rows),
-        "idle_gpus": sum(g["idle"] for g in gpu_rows), "wall_s": wall_s,
+        "idle_gpus": sum(g.idle for g in gpu_rows), "wall_s": wall_s,
         "gpu_hours_requested": requested_h,  # allocated GPUs x the run's wall time
         "gpu_hours_reserved": n_alloc * res.timeout_min / 60 if res else None,  # what the time limit held
         "gpu_hours_busy": busy_h if gpu_rows else None,  # GPU time above the idle threshold
@@ -215,10 +227,10 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     if not gpu_rows:
         why = sorted({n for nd in nodes for n in nd.notes if "GPU" in n})
         notes.append("no GPU was sampled on any node; host metrics only" + (f" ({why[0]})" if why else ""))
-    missing = [n["node"] for n in node_rows if n["status"] == "missing"]
+    missing = [n.node for n in node_rows if n.status == "missing"]
     if missing:
         notes.append(f"node(s) {missing} sent no report")
-    lost = [f"node {g['node']} GPU {g['slot']}" for g in gpu_rows if g["lost"]]
+    lost = [f"node {g.node} GPU {g.slot}" for g in gpu_rows if g.lost]
     if lost:
         notes.append(f"{', '.join(lost)} lost mid-run: utilization, idle time and energy of "
                      f"{'that GPU' if len(lost) == 1 else 'those GPUs'} cover only the time before (rows marked)")

@@ -64,8 +64,8 @@ def gpu_figure(rr: RunReport, metric: str, ylabel: str):
     panels = max(1, len(ranks)) if per_node else 1
     fig = Figure(figsize=(10, 2.4 * panels + 0.6), layout="constrained")
     axes = fig.subplots(panels, 1, squeeze=False, sharex=True)[:, 0]
-    cap = {(g["node"], g["slot"]): g["mem_total_gb"] for g in rr.gpus}
-    index = {(g["node"], g["slot"]): g["index"] for g in rr.gpus}
+    cap = {(g.node, g.slot): g.mem_total_gb for g in rr.gpus}
+    index = {(g.node, g.slot): g.index for g in rr.gpus}
     for i, r in enumerate(ranks):
         s, x = rr.series[r], xs[r]
         slots = _gpu_slots(s)

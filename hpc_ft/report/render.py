@@ -25,13 +25,13 @@ def node_table(rr: RunReport):
         t.add_column(col, justify="left" if col in ("host", "status") else "right")
     mem_req = (rr.job.get("resources") or {}).get("mem_gb")
     for n in rr.nodes:
-        lost = n.get("lost_gpus") or []
-        status = n["status"] + (f" (GPU {', '.join(map(str, lost))} lost)" if lost else "")
-        t.add_row(str(n["node"]), str(n["host"] or "-"), status, fmt_num(n["wall_s"], ".0f"),
-                  fmt_num(n["cpu_util_mean_pct"], ".0f"), _of(n["job_rss_peak_gb"], mem_req, ""),
-                  fmt_num(n["job_cpu_cores_mean"], ".1f"), str(n["gpus"]), fmt_num(n["gpu_util_mean_pct"], ".0f"),
-                  str(n["idle_gpus"]) if n["gpus"] else "-", fmt_num(n["gpu_mem_peak_gb"], ".1f"),
-                  fmt_num(n["energy_kwh"], ".3f"), fmt_num(n["samples_per_s"], ".1f"))
+        lost = n.lost_gpus or []
+        status = n.status + (f" (GPU {', '.join(map(str, lost))} lost)" if lost else "")
+        t.add_row(str(n.node), str(n.host or "-"), status, fmt_num(n.wall_s, ".0f"),
+                  fmt_num(n.cpu_util_mean_pct, ".0f"), _of(n.job_rss_peak_gb, mem_req, ""),
+                  fmt_num(n.job_cpu_cores_mean, ".1f"), str(n.gpus), fmt_num(n.gpu_util_mean_pct, ".0f"),
+                  str(n.idle_gpus) if n.gpus else "-", fmt_num(n.gpu_mem_peak_gb, ".1f"),
+                  fmt_num(n.energy_kwh, ".3f"), fmt_num(n.samples_per_s, ".1f"))
     return t
 
 
@@ -41,7 +41,7 @@ def gpu_table(rr: RunReport):
 
     rows = rr.gpus
     if len(rows) > MAX_GPU_ROWS:
-        rows = sorted(rows, key=lambda g: (not g["idle"], -(g["mem_peak_pct"] or 0)))[:MAX_GPU_ROWS]
+        rows = sorted(rows, key=lambda g: (not g.idle, -(g.mem_peak_pct or 0)))[:MAX_GPU_ROWS]
     t = Table(title=f"per GPU ({len(rows)} of {len(rr.gpus)})" if len(rows) < len(rr.gpus) else "per GPU",
               title_justify="left")
     marked = any(sampling_gaps(g) for g in rows)
@@ -51,15 +51,15 @@ def gpu_table(rr: RunReport):
         t.add_column(col, justify="left" if col in ("name", "sampling") else "right")
     for g in rows:
         gaps = sampling_gaps(g)
-        t.add_row(str(g["node"]), str(g["index"]), str(g["name"]) + (" [red]*[/]" if gaps else ""),
-                  f"{fmt_num(g['util_mean_pct'], '.0f')}/{fmt_num(g['util_p95_pct'], '.0f')}",
-                  ("[red]idle[/] " if g["idle"] else "") + fmt_num(
-                      100 * g["idle_fraction"] if g["idle_fraction"] is not None else None, ".0f", "%"),
-                  _of(g["mem_peak_gb"], g["mem_total_gb"], "") + (
-                      f" ({fmt_num(g['mem_peak_pct'], '.0f')}%)" if g["mem_peak_pct"] is not None else ""),
-                  _of(g["power_mean_w"], g["power_limit_w"], "", ".0f"),
-                  fmt_num(g["energy_kwh"], ".3f") + ("*" if g["energy_source"] == "power" else ""),
-                  fmt_num(g["temp_max_c"], ".0f"), *(([f"[red]{gaps}[/]" if gaps else "ok"]) if marked else []))
+        t.add_row(str(g.node), str(g.index), str(g.name) + (" [red]*[/]" if gaps else ""),
+                  f"{fmt_num(g.util_mean_pct, '.0f')}/{fmt_num(g.util_p95_pct, '.0f')}",
+                  ("[red]idle[/] " if g.idle else "") + fmt_num(
+                      100 * g.idle_fraction if g.idle_fraction is not None else None, ".0f", "%"),
+                  _of(g.mem_peak_gb, g.mem_total_gb, "") + (
+                      f" ({fmt_num(g.mem_peak_pct, '.0f')}%)" if g.mem_peak_pct is not None else ""),
+                  _of(g.power_mean_w, g.power_limit_w, "", ".0f"),
+                  fmt_num(g.energy_kwh, ".3f") + ("*" if g.energy_source == "power" else ""),
+                  fmt_num(g.temp_max_c, ".0f"), *(([f"[red]{gaps}[/]" if gaps else "ok"]) if marked else []))
     return t
 
 
@@ -79,7 +79,7 @@ def totals_lines(rr: RunReport) -> list[str]:
                      f"reserved by the time limit {fmt_num(t['gpu_hours_reserved'], '.2f')}, busy "
                      f"{fmt_num(t['gpu_hours_busy'], '.2f')}, utilization-weighted "
                      f"{fmt_num(t['gpu_hours_util'], '.2f')}")
-        lost = sum(1 for g in rr.gpus if g.get("lost"))
+        lost = sum(1 for g in rr.gpus if g.lost)
         lines.append(f"idle GPUs: {t['idle_gpus']} of {t['gpus_sampled']} sampled "
                      f"(below {rr.job.get('idle_util_pct')}% utilization for most of the run)"
                      + (f"; {lost} lost mid-run, counted on what was sampled before" if lost else ""))
@@ -110,11 +110,11 @@ def render_text(rr: RunReport):
     if rr.gpus:
         parts.append(gpu_table(rr))
     parts += [Text(line) for line in totals_lines(rr)]
-    if any(g["energy_source"] == "power" for g in rr.gpus):
+    if any(g.energy_source == "power" for g in rr.gpus):
         parts.append(Text("* energy from sampled power (this GPU has no energy counter)", style="dim"))
     for n in rr.nodes:
-        for note in n["notes"]:  # every one: a lost GPU or dropped metric must not be hidden
-            parts.append(Text(f"node {n['node']}: {note}", style="dim"))
+        for note in n.notes:  # every one: a lost GPU or dropped metric must not be hidden
+            parts.append(Text(f"node {n.node}: {note}", style="dim"))
     if rr.advice:
         parts.append(Text("right-sizing advice for the next submission:", style="bold"))
         for a in rr.advice:
@@ -135,8 +135,8 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
         t.add_column(col, justify="left" if col in ("job", "overrides", "status", "advice") else "right")
     for name, rr in jobs:
         res = rr.job.get("resources") or {}
-        statuses = sorted({n["status"] for n in rr.nodes}) or ["-"]
-        utils = [g["util_mean_pct"] for g in rr.gpus if g["util_mean_pct"] is not None]
+        statuses = sorted({n.status for n in rr.nodes}) or ["-"]
+        utils = [g.util_mean_pct for g in rr.gpus if g.util_mean_pct is not None]
         ov = [o for o in rr.job.get("overrides", []) if not o.startswith(("hydra.", "run.dir"))]
         t.add_row(name, " ".join(ov) or "-", f"{res.get('nodes', '-')} x {res.get('gpus_per_node', '-')}",
                   ",".join(statuses), fmt_num(rr.totals["wall_s"], ".0f", " s"),

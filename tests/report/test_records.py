@@ -78,3 +78,20 @@ def test_sweep_manifest_round_trips_and_reads_the_unversioned_one(tmp_path):
     path.write_text(json.dumps(old))
     with pytest.raises(RecordError, match=r"jobs\[0\]: ManifestJob has no field\(s\) \['jobid'\]"):
         SweepManifest.load(path)
+
+
+def test_run_report_rows_are_typed_and_round_trip_through_report_json(tmp_path, capsys):
+    from hpc_ft.report.build import RunReport
+    from hpc_ft.report.rows import GpuRow, NodeRow
+    from hpc_ft.testing.synthetic import GpuProfile
+
+    busy = GpuProfile(util_pct=90.0, mem_used_gb=30.0)
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[busy])], seconds=60,
+                        overrides=["resources=gpu", "resources.gpus_per_node=1"], train={"samples_per_s": 5.0})
+    assert cli_main(["report", str(run)]) == 0
+    data = json.loads(RunDir(run).run_report.read_text())
+    rr = RunReport.from_dict(data)
+    assert isinstance(rr.nodes[0], NodeRow) and isinstance(rr.gpus[0], GpuRow) and rr.nodes[0].samples_per_s == 5.0
+    assert json.loads(json.dumps(rr.to_dict())) == data
+    with pytest.raises(TypeError):
+        RunReport.from_dict({**data, "nodes": [{**data["nodes"][0], "node_rank": 0}]})  # a field no row has

@@ -42,8 +42,8 @@ def test_idle_gpus_give_fewer_gpus(tmp_path):
                         overrides=[*GPU_JOB, "resources.gpus_per_node=4", "resources.timeout_min=90",
                                    "resources.mem_gb=8"], train=TRAIN)
     rr = _build(run)
-    assert [g["idle"] for g in rr.gpus] == [False, False, True, True]
-    assert rr.nodes[0]["idle_gpus"] == 2 and rr.totals["idle_gpus"] == 2
+    assert [g.idle for g in rr.gpus] == [False, False, True, True]
+    assert rr.nodes[0].idle_gpus == 2 and rr.totals["idle_gpus"] == 2
     assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 2}
     assert "2 of 4 GPUs" in rr.advice[0].reason and "GPU 2" in rr.advice[0].reason
     # GPU-hours: 4 GPUs x 1 h requested, 4 x 1.5 h reserved, 2 x 1 h busy.
@@ -91,7 +91,7 @@ def test_memory_bound_job(tmp_path):
     assert set(adv) == {"train.grad_accum_steps", "resources.mem_gb"}
     assert adv["train.grad_accum_steps"].value == 2 and "78.0 of 80.0 GiB" in adv["train.grad_accum_steps"].reason
     assert adv["resources.mem_gb"].value == 90 and "60.0 GiB" in adv["resources.mem_gb"].reason
-    assert rr.gpus[0]["mem_peak_pct"] == pytest.approx(97.5)
+    assert rr.gpus[0].mem_peak_pct == pytest.approx(97.5)
     conf = _accepted(rr, tmp_path)
     assert conf.train.grad_accum_steps == 2 and conf.resources.mem_gb == 90
 
@@ -169,7 +169,7 @@ def test_cpu_only_run_shows_host_metrics(tmp_path):
     rr = _build(run)
     assert rr.gpus == [] and rr.totals["gpus_requested"] == 0
     assert any("no GPU was sampled" in n for n in rr.notes)
-    assert rr.nodes[0]["job_rss_peak_gb"] == pytest.approx(1.0, rel=1e-3)
+    assert rr.nodes[0].job_rss_peak_gb == pytest.approx(1.0, rel=1e-3)
     assert rr.throughput["mfu"] is None and rr.throughput["mfu_unavailable"] == "flops_per_sample unknown"
     out = report.write_report(rr, run)
     assert sorted(p.name for p in out.glob("*.png")) == ["host.png"]
@@ -184,9 +184,9 @@ def test_without_shared_filesystem_the_node_reports_suffice(tmp_path):
     from_files = _build(run)
     remove_series(run)
     from_reports = _build(run)
-    assert from_files.nodes[0]["source"] == "series" and from_reports.nodes[0]["source"] == "node report"
+    assert from_files.nodes[0].source == "series" and from_reports.nodes[0].source == "node report"
     for a, b in zip(from_files.gpus, from_reports.gpus):
-        assert a["util_mean_pct"] == pytest.approx(b["util_mean_pct"]) and a["idle"] == b["idle"]
+        assert a.util_mean_pct == pytest.approx(b.util_mean_pct) and a.idle == b.idle
     assert [x.override for x in from_files.advice] == [x.override for x in from_reports.advice]
     report.write_report(from_reports, run)  # plots from the bounded series
 
@@ -200,10 +200,10 @@ def test_missing_node_and_requeued_segments(tmp_path):
     write_node_series(run / "nodes" / "node0" / "telemetry.1.bin", NodeProfile(gpus=[_busy()]), rows=100,
                       t0=1.7e9 + 500)
     rr = _build(run)
-    assert [n["status"] for n in rr.nodes] == ["ok", "missing"]
+    assert [n.status for n in rr.nodes] == ["ok", "missing"]
     assert any("node(s) [1] sent no report" in n for n in rr.notes)
-    assert rr.nodes[0]["sampled_s"] == pytest.approx(200.0)
-    assert rr.gpus[0]["energy_kwh"] == pytest.approx(2 * 99 * 500 / 3.6e6)
+    assert rr.nodes[0].sampled_s == pytest.approx(200.0)
+    assert rr.gpus[0].energy_kwh == pytest.approx(2 * 99 * 500 / 3.6e6)
 
 
 def test_cli_report_command_and_bad_dir(tmp_path, capsys):
@@ -262,7 +262,7 @@ def test_lost_gpu_is_marked_on_its_row_even_after_many_notices(tmp_path):
         "GPU 1 (NVIDIA H100 80GB HBM3) lost (GPU is lost); not sampled from now on",
         "GPU 0 power: NVMLError_NotSupported (Not Supported); not sampled from now on"]
     rr = report.build_report(run_dir, spec, nodes)
-    assert [g["lost"] for g in rr.gpus] == [False, True] and rr.gpus[0]["dropped"] == ["power"]
+    assert [g.lost for g in rr.gpus] == [False, True] and rr.gpus[0].dropped == ["power"]
     text = _text(rr)
     gpu1 = next(line for line in text.splitlines() if "LOST" in line)
     assert "│   1 │" in gpu1 and "cover only the time before" in gpu1  # on the row whose utilization it qualifies
