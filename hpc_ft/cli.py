@@ -211,9 +211,8 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from hpc_ft.config import validate
     from hpc_ft.config.overrides import to_job_conf
-    from hpc_ft.job import resolve
+    from hpc_ft.submit.executors import resolve, validate
 
     # As typed: iterating the ListConfig would resolve an ${...} inside an override's text.
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
