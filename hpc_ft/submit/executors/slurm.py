@@ -45,7 +45,9 @@ class SlurmExecutor(Executor):
         from hpc_ft.submit.slurm import check_sbatch_values
 
         for conf in confs:
-            check_sbatch_values(resolve(copy.deepcopy(conf)))
+            conf = copy.deepcopy(conf)
+            conf.resources.workers_per_node = self.workers_per_node(conf)
+            check_sbatch_values(resolve(conf))
         if confs[0].preflight:
             from hpc_ft.submit.preflight import preflight
 
