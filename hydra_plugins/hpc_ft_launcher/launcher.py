@@ -125,7 +125,7 @@ class HpcFtLauncher(Launcher):
     def _plan(self, configs: dict[int, DictConfig], overrides: dict[int, list[str]]):
         """Validate every job, plan the sweep, give each job its allocated GPUs; raises ConfigError."""
         from hpc_ft.errors import ConfigError, Problem
-        from hpc_ft.submit.executors import executor_named, validate
+        from hpc_ft.submit.executors import executor_named, resolve, validate
         from hpc_ft.sweep.history import load_history
         from hpc_ft.sweep.plan import allocation_overrides, plan_confs, prefixed_problems, varying
 
@@ -133,7 +133,6 @@ class HpcFtLauncher(Launcher):
         confs = {n: self._job_conf(configs[n]) for n in nums}
 
         def check(which: list[int]) -> None:
-            from hpc_ft.job import resolve
             from hpc_ft.train.precheck import check_before_dispatch
 
             errors = {}
