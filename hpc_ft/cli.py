@@ -260,7 +260,9 @@ def _submit_locked(spec, con, lock) -> int:
     con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
               f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
     if not spec.conf.wait:
-        if spec.conf.executor.name != "debug":
+        from hpc_ft.submit.executors import executor_of
+
+        if executor_of(spec).detaches:
             lock.detach()
         con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}", soft_wrap=True)
         return 0

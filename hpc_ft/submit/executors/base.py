@@ -79,6 +79,9 @@ class Executor(ABC):
     first_host_hint: ClassVar[str] = "<first host of SLURM_JOB_NODELIST>"
     # Whether `hpc-ft plan` may estimate a sweep's queue wait from the scheduler's accounting (sacct).
     queue_estimate: ClassVar[bool] = False
+    # With wait=false, whether the job runs on after submitting returns (so the job, not the submitter, holds
+    # its run dir from then on: hpc_ft.rundir.lock). False for an executor that has run the job by then.
+    detaches: ClassVar[bool] = True
     # The node task class submitted once per node.
     node_task_class: ClassVar[type[NodeTask]] = NodeTask
 

@@ -30,6 +30,7 @@ class DebugExecutor(Executor):
 
     name = "debug"
     node_task_class = InProcessNodeTask
+    detaches = False  # the job ran in this process: nothing runs on after hpc-ft returns
 
     def workers_per_node(self, conf: JobConf) -> int:
         return 1  # in-process: one worker, whatever resources.workers_per_node says (see warnings)
