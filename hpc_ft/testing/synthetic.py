@@ -110,10 +110,10 @@ def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: flo
     """A finished run dir: job.yaml (composed from conf/ with ``overrides``), per node a series file and a
     NodeReport with ``train`` metrics (a TrainResult, or a dict of its fields). Returns the run dir."""
     from hpc_ft.config.compose import compose_conf
-    from hpc_ft.job import resolve
     from hpc_ft.rundir.layout import RunDir
     from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeReport, TrainResult
     from hpc_ft.rundir.spec import write_spec
+    from hpc_ft.submit.executors import resolve
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
