@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hpc_ft.node.rdzv_store import RendezvousRecord, record_path
+from hpc_ft.rundir.layout import RunDir
 from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done
 from tests.conftest import wait_until
 
