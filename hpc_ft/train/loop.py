@@ -43,7 +43,7 @@ class Dist:
 
     rank: int
     local_rank: int
-    world: int
+    world_size: int
     node_rank: int
     device: torch.device
     control: Any = None  # a gloo group for tiny CPU-side agreements (no GPU sync); None: the default group
@@ -178,9 +178,9 @@ def _as_tuple(x: Any) -> Any:
 
 
 def _all_gather(obj: Any, d: Dist) -> list[Any]:
-    if d.world == 1:
+    if d.world_size == 1:
         return [obj]
-    out: list[Any] = [None] * d.world
+    out: list[Any] = [None] * d.world_size
     dist.all_gather_object(out, obj)
     return out
 
@@ -211,7 +211,7 @@ def evaluate(model: torch.nn.Module, data: TaskData, spec: JobSpec, d: Dist, amp
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=d.device)  # correct, count, loss sum
-    for batch in eval_batches(data.test, d.rank, d.world, spec.conf.train.eval_batch_size):
+    for batch in eval_batches(data.test, d.rank, d.world_size, spec.conf.train.eval_micro_batch_size):
         batch = _to_device(batch, d.device)
         labels = batch.pop(LABELS)
         with amp():
@@ -219,7 +219,7 @@ def evaluate(model: torch.nn.Module, data: TaskData, spec: JobSpec, d: Dist, amp
         totals[0] += (logits.argmax(-1) == labels).sum()
         totals[1] += labels.numel()
         totals[2] += F.cross_entropy(logits.float(), labels, reduction="sum")
-    if d.world > 1:
+    if d.world_size > 1:
         dist.all_reduce(totals)
     model.train(was_training)
     n = max(1.0, float(totals[1]))
@@ -255,7 +255,7 @@ def train(spec: JobSpec) -> int:
             _report_refusal(exc, d.rank)
         return EXIT_BAD_CONFIG
     finally:
-        if d.world > 1 and dist.is_initialized():
+        if d.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -277,7 +277,7 @@ def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:
     target = spec.conf.data.get("_target_") if isinstance(spec.conf.data, dict) else None
     problems, warnings = split_problems(data.num_train, data.num_test, "data._target_", target,
                                         "give the dataset more samples (see its data.* size settings)",
-                                        batch_size=spec.conf.train.batch_size, world_size=d.world)
+                                        global_batch_size=spec.conf.train.global_batch_size, world_size=d.world_size)
     if problems:
         raise ConfigError(problems)
     return warnings
@@ -335,7 +335,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     conf_record = spec.to_dict()["conf"]  # recorded in every checkpoint: what a resumed run compares with
     if ckpt is not None:
         st = ckpt.state
-        check = compare_with_checkpoint(st, conf_record, d.world, str(run_dir))
+        check = compare_with_checkpoint(st, conf_record, d.world_size, str(run_dir))
         check.raise_if_refused()
         warnings += check.warnings
         model.load_state_dict(st["model"])
@@ -345,11 +345,11 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
         if scaler.is_enabled() and st.get("scaler"):
             scaler.load_state_dict(st["scaler"])
         rngs = st.get("rng") or []
-        if len(rngs) == d.world:
+        if len(rngs) == d.world_size:
             _set_rng_state(rngs[d.rank], d.device)
         else:
             log.warning("checkpoint has RNG state for %d ranks, this run has %d: dropout streams restart",
-                        len(rngs), d.world)
+                        len(rngs), d.world_size)
             torch.manual_seed(t.seed + 7919 * d.rank + st["step"])
         start_step = ckpt.step
         if d.is_main:
@@ -357,9 +357,9 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     else:
         torch.manual_seed(t.seed + 7919 * d.rank)  # distinct dropout streams per rank
 
-    ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
-    if d.world > 1 and start_step > 0:
-        _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)  # one micro-batch
+    ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world_size > 1 else model
+    if d.world_size > 1 and start_step > 0:
+        _settle_ddp_buckets(ddp, data, t.global_batch_size // (d.world_size * t.grad_accum_steps), d)  # one micro-batch
     # Compile the DDP wrapper (TorchDynamo splits the graph at DDP's buckets so all-reduces still overlap);
     # ``model`` stays the plain module, so checkpoints keep their parameter names.
     fwd = torch.compile(ddp) if t.compile else ddp
@@ -372,9 +372,9 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
         if d.is_main:
             state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world, "precision": c.precision.dtype, "conf": conf_record}
+                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": conf_record}
             save_checkpoint(run_dir, step, state, keep=t.keep_checkpoints)
-        if d.world > 1:
+        if d.world_size > 1:
             dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
 
     hold_at = int(os.environ.get("HPC_FT_TEST_HOLD_AT_STEP", "0") or 0)
@@ -396,15 +396,15 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
     ddp.train()
     try:
         while step < t.max_steps:
-            idx = global_batch(data.num_train, t.seed, step, t.batch_size)
-            batches = micro_batches(data.train, idx, d.rank, d.world, t.grad_accum_steps)
+            idx = global_batch(data.num_train, t.seed, step, t.global_batch_size)
+            batches = micro_batches(data.train, idx, d.rank, d.world_size, t.grad_accum_steps)
             for i, batch in enumerate(batches):
-                meter.tokens += _tokens(batch) * d.world  # counted on the host copy: no device sync per step
+                meter.tokens += _tokens(batch) * d.world_size  # counted on the host copy: no device sync per step
                 batch = _to_device(batch, d.device)
                 labels = batch.pop(LABELS)
                 last_micro = i == len(batches) - 1
                 # Accumulate locally; all-reduce gradients only on the last micro-batch.
-                sync = ddp.no_sync() if (d.world > 1 and not last_micro) else contextlib.nullcontext()
+                sync = ddp.no_sync() if (d.world_size > 1 and not last_micro) else contextlib.nullcontext()
                 with sync:
                     with amp():
                         logits = fwd(**batch)
@@ -420,13 +420,13 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
             scheduler.step()
             step += 1
             loss_n += 1
-            meter.samples += t.batch_size
+            meter.samples += t.global_batch_size
             meter.steps += 1
 
             if step % t.log_every_steps == 0 or step == t.max_steps:
-                if d.world > 1:
+                if d.world_size > 1:
                     dist.all_reduce(loss_sum)
-                last_loss = float(loss_sum) / (loss_n * d.world)
+                last_loss = float(loss_sum) / (loss_n * d.world_size)
                 loss_sum.zero_()
                 loss_n = 0
                 sps, tps = meter.close_window(d.device)
@@ -476,7 +476,7 @@ def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
             "step_time_s": statistics.median(st) if st else None,
             "final_loss": last_loss, "eval_accuracy": accuracy, "eval_loss": eval_loss,
             "majority_accuracy": data.majority_accuracy(),
-            "world_size": d.world, "precision": c.precision.dtype, "device": str(d.device),
+            "world_size": d.world_size, "precision": c.precision.dtype, "device": str(d.device),
             "preempted": preempted, "wall_s": time.monotonic() - t_start,
             "flops_per_sample": flops, "model_params": n_params,
             "warnings": warnings,  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume

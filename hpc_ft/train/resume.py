@@ -45,8 +45,9 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("data", REFUSE, "the checkpointed steps read the old data: another dataset, size or split changes "
                                "what every sample index means"),
     ResumeRule("train.seed", REFUSE, f"{_ORDER}: another seed mid-run repeats some samples and skips others"),
-    ResumeRule("train.batch_size", REFUSE, f"{_ORDER}: another global batch mid-run repeats some samples and skips "
-                                           "others (the micro-batch may change: train.grad_accum_steps, workers)"),
+    ResumeRule("train.global_batch_size", REFUSE, f"{_ORDER}: another global batch mid-run repeats some samples "
+                                                  "and skips others (the micro-batch may change: "
+                                                  "train.grad_accum_steps, workers)"),
     # Intentional changes the loop carries over: continue with a warning.
     ResumeRule("train.max_steps", WARN, "the cosine schedule is spread over the new length from the resumed step: "
                                         "the learning rate jumps"),
@@ -74,7 +75,7 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("dry_run", FREE, "a submit option"),
     ResumeRule("wait", FREE, "a submit option"),
     ResumeRule("preflight", FREE, "a submit option"),
-    ResumeRule("train.eval_batch_size", FREE, "evaluation batching, not training"),
+    ResumeRule("train.eval_micro_batch_size", FREE, "evaluation batching, not training"),
     ResumeRule("train.eval_every_steps", FREE, "when evaluation happens"),
     ResumeRule("train.ckpt_every_steps", FREE, "when checkpoints are written"),
     ResumeRule("train.keep_checkpoints", FREE, "how many checkpoints are kept"),

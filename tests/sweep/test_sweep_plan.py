@@ -81,9 +81,9 @@ def test_allocation_overrides_only_for_jobs_whose_gpus_changed():
 
 def test_problems_shared_by_every_job_appear_once_others_name_their_jobs():
     shared = Problem("optim.lr", -1, "must be positive", "pass optim.lr=3e-5")
-    own = Problem("train.batch_size", 16, "must be a multiple of 6", "pass train.batch_size=12")
+    own = Problem("train.global_batch_size", 16, "must be a multiple of 6", "pass train.global_batch_size=12")
     err = prefixed_problems({0: ConfigError([shared]), 1: ConfigError([shared, own])}, n_jobs=2)
-    assert [p.key for p in err.problems] == ["optim.lr", "sweep job 1: train.batch_size"]
+    assert [p.key for p in err.problems] == ["optim.lr", "sweep job 1: train.global_batch_size"]
 
 
 def _run_dir(root, overrides, wall_s, exit_code=0, gpus=2):

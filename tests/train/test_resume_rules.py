@@ -41,7 +41,7 @@ def test_every_config_field_has_a_resume_rule():
 
 @pytest.mark.parametrize("key, action", [
     ("model.hidden", REFUSE), ("model._target_", REFUSE), ("data.num_samples", REFUSE), ("train.seed", REFUSE),
-    ("train.batch_size", REFUSE), ("precision.dtype", WARN), ("train.grad_accum_steps", WARN),
+    ("train.global_batch_size", REFUSE), ("precision.dtype", WARN), ("train.grad_accum_steps", WARN),
     ("optim.lr", WARN), ("optim._target_", WARN), ("train.max_steps", WARN), ("resources.gpus_per_node", WARN),
     ("resources.nodes", FREE), ("resources.timeout_min", FREE), ("executor.name", FREE),
     ("train.ckpt_every_steps", FREE), ("telemetry.enabled", FREE),
@@ -67,15 +67,16 @@ def test_changes_that_continue_warn_and_name_old_and_new(tmp_path):
 
 def test_changes_the_checkpoint_cannot_take_are_refused_with_key_old_new_and_fix(tmp_path):
     old = _conf(run_dir=tmp_path)
-    new = _conf("model.hidden=32", "data.num_samples=512", "train.seed=5", "train.batch_size=32",
+    new = _conf("model.hidden=32", "data.num_samples=512", "train.seed=5", "train.global_batch_size=32",
                 "train.max_steps=4", run_dir=tmp_path)
     check = compare(old, new, 2, 2, step=6, where="RUN")
     by_key = {p.key: p for p in check.problems}
-    assert set(by_key) == {"model.hidden", "data.num_samples", "train.seed", "train.batch_size", "train.max_steps"}
+    assert set(by_key) == {"model.hidden", "data.num_samples", "train.seed", "train.global_batch_size",
+                           "train.max_steps"}
     seed = by_key["train.seed"]
     assert seed.value == 5 and "was 0" in seed.rule and "pass train.seed=0" in seed.fix and "new run dir" in seed.fix
     assert "step 6" in by_key["train.max_steps"].rule and "train.max_steps>=6" in by_key["train.max_steps"].fix
-    with pytest.raises(ConfigError, match="train.batch_size=32"):
+    with pytest.raises(ConfigError, match="train.global_batch_size=32"):
         check.raise_if_refused()
 
 
@@ -90,6 +91,7 @@ def test_checkpoint_without_a_recorded_job_compares_precision_and_world_size(tmp
     check = compare_with_checkpoint({"step": 4, "precision": "bf16", "world_size": 4}, new, 2, "RUN")
     assert not check.problems and len(check.warnings) == 2
     assert not compare_with_checkpoint({"step": 4, "conf": new, "world_size": 2}, new, 2, "RUN").warnings
+
 
 
 def _optimizer_and_schedule(lr: float, weight_decay: float):
