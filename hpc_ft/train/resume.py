@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_ft.config.renames import upgrade_conf
 from hpc_ft.errors import ConfigError, Problem
 
 REFUSE, WARN, FREE = "refuse", "warn", "free"
@@ -132,7 +133,7 @@ def compare(old_conf: dict[str, Any], new_conf: dict[str, Any], old_world: int, 
     ``old_conf``/``new_conf`` are JobConf containers (``JobSpec.to_dict()["conf"]``); ``step`` is the
     checkpoint's step; ``where`` names the run dir in messages. Never raises: see ``ResumeCheck``.
     """
-    old, new = flatten(old_conf), flatten(new_conf)
+    old, new = flatten(upgrade_conf(old_conf)), flatten(new_conf)  # a checkpoint may hold renamed keys
     check = ResumeCheck(step=step)
     check.fresh_optimizer = old.get("optim._target_", _UNSET) != new.get("optim._target_", _UNSET)
     changed = [(k, old.get(k, _UNSET), new.get(k, _UNSET)) for k in sorted(old.keys() | new.keys())

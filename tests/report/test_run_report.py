@@ -81,6 +81,23 @@ def test_batch_size_kept_valid_when_gpus_shrink(tmp_path):
 
 
 
+def test_run_dir_of_the_previous_version_is_reported_and_its_advice_composes(tmp_path, capsys):
+    # issue 11.5: its job.yaml says train.batch_size (now train.global_batch_size), in the conf and the overrides.
+    from hpc_ft.job import JobSpec
+    from hpc_ft.testing.previous import write_previous_job_yaml
+
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), IDLE, IDLE, IDLE])], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "train.global_batch_size=12",
+                                   "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
+    write_previous_job_yaml(JobSpec.load(run / "job.yaml"))
+    assert "train.batch_size=12" in (run / "job.yaml").read_text()
+    assert cli_main(["report", str(run)]) == 0
+    assert "resources.gpus_per_node=1" in capsys.readouterr().out
+    rr = _build(run)
+    assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 1}
+    assert "train.global_batch_size=12" in report.next_overrides(report.load_run(run)[1], rr.advice)
+    assert _accepted(rr, tmp_path).train.global_batch_size == 12
+
 def test_memory_bound_job(tmp_path):
     full = _busy(mem_used_gb=78.0)
     prof = NodeProfile(gpus=[full, full], job_rss_gb=60.0)

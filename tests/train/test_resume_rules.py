@@ -94,6 +94,26 @@ def test_checkpoint_without_a_recorded_job_compares_precision_and_world_size(tmp
 
 
 
+def test_checkpoint_and_job_yaml_of_the_previous_version_resume_without_refusal(tmp_path):
+    # issue 11.5: they record train.batch_size / train.eval_batch_size, today global_batch_size / eval_micro_...
+    from hpc_ft.testing.previous import previous_conf, write_previous_job_yaml
+    from hpc_ft.train.checkpoint import save_checkpoint
+    from hpc_ft.train.resume import check_before_dispatch
+
+    new = _conf("train.global_batch_size=32", run_dir=tmp_path)
+    old = previous_conf(new)
+    assert old["train"]["batch_size"] == 32 and "global_batch_size" not in old["train"]
+    check = compare_with_checkpoint({"step": 4, "conf": old, "world_size": 2}, new, 2, "RUN")
+    assert not check.problems and not check.warnings
+    changed = compare_with_checkpoint({"step": 4, "conf": previous_conf(_conf(run_dir=tmp_path)), "world_size": 2},
+                                      new, 2, "RUN")  # the old global batch was 16: still refused, by its new name
+    assert [p.key for p in changed.problems] == ["train.global_batch_size"]
+    spec = resolve(compose_conf([*SYNTH, "train.global_batch_size=32"], run_dir=tmp_path / "run"))
+    write_previous_job_yaml(spec)
+    save_checkpoint(spec.run_dir, 4, {"step": 4, "conf": old, "world_size": 2}, keep=2)
+    before = check_before_dispatch(spec)
+    assert before is not None and not before.problems and not before.warnings
+
 def _optimizer_and_schedule(lr: float, weight_decay: float):
     from hpc_ft.train.loop import lr_lambda
 
