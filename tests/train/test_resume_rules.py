@@ -127,7 +127,7 @@ def test_resume_applies_the_new_hyperparameters_and_keeps_the_old_exactly():
     """Optimizer/LambdaLR.load_state_dict restore the old lr and weight decay: a new optim.lr was silently lost."""
     from types import SimpleNamespace
 
-    from hpc_ft.train.loop import _restore_optimizer
+    from hpc_ft.train.optim import restore_optimizer
 
     t = SimpleNamespace(warmup_steps=2, max_steps=20, min_lr_ratio=0.1)
     model, opt, sched = _optimizer_and_schedule(1e-3, 0.01)
@@ -140,12 +140,12 @@ def test_resume_applies_the_new_hyperparameters_and_keeps_the_old_exactly():
     saved_lr = opt.param_groups[0]["lr"]
 
     _, same, same_sched = _optimizer_and_schedule(1e-3, 0.01)
-    _restore_optimizer(same, same_sched, state, False, t)
+    restore_optimizer(same, same_sched, state, False, t)
     assert same.param_groups[0]["lr"] == saved_lr  # bitwise: unchanged config, unchanged lr
     assert same_sched.get_last_lr() == [saved_lr]
 
     _, new, new_sched = _optimizer_and_schedule(1e-2, 0.0)
-    _restore_optimizer(new, new_sched, state, False, t)
+    restore_optimizer(new, new_sched, state, False, t)
     assert new.param_groups[0]["weight_decay"] == 0.0 and new_sched.base_lrs == [1e-2]
     assert new.param_groups[0]["lr"] == pytest.approx(saved_lr * 10)
     assert int(new.state_dict()["state"][0]["step"]) == 5  # the optimizer state itself was loaded
