@@ -103,6 +103,17 @@ def test_history_from_run_dirs_gives_durations(tmp_path):
     confs = [conf(gpus_per_node=2, order="sjf"), conf(gpus_per_node=2, order="sjf")]
     plan = plan_confs(confs, [["optim.lr=1e-05"], ["optim.lr=3e-05"]], hist)
     assert plan.order == ["1", "0"]  # 1 h before 2 h, both from history
+
+
+def test_history_of_the_previous_version_matches_todays_keys(tmp_path):
+    # issue 11.5: a sweep run before train.batch_size was renamed train.global_batch_size still gives durations.
+    _run_dir(tmp_path / "sw" / "0", ["train.batch_size=32"], 7200.0)
+    _run_dir(tmp_path / "sw" / "1", ["train.batch_size=64"], 3600.0)
+    hist = load_history([str(tmp_path / "sw")])
+    assert [r["overrides"] for r in hist] == [["train.global_batch_size=32"], ["train.global_batch_size=64"]]
+    confs = [conf(gpus_per_node=2, order="sjf"), conf(gpus_per_node=2, order="sjf")]
+    plan = plan_confs(confs, [["train.global_batch_size=32"], ["train.global_batch_size=64"]], hist)
+    assert plan.order == ["1", "0"]  # both durations found under today's key
     assert plan.makespan_h == pytest.approx(2.0)
 
 
