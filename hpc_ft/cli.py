@@ -24,6 +24,7 @@ Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
 
 EXIT_BAD_CONFIG = 2
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped at a preemption checkpoint; submitting again resumes (not a failure)
 
 COMMAND_USAGE = {
     "submit": """usage: hpc-ft submit [--cfg job] [-m] [overrides...]
@@ -181,7 +182,9 @@ def _discard_unused_run_dir() -> None:
     if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
         return
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
-    hydra_own = {hc.output_subdir, f"{hc.job.name}.log"}
+    from hpc_ft.rundir.lock import LOCK_FILE
+
+    hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
     shutil.rmtree(out, ignore_errors=True)
@@ -248,13 +251,29 @@ def _submit_task(cfg) -> int:
         print(json.dumps(describe(spec), indent=2))
         _discard_unused_run_dir()  # a dry run leaves nothing behind
         return 0
+    from hpc_ft.rundir.lock import RunDirLock
+
+    lock = RunDirLock(spec.run_dir)
+    lock.acquire(spec.conf.executor.name)  # RunDirInUse (exit 2) while another live submission uses the dir
+    try:
+        return _submit_locked(spec, con, lock)
+    finally:
+        lock.release()  # no-op once detached: a wait=false job holds the dir while it runs
+
+
+def _submit_locked(spec, con, lock) -> int:
+    import shlex
+
     from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.gather import gather, save_results, wait
 
     job = submit(spec)
+    lock.record_job(str(job.job_id))
     con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
               f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
     if not spec.conf.wait:
+        if spec.conf.executor.name != "debug":
+            lock.detach()
         con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}", soft_wrap=True)
         return 0
     with con.status("waiting") as status:
@@ -262,11 +281,15 @@ def _submit_task(cfg) -> int:
              on_tick=lambda state, el: status.update(f"job {job.job_id}: {state}, {el:.0f} s"))
     reports = gather(job, spec)
     save_results(spec, reports)
-    from hpc_ft.submit.summary import render_results
+    from hpc_ft.submit.summary import all_preempted, render_results, resume_command
 
     con.print(render_results(spec, reports))
+    if all_preempted(reports):  # one unbroken line whatever the terminal width: it is meant to be pasted
+        con.print(f"  {resume_command(spec)}", soft_wrap=True, markup=False, highlight=False)
     _show_run_report(spec, con)
-    return 0 if all(r.ok for r in reports) else 1
+    if all(r.ok for r in reports):
+        return 0
+    return EXIT_PREEMPTED if all_preempted(reports) else 1
 
 
 def _show_run_report(spec, con) -> None:

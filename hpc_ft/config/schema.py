@@ -139,5 +139,8 @@ def register_configs() -> None:
     """Register the schema so conf/config.yaml can extend it (`defaults: [hpc_ft_schema, ...]`)."""
     from hydra.core.config_store import ConfigStore
 
+    from hpc_ft.config.fresh_dir import register_resolver
+
+    register_resolver()  # conf/config.yaml names run and sweep dirs with it
     cs = ConfigStore.instance()
     cs.store(name="hpc_ft_schema", node=JobConf)

@@ -53,10 +53,26 @@ def _await_requeue_kill() -> None:
     signal.sigtimedwait([signal.SIGTERM], REQUEUE_KILL_WAIT_S)
 
 
+def _claim_run_dir(spec: JobSpec, job_id: str) -> bool:
+    """Node 0 holds the run dir for this job (no `hpc-ft submit` does for a script job); False: another live
+    job uses it, and this job is cancelled (all its nodes) before it touches anything there."""
+    from hpc_ft.rundir.lock import RunDirInUse, claim_for_job
+
+    try:
+        claim_for_job(spec.run_dir, "slurm", job_id)
+        return True
+    except RunDirInUse as exc:
+        log.error("not starting: %s", exc)
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=60)
+        return False
+
+
 def run(spec_path: str) -> int:
     """Run this node's task; returns the exit status for srun (0: done or requeued)."""
     spec = JobSpec.load(spec_path)
     place = placement_from_env()
+    if place.node_rank == 0 and not _claim_run_dir(spec, place.job_id):
+        return 2
     runs = restart_count()
     task = NodeTask(spec_path, requeues=runs)
     fwd = PreemptForwarder(task, preempt_signum(spec))

@@ -29,8 +29,12 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
     if place.standalone:
         argv.append("--standalone")
     else:
+        if place.rdzv_port is None:
+            raise ValueError("a multi-node placement needs its rendezvous port (rdzv_store.agree_endpoint)")
+        # is_host=0: node 0's task hosts the store (rdzv_store); no agent may host one or, finding the port
+        # taken, silently join whatever store listens there.
         argv += ["--rdzv-backend=c10d", f"--rdzv-endpoint={place.rdzv_host}:{place.rdzv_port}",
-                 f"--rdzv-id=hpc_ft-{place.job_id}"]
+                 f"--rdzv-id=hpc_ft-{place.job_id}", "--rdzv-conf=is_host=0"]
     # The shutdown grace reaches torchrun through TORCH_ELASTIC_SHUTDOWN_TIMEOUT (worker_env), not the
     # --shutdown-timeout flag: torch releases before the flag existed (2.11 on a GPU image, for one) refuse the
     # whole command line over it, while every release ignores an environment variable it does not know.

@@ -29,6 +29,12 @@ class NodeReport:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    @property
+    def preempted(self) -> bool:
+        """Stopped at a preemption checkpoint (resumable), not failed: torchrun's own non-zero exit after
+        forwarding the signal says nothing about training."""
+        return not self.ok and self.requeued and bool(self.train.get("preempted"))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpc_ft.errors import LaunchError
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import signal_name, torchrun_argv, worker_env
+from hpc_ft.node.rdzv_store import agree_endpoint
 from hpc_ft.node.rendezvous import Placement, placement_from_env
 from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
 
@@ -61,10 +63,21 @@ class NodeTask:
     def _run_torchrun(self, spec: JobSpec, place: Placement) -> NodeReport:
         ndir = node_dir(spec.run_dir, place.node_rank)
         ndir.mkdir(parents=True, exist_ok=True)
+        (ndir / "train.json").unlink(missing_ok=True)  # a requeued run must not report the last run's result
+        try:
+            with agree_endpoint(place, spec.run_dir, self.requeues) as place:
+                return self._torchrun(spec, place, ndir)
+        except LaunchError as exc:  # no rendezvous: the node reports why instead of dying with a traceback
+            log.error("%s", exc)
+            report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=-1,
+                                wall_s=0.0, error_tail=str(exc))
+            report.save(node_report_path(spec.run_dir, place.node_rank))
+            return report
+
+    def _torchrun(self, spec: JobSpec, place: Placement, ndir: Path) -> NodeReport:
         argv = torchrun_argv(spec, place)
         env = worker_env(spec, place)
         (ndir / "torchrun_argv.json").write_text(json.dumps(argv))
-        (ndir / "train.json").unlink(missing_ok=True)  # a requeued run must not report the last run's result
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
         sampler = _start_sampler(spec, ndir, _JobPids(self))
         t0 = time.monotonic()
@@ -79,10 +92,13 @@ class NodeTask:
         wall_s = time.monotonic() - t0
         telemetry = sampler.stop() if sampler else {}
         train = _read_json(ndir / "train.json")
+        preempted = _preempted(code, train)
+        # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
+        # (torchrun.log keeps it).
+        quiet = code == 0 or bool(train.get("preempted"))
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
-                            error_tail="" if code == 0 else _error_tail(list(tail)),
-                            requeued=_preempted(code, train))
+                            error_tail="" if quiet else _error_tail(list(tail)), requeued=preempted)
         report.save(node_report_path(spec.run_dir, place.node_rank))
         return report
 

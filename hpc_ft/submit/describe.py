@@ -7,9 +7,10 @@ from typing import Any
 
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import torchrun_argv
-from hpc_ft.node.rendezvous import PORT_BASE, PORT_SPAN, Placement
+from hpc_ft.node.rendezvous import Placement
 
-PORT_PLACEHOLDER = f"<{PORT_BASE}+JOB_ID%{PORT_SPAN}>"
+# Node 0 hosts the rendezvous store on a port the OS assigns at launch (hpc_ft.node.rdzv_store).
+PORT_PLACEHOLDER = "<port node 0 publishes in RUN_DIR/nodes/rendezvous.json>"
 
 
 def describe(spec: JobSpec) -> dict[str, Any]:

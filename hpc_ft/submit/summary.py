@@ -25,7 +25,7 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
         table.add_column(col, justify="right" if col not in ("host",) else "left")
     for r in reports:
         t = r.train
-        status = "ok" if r.ok else (f"preempted ({r.exit_code})" if r.requeued else str(r.exit_code))
+        status = "ok" if r.ok else ("preempted" if r.preempted else str(r.exit_code))
         table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.get("steps")),
                       _fmt(t.get("samples_per_s"), ".1f"))
     first = next((r.train for r in reports if r.train), {})
@@ -36,7 +36,38 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
                   f"precision: {_fmt(first.get('precision'))}   world size: {_fmt(first.get('world_size'))}"),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:
-        if not r.ok and r.error_tail:
+        if not r.ok and not r.preempted and r.error_tail:
             lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"
                               f"{r.error_tail.rstrip()}", style="red"))
+    if all_preempted(reports):
+        lines.append(Text(preempted_notice(spec, reports), style="yellow"))  # the command follows (cli)
     return Group(*lines)
+
+
+def all_preempted(reports: list[NodeReport]) -> bool:
+    """Every node stopped at the preemption checkpoint (or finished): the run is resumable, not failed."""
+    return bool(reports) and all(r.ok or r.preempted for r in reports) and any(r.preempted for r in reports)
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as a Hydra override value: as is when plain, else single-quoted with Hydra's escapes."""
+    import re
+
+    if re.fullmatch(r"[\w./+:@-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_command(spec: JobSpec) -> str:
+    """The shell command that resumes this run in its run dir: the same overrides, the run dir pinned."""
+    import shlex
+
+    overrides = [o for o in spec.overrides if not o.startswith(("hydra.run.dir=", "run.dir="))]
+    return shlex.join(["hpc-ft", "submit", *overrides, f"hydra.run.dir={hydra_value(str(spec.run_dir))}"])
+
+
+def preempted_notice(spec: JobSpec, reports: list[NodeReport]) -> str:
+    """What happened to a preempted run and how to resume it (not a failure: the checkpoint is complete)."""
+    step = max((r.train.get("steps") or 0 for r in reports if r.preempted), default=0)
+    return (f"preempted at step {step} of {spec.conf.train.max_steps}: every rank stopped there and the checkpoint "
+            f"is saved in {spec.run_dir / 'checkpoints'}. Not a failure; resume at that step with:")

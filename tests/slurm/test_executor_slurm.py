@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_ft.node.rendezvous import derive_port
+from hpc_ft.node.rdzv_store import RendezvousRecord, record_path
 from tests.slurm.conftest import assert_bitwise_equal, sacct_runs, wait_job_done
 from tests.conftest import wait_until
 
@@ -49,11 +49,14 @@ def test_two_nodes_train_one_world_and_both_report(slurm_cluster, run_cli, synth
     assert sorted(n["host"] for n in nodes) == ["node01", "node02"]
     assert all(n["exit_code"] == 0 and n["job_id"] == job_id for n in nodes)
     assert all(n["train"]["world_size"] == 4 and n["train"]["steps"] == 20 for n in nodes)
-    # Rendezvous: first host of the allocation, port from the job id, the same on both nodes.
+    # Rendezvous: first host of the allocation, the port node 0 published for this job, the same on both nodes.
+    rec = RendezvousRecord.from_json(record_path(run).read_text())
+    assert rec.job_id == job_id
     for rank in (0, 1):
         argv = json.loads((run / "nodes" / f"node{rank}" / "torchrun_argv.json").read_text())
-        assert f"--rdzv-endpoint=node01:{derive_port(job_id)}" in argv and "--nnodes=2" in argv
-    assert sacct_runs(job_id) == ["COMPLETED"]
+        assert f"--rdzv-endpoint=node01:{rec.port}" in argv and "--nnodes=2" in argv
+    # The nodes' results arrive before the job step ends: wait for Slurm's final state, not its state now.
+    assert wait_job_done(job_id) == ["COMPLETED"]
     assert_bitwise_equal(final_weights(run), reference_weights(2))
 
 
@@ -163,3 +166,82 @@ def test_requeues_are_bounded(slurm_cluster, make_spec, tmp_path):
     assert rep.exit_code != 0 and "not requeued" in rep.error_tail, rep
     assert "REQUEUED" not in wait_job_done(job.job_id)
     assert load_latest(spec.run_dir).step == HOLD_AT  # the preemption checkpoint is there to resume from
+
+
+def _next_job_ids(count: int) -> list[int]:
+    """The ids this cluster gives the next jobs (it numbers them in order; these tests are its only users)."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-a", "-o", "JobIDRaw", "-S", "2000-01-01"], capture_output=True,
+                         text=True, timeout=30).stdout
+    last = max((int(x) for x in out.split() if x.isdigit()), default=0)
+    return list(range(last + 1, last + 1 + count))
+
+
+def test_two_two_node_jobs_on_the_same_hosts_keep_their_own_rendezvous(slurm_cluster, make_spec, tmp_path):
+    """Issue 10.1 on a real Slurm: two 2-node jobs on node01+node02 (one machine) at once, while something else
+    listens on the ports the old rule (10000 + id % 20000) would give them. The first is preempted, requeued and
+    finishes while the second still trains (its store goes away twice); then the second does the same."""
+    import socket
+
+    from hpc_ft.submit.dispatch import submit
+    from hpc_ft.submit.gather import gather, wait
+
+    busy = []
+    for jid in _next_job_ids(6):  # a port in use on the rendezvous host must never be picked
+        s = socket.socket()
+        try:
+            s.bind(("", 10000 + jid % 20000))
+            s.listen()
+            busy.append(s)
+        except OSError:
+            s.close()
+    specs = [make_spec(tmp_path / f"run{i}", "resources.nodes=2", "resources.workers_per_node=1",
+                       "resources.cpus_per_task=1", env={"HPC_FT_TEST_HOLD_AT_STEP": str(HOLD_AT)}) for i in (0, 1)]
+    jobs = [submit(s) for s in specs]
+    try:
+        for s in specs:
+            held = [s.run_dir / "nodes" / f"node{r}" / "held_at_step" for r in (0, 1)]
+            wait_until(lambda: all(p.exists() for p in held), 240, f"both nodes of job in {s.run_dir} to hold")
+        ports = [RendezvousRecord.from_json(record_path(s.run_dir).read_text()).port for s in specs]
+        assert ports[0] != ports[1] and not {p for p in ports} & {b.getsockname()[1] for b in busy}
+        outcomes = []
+        for s, job in zip(specs, jobs):
+            subprocess.run(["scancel", "--signal=USR2", job.job_id], check=True, timeout=30)
+            wait(job, poll_s=0.5, timeout_s=300)
+            outcomes.append((gather(job, s), wait_job_done(job.job_id)))
+    finally:
+        subprocess.run(["scancel", *[j.job_id for j in jobs]], timeout=30)
+        for b in busy:
+            b.close()
+    assert busy, "no port of the old rule could be occupied"
+    for reports, runs in outcomes:
+        assert [r.exit_code for r in reports] == [0, 0], [r.error_tail for r in reports]
+        assert all(r.train["start_step"] == HOLD_AT and r.train["steps"] == 20 for r in reports)
+        assert runs == ["REQUEUED", "COMPLETED"]
+
+
+def test_a_running_slurm_job_holds_its_run_dir_after_the_submitter_returned(slurm_cluster, run_cli, synth, tmp_path):
+    """wait=false: hpc-ft has returned, the job holds the dir while squeue lists it (issue 10.2)."""
+    run = tmp_path / "run"
+    first = run_cli("submit", *synth, *SLURM, "wait=false", f"+executor.env.HPC_FT_TEST_HOLD_AT_STEP={HOLD_AT}",
+                    f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stdout + first.stderr
+    job_id = submitted_job_id(first.stdout)
+    try:
+        wait_until(lambda: (run / "nodes" / "node0" / "held_at_step").exists(), 180, "training to hold")
+        second = run_cli("submit", *synth, *SLURM, f"hydra.run.dir={run}")
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"in use by job {job_id} (slurm)" in second.stderr and "still running" in second.stderr
+        assert "Traceback" not in second.stderr and not (run / "submitit" / "controller.log").exists()
+    finally:
+        subprocess.run(["scancel", job_id], timeout=30)
+    wait_job_done(job_id)
+    from hpc_ft.rundir.lock import RunDirLock, detached_job_alive
+
+    owner = RunDirLock(run).read_owner()
+    assert owner.detached and owner.job_id == job_id
+    wait_until(lambda: detached_job_alive(owner) is False, 60, "squeue to list the job as ended")
+    third = run_cli("submit", *synth, *SLURM, f"hydra.run.dir={run}")  # the job has ended: the dir resumes
+    assert third.returncode == 0, third.stdout + third.stderr
+    (node,) = results(run)
+    # scancel's SIGTERM stops training like a preemption: a checkpoint at the held step, resumed from there.
+    assert node["train"]["start_step"] == HOLD_AT and node["train"]["steps"] == 20

@@ -83,3 +83,24 @@ def test_generated_script_stops_when_requeues_are_used_up(slurm_cluster, run_cli
     assert wait_job_done(job_id) == ["FAILED"]  # exit 75 from the node: preempted, not requeued
     assert "max_requeues=0 reached" in (run / f"slurm-{job_id}.out").read_text()
     assert node_report(run, 0)["requeued"] is True
+
+
+def test_a_second_sbatch_of_a_running_script_is_refused_and_leaves_the_first_alone(slurm_cluster, run_cli, synth,
+                                                                                   tmp_path):
+    """Issue 10.2 for script jobs: node 0 holds the run dir for its job; a second job into it cancels itself."""
+    run = tmp_path / "run"
+    script = write_script(run_cli, synth, run, "resources.nodes=1", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=8")
+    first = sbatch(str(script), cwd=tmp_path).stdout.strip().split(";")[0]
+    try:
+        wait_until(lambda: (run / "nodes" / "node0" / "held_at_step").exists(), 180, "training to hold")
+        second = sbatch(str(script), cwd=tmp_path).stdout.strip().split(";")[0]
+        assert wait_job_done(second) == ["CANCELLED"]
+        log = (run / f"slurm-{second}.out").read_text()
+        assert f"in use by job {first} (slurm)" in log, log
+        assert json.loads((run / ".hpc_ft.owner.json").read_text())["job_id"] == first
+        subprocess.run(["scancel", "--signal=USR2", first], check=True, timeout=30)
+        assert wait_job_done(first) == ["REQUEUED", "COMPLETED"]  # untouched by the refused one
+    finally:
+        subprocess.run(["scancel", first], timeout=30)
+    rep = node_report(run, 0)
+    assert rep["exit_code"] == 0 and rep["train"]["start_step"] == 8 and rep["train"]["steps"] == 20
