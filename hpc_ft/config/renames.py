@@ -9,6 +9,7 @@ resumed and reported. Pure: no Hydra, no torch.
 from __future__ import annotations
 
 import copy
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,8 @@ def renamed_override_problems(overrides: list[str]) -> list[Problem]:
         if r is None:
             continue
         value = o.split("=", 1)[1] if "=" in o else ""
-        fix = f"pass {r.new}={value}" if value else f"use {r.new} instead"
+        # Shell-quoted: the value came from the command line and goes back to it.
+        fix = f"pass {shlex.quote(f'{r.new}={value}')}" if value else f"use {r.new} instead"
         problems.append(Problem(r.old, _typed(value), f"was renamed {r.new} ({r.meaning})", fix))
     return problems
 
