@@ -150,7 +150,7 @@ def _median(vals: list[float | None]) -> float | None:
 def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow], conf_peak: float | None,
                 n_gpus: int) -> dict[str, Any]:
     trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
-    # Every node logs the same global step rate (batch_size counts all workers), so take the median.
+    # Every node logs the same global step rate (train.global_batch_size counts all workers), so take the median.
     sps = _median([finite(t.samples_per_s) for t in trains])
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
@@ -169,7 +169,8 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
             "precision": precision, "mfu": mfu, "mfu_unavailable": why,
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
-            "eval_accuracy": next((t.eval_accuracy for t in trains if t.eval_accuracy is not None), None)}
+            "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),
+                                  None)}
 
 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:

@@ -79,7 +79,10 @@ class TrainResult:
     """What training reports on one node (``train.json``), written once training stops, preempted or not.
 
     Every node logs the same global figures (steps, samples/s of the whole job), so any node's result describes
-    the run. Fields are None when unknown (no logged window, no evaluation).
+    the run. Fields are None when unknown (no logged window, no evaluation). ``metrics`` holds what the training
+    objective evaluates and its baselines (classification: ``eval_accuracy``, ``eval_loss``,
+    ``majority_accuracy``): their names are the objective's, so they are a mapping, not fields. In the JSON they
+    sit beside the fields, as train.json always had them.
     """
 
     steps: int = 0  # optimizer steps done, counted from step 0 of the run (resumed steps included)
@@ -89,9 +92,6 @@ class TrainResult:
     tokens_per_s: float | None = None  # the same for non-padding tokens
     step_time_s: float | None = None  # median optimizer step time
     final_loss: float | None = None  # the last logged training loss (NaN when none was logged)
-    eval_accuracy: float | None = None
-    eval_loss: float | None = None
-    majority_accuracy: float | None = None  # the eval split's majority-class share: the baseline to beat
     world_size: int | None = None
     precision: str | None = None  # precision.dtype
     device: str | None = None
@@ -100,18 +100,39 @@ class TrainResult:
     flops_per_sample: float | None = None  # forward + backward
     model_params: int | None = None
     warnings: list[str] = field(default_factory=list)  # resumed with changes, data smaller than a batch, ...
+    metrics: dict[str, float | None] = field(default_factory=dict)  # the objective's (see above), by name
     version: int = TRAIN_RESULT_VERSION
 
+    def metric(self, name: str) -> float | None:
+        """The objective's metric ``name`` (e.g. ``eval_accuracy``); None when this run's objective has none."""
+        return self.metrics.get(name)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        metrics = d.pop("metrics")
+        clash = sorted(set(metrics) & set(d))
+        if clash:
+            raise ValueError(f"objective metric(s) {clash} have the names of TrainResult fields: rename them")
+        return {**d, **metrics}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "train result") -> "TrainResult":
-        """Raises RecordError for a record this version cannot read."""
-        return cls(**_check(cls, d, TRAIN_RESULT_VERSION, {}, where))
+        """Keys that are not fields are the objective's metrics (numbers or null). Raises RecordError for a
+        record this version cannot read."""
+        if not isinstance(d, dict):
+            raise RecordError(f"{where}: a TrainResult is a JSON object, not {type(d).__name__}")
+        names = set(_fields(cls)) - {"metrics"}
+        metrics = {k: v for k, v in d.items() if k not in names}
+        bad = sorted(k for k, v in metrics.items() if v is not None and (isinstance(v, bool)
+                                                                       or not isinstance(v, (int, float))))
+        if bad:
+            raise RecordError(f"{where}: TrainResult has no field(s) {bad}, and an objective's metrics are "
+                              f"numbers: written by another hpc_ft version, or edited by hand")
+        kw = _check(cls, {k: v for k, v in d.items() if k in names}, TRAIN_RESULT_VERSION, {}, where)
+        return cls(**kw, metrics=metrics)
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(path, self.to_json())
@@ -148,7 +169,9 @@ class NodeReport:
         return not self.ok and self.preempted and self.train is not None and self.train.preempted
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["train"] = self.train.to_dict() if self.train is not None else None
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "node report") -> "NodeReport":

@@ -32,8 +32,8 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
     first = next((r.train for r in reports if r.train), None) or TrainResult(steps=None)
     lines = [table,
              Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   "
-                  f"eval accuracy: {_fmt(first.eval_accuracy, '.3f')} "
-                  f"(majority baseline {_fmt(first.majority_accuracy, '.3f')})   "
+                  f"eval accuracy: {_fmt(first.metric('eval_accuracy'), '.3f')} "
+                  f"(majority baseline {_fmt(first.metric('majority_accuracy'), '.3f')})   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:

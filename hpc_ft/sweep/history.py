@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from hpc_ft.config.renames import upgrade_override
 from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.rundir.layout import RunDir, SweepDir
 from hpc_ft.rundir.records import NodeReport
@@ -29,8 +30,8 @@ def run_record(run_dir: Path) -> dict[str, Any] | None:
         return None
     res = (spec.get("conf") or {}).get("resources") or {}
     gpus = int(res.get("nodes", 1)) * int(res.get("gpus_per_node") or 0) or None
-    return {"overrides": list(spec.get("overrides") or []), "wall_s": max(float(r.wall_s or 0) for r in reports),
-            "gpus": gpus, "ok": all(r.ok for r in reports)}
+    return {"overrides": [upgrade_override(o) for o in spec.get("overrides") or []],  # as keys are named today
+            "wall_s": max(float(r.wall_s or 0) for r in reports), "gpus": gpus, "ok": all(r.ok for r in reports)}
 
 
 def load_history(dirs: list[str]) -> list[dict[str, Any]]:

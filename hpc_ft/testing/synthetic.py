@@ -121,7 +121,7 @@ def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: flo
     spec = resolve(compose_conf(ov, run_dir=run_dir), ov)
     write_spec(spec)
     rd = RunDir(run_dir)
-    result = train if isinstance(train, TrainResult) or train is None else TrainResult(**train)
+    result = train if isinstance(train, TrainResult) or train is None else TrainResult.from_dict(train)
     rows = max(1, int(round(seconds / interval_s)))
     for r, prof in enumerate(profiles):
         path = write_node_series(rd.node(r).new_series(), prof, rows,

@@ -16,7 +16,7 @@ from hpc_ft.testing.synthetic import NodeProfile, synthetic_run
 
 def _report(**kw) -> NodeReport:
     train = TrainResult(steps=7, max_steps=10, samples_per_s=12.5, final_loss=math.nan, preempted=True,
-                        warnings=["resumed with changes"])
+                        warnings=["resumed with changes"], metrics={"eval_accuracy": 0.5, "eval_loss": None})
     return NodeReport(host="n0", node_rank=0, job_id="42", exit_code=75, wall_s=3.5, train=train,
                       telemetry={"summary": {"samples": 3}}, preempted=True, **kw)
 
@@ -32,6 +32,9 @@ def test_records_round_trip_through_json(tmp_path):
     assert load_results(tmp_path / "results.json") == [rep, rep]
     rep.train.save(tmp_path / "train.json")
     assert TrainResult.load(tmp_path / "train.json") == rep.train
+    # The objective's metrics sit beside the fields, as train.json always had them.
+    flat = json.loads((tmp_path / "train.json").read_text())
+    assert flat["eval_accuracy"] == 0.5 and "metrics" not in flat and rep.train.metric("eval_accuracy") == 0.5
 
 
 def test_a_renamed_field_is_an_error_not_a_silent_none():
@@ -44,7 +47,7 @@ def test_a_renamed_field_is_an_error_not_a_silent_none():
 @pytest.mark.parametrize("change, words", [
     ({"version": 99}, ["NodeReport version 99", "not one this hpc_ft reads"]),
     ({"wall_time_s": 1.0}, ["has no field(s) ['wall_time_s']"]),
-    ({"train": {"steps": 1, "stepz": 2}}, ["TrainResult", "['stepz']"]),
+    ({"train": {"steps": 1, "warnings": [], "stepz": [2]}}, ["TrainResult", "['stepz']"]),
 ])
 def test_a_record_this_version_cannot_read_is_refused_by_name(tmp_path, change, words):
     d = {**_report().to_dict(), **change}
