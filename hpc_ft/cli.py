@@ -187,11 +187,27 @@ def _discard_unused_run_dir() -> None:
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
+    _close_log_files_under(out)
     shutil.rmtree(out, ignore_errors=True)
     if hc.mode == RunMode.RUN:
         _remove_empty_parents(out, cwd)
     else:
         _State.sweep_dirs.add(Path(hc.sweep.dir).absolute())
+
+
+def _close_log_files_under(path) -> None:
+    """Detach and close the log files Hydra opened in ``path`` (its ``<job>.log``) before the dir goes: a
+    handler left on a deleted file fails every later log record of this process (hpc-ft run in-process, as
+    by a notebook or a test, lives on after the command)."""
+    import logging
+    from pathlib import Path
+
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):
+            name = getattr(handler, "baseFilename", None)
+            if name is not None and Path(path) in Path(name).parents:
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def _remove_empty_parents(path, cwd) -> None:

@@ -232,3 +232,20 @@ def test_dry_run_shows_the_global_batch_and_the_micro_batch_per_worker(tmp_path)
     assert train["global_batch_size"] == 32 and train["grad_accum_steps"] == 2
     assert train["micro_batch_per_worker"] == 4  # 32 / (2 nodes x 2 workers x 2 accumulation steps)
     assert train["eval_micro_batch_size"] == 8
+
+
+def test_an_in_process_dry_run_leaves_no_log_handler_on_its_removed_run_dir(tmp_path, monkeypatch):
+    # Hydra's <job>.log handler stayed on the root logger after the dry run removed its dir: every later log
+    # record of the process failed (FileNotFoundError), e.g. the telemetry sampler's notices in a test run after.
+    import logging
+    from pathlib import Path
+
+    from hpc_ft import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["submit", "dry_run=true"]) == 0
+    assert not (tmp_path / "outputs").exists()
+    files = [Path(h.baseFilename) for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+             for h in getattr(lg, "handlers", []) if getattr(h, "baseFilename", None)]
+    assert not [f for f in files if tmp_path in f.parents]
+    logging.getLogger("hpc_ft.telemetry.sampler").warning("still logs")
