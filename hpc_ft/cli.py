@@ -269,7 +269,10 @@ def _submit_task(cfg) -> int:
     from hpc_ft.rundir.lock import RunDirLock
 
     lock = RunDirLock(spec.run_dir)
-    lock.acquire(spec.conf.executor.name)  # RunDirInUse (exit 2) while another live submission uses the dir
+    from hpc_ft.submit.executors import executor_of
+
+    # RunDirInUse (exit 2) while another live submission uses the dir.
+    lock.acquire(spec.conf.executor.name, executor_of(spec).liveness)
     try:
         return _submit_locked(spec, con, lock)
     finally:

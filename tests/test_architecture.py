@@ -91,12 +91,7 @@ HEAVY = ("torch", "pynvml", "datasets", "peft")
 EXECUTOR_REGISTRY = ROOT / "hpc_ft" / "submit" / "executors"
 # Name comparisons not yet moved into the registry, each with the reason. Each must still compare names (remove
 # it with the commit that moves it), so the exception cannot outlive its fix.
-KNOWN_NAME_COMPARISONS = {
-    # The run-dir lock (rundir layer, below the registry; also used by node/entry.py) tells whether a detached
-    # owner's job still runs by the executor its owner record names: squeue for slurm, the controller's pid for
-    # local. Next: each executor names its liveness probe, the owner record stores the probe.
-    "hpc_ft/rundir/lock.py",
-}
+KNOWN_NAME_COMPARISONS: set[str] = set()  # none left: the run-dir lock asks Executor.liveness
 
 
 def module_files() -> dict[str, Path]:

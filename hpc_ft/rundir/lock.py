@@ -5,12 +5,13 @@ Two files in the run dir:
 - ``.hpc_ft.lock``: ``flock``-ed by the submitting process while it is attached (``wait=true``: submit, wait,
   gather, report). The kernel drops the lock when that process ends however it ends, so a crashed
   submitter never leaves a lock that blocks.
-- ``.hpc_ft.owner.json``: who holds the dir (pid, host, executor, job id), written atomically. When the
-  submitter returns while the job runs on (``wait=false``) it marks the record *detached* and lets go of
-  the flock; the job itself then holds the dir for as long as it is alive:
-  a Slurm job (requeues included) while ``squeue`` still lists its id; a local job while its submitit
-  controller process (the job id is its pid; checked with its start time, so a reused pid does not count)
-  is alive on the host that submitted it.
+- ``.hpc_ft.owner.json``: who holds the dir (pid, host, executor, job id, and how to tell that its job is
+  alive), written atomically. When the submitter returns while the job runs on (``wait=false``) it marks the
+  record *detached* and lets go of the flock; the job itself then holds the dir for as long as it is alive,
+  as the executor's liveness probe says (``Executor.liveness``; the lock knows probes, not executors):
+  ``SLURM_JOB``: while ``squeue`` still lists its id (requeues included); ``PROCESS``: while the process whose
+  pid is the job id (submitit's local controller; checked with its start time, so a reused pid does not count)
+  is alive on the host that submitted it; ``NO_PROBE``: never (the job cannot outlive its submitter).
 
 A submission into a dir held by a live owner is refused before anything is written (RunDirInUse, exit 2),
 naming the owner and the fix. An owner that is gone (flock free, detached job ended) does not block.
@@ -40,6 +41,13 @@ ACTIVE_SLURM_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETIN
                                  "RESV_DEL_HOLD", "SPECIAL_EXIT"})
 
 
+# How to tell that a detached owner's job still runs (LockOwner.liveness): each executor names one.
+SLURM_JOB = "slurm_job"  # squeue lists the job id
+PROCESS = "process"  # the job id is the pid of a process on the submitting host
+NO_PROBE = "none"  # the job ends with its submitter
+LIVENESS_PROBES = (SLURM_JOB, PROCESS, NO_PROBE)
+
+
 class RunDirInUse(HpcFtError):
     """Another live submission uses this run dir."""
 
@@ -50,8 +58,9 @@ class LockOwner:
 
     pid: int
     host: str
-    executor: str  # local | slurm | debug
+    executor: str  # the executor's name, shown to a refused submission
     started_unix_s: float
+    liveness: str = NO_PROBE  # one of LIVENESS_PROBES
     job_id: str | None = None
     detached: bool = False  # the submitter returned (wait=false): the job holds the dir while it lives
     job_pid_start_ticks: int | None = None  # local jobs: start time of the controller (pid = job id)
@@ -86,9 +95,9 @@ def _slurm_job_alive(job_id: str) -> bool | None:
 
 def detached_job_alive(owner: LockOwner) -> bool | None:
     """Whether an owner's job still runs (its submitter may be gone); None when this host cannot tell."""
-    if owner.executor == "slurm" and owner.job_id:
+    if owner.liveness == SLURM_JOB and owner.job_id:
         return _slurm_job_alive(owner.job_id)
-    if owner.executor == "local" and owner.job_id:
+    if owner.liveness == PROCESS and owner.job_id:
         if owner.host != socket.gethostname():
             return None
         try:
@@ -118,8 +127,14 @@ class RunDirLock:
         except (OSError, ValueError, TypeError):
             return None
 
-    def acquire(self, executor: str) -> None:
-        """Take the dir for this process, or raise RunDirInUse naming the live owner (nothing written then)."""
+    def acquire(self, executor: str, liveness: str) -> None:
+        """Take the dir for this process, or raise RunDirInUse naming the live owner (nothing written then).
+
+        ``executor``: its name, for messages; ``liveness``: how a later submission tells that this one's job,
+        once detached, still runs (one of LIVENESS_PROBES).
+        """
+        if liveness not in LIVENESS_PROBES:
+            raise ValueError(f"liveness={liveness!r}: one of {LIVENESS_PROBES}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(RunDir(self.run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -137,12 +152,12 @@ class RunDirLock:
                 self._refuse(prev, "the job is still running" if alive else
                              f"whether the job still runs cannot be checked from {socket.gethostname()}")
         self._fd = fd
-        self._write(LockOwner(os.getpid(), socket.gethostname(), executor, time.time()))
+        self._write(LockOwner(os.getpid(), socket.gethostname(), executor, time.time(), liveness=liveness))
 
     def record_job(self, job_id: str) -> None:
         """Name the submitted job in the owner record (shown to a refused submission)."""
         assert self._owner is not None, "acquire() first"
-        ticks = _pid_start_ticks(int(job_id)) if self._owner.executor == "local" and job_id.isdigit() else None
+        ticks = _pid_start_ticks(int(job_id)) if self._owner.liveness == PROCESS and job_id.isdigit() else None
         self._write(replace(self._owner, job_id=str(job_id), job_pid_start_ticks=ticks))
 
     def detach(self) -> None:
@@ -178,7 +193,7 @@ class RunDirLock:
                f" If you are sure it has ended, delete {self.owner_path}."))
 
 
-def claim_for_job(run_dir: Path, executor: str, job_id: str) -> None:
+def claim_for_job(run_dir: Path, executor: str, job_id: str, liveness: str = SLURM_JOB) -> None:
     """Node 0 of a job that no ``hpc-ft submit`` holds (a script from ``hpc-ft sbatch``): hold the dir for it.
 
     Records this job as the dir's detached owner, so a second submission (or a second ``sbatch`` of the same
@@ -201,6 +216,7 @@ def claim_for_job(run_dir: Path, executor: str, job_id: str) -> None:
             return
         if prev is not None and prev.job_id and detached_job_alive(prev):
             lock._refuse(prev, "the job is still running")
-        lock._write(LockOwner(os.getpid(), socket.gethostname(), executor, time.time(), str(job_id), detached=True))
+        lock._write(LockOwner(os.getpid(), socket.gethostname(), executor, time.time(), liveness, str(job_id),
+                              detached=True))
     finally:
         os.close(fd)

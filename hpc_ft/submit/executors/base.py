@@ -27,6 +27,7 @@ from hpc_ft.errors import Problem
 from hpc_ft.job import JobSpec
 from hpc_ft.node.task import NodeTask
 from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.lock import NO_PROBE
 from hpc_ft.rundir.records import NodeReport
 from hpc_ft.rundir.spec import save_spec, spec_path  # noqa: F401  save_spec: the package re-exports it
 
@@ -71,6 +72,9 @@ class Executor(ABC):
     # With wait=false, whether the job runs on after submitting returns (so the job, not the submitter, holds
     # its run dir from then on: hpc_ft.rundir.lock). False for an executor that has run the job by then.
     detaches: ClassVar[bool] = True
+    # How a later submission tells that this executor's detached job still runs, so its run dir stays held
+    # (one of hpc_ft.rundir.lock.LIVENESS_PROBES: squeue for a Slurm job id, a live pid for a local process).
+    liveness: ClassVar[str] = NO_PROBE
     # The node task class submitted once per node.
     node_task_class: ClassVar[type[NodeTask]] = NodeTask
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from hpc_ft.rundir.lock import PROCESS
 from hpc_ft.config.schema import JobConf
 from hpc_ft.errors import Problem
 from hpc_ft.job import JobSpec
@@ -61,6 +62,7 @@ class LocalExecutor(Executor):
     """Emulated nodes on this machine: real torchrun per node, rendezvous on 127.0.0.1."""
 
     name = "local"
+    liveness = PROCESS  # a detached job holds its run dir while it runs (hpc_ft.rundir.lock)
     first_host_hint = "127.0.0.1"
 
     def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:

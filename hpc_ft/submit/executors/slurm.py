@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from hpc_ft.rundir.lock import SLURM_JOB
 from hpc_ft.config.schema import JobConf
 from hpc_ft.job import JobSpec
 from hpc_ft.node.slurm_task import SlurmNodeTask
@@ -26,6 +27,7 @@ class SlurmExecutor(Executor):
     """A Slurm cluster through submitit: requeue on preemption, bounded by executor.max_requeues."""
 
     name = "slurm"
+    liveness = SLURM_JOB  # a detached job holds its run dir while it runs (hpc_ft.rundir.lock)
     queue_estimate = True
     node_task_class = SlurmNodeTask
 
