@@ -21,6 +21,10 @@ from benchmarks.common import (  # noqa: E402
     REPO_ROOT, Row, group_main, median, missing_row, rotate, run_cmd)
 
 COLD_GOAL = "<= 0.5 s"
+# Commands that compose the config: at most 1.5x the bare import of what they build on (issue 11's goal; the
+# ratio holds on a loaded machine where seconds do not).
+COMPOSE_GOAL = "<= 1.5x"
+GOALS = {"cold.help": COLD_GOAL, "cold.dry_run": COMPOSE_GOAL, "cold.sbatch": COMPOSE_GOAL}
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
 
 
@@ -80,7 +84,7 @@ def measure(quick: bool = False) -> list[Row]:
         label, argv = cmd
         torch_in = "torch" in imported_modules(argv, env)
         rows.append(Row(f"cold start {label}", '`python -c "import hydra, omegaconf, submitit"`',
-                        median(s[key]), median(s["base"]), repeats, COLD_GOAL, key=key,
+                        median(s[key]), median(s["base"]), repeats, GOALS[key], key=key,
                         samples_a=s[key], samples_b=s["base"],
                         status="miss" if torch_in else "",
                         note="IMPORTS TORCH" if torch_in else "torch not imported"))
