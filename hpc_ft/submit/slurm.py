@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from hpc_ft.errors import ConfigError, Problem
@@ -141,14 +142,21 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     return params
 
 
-def make_slurm_executor(spec: JobSpec):
-    """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues."""
+def make_slurm_executor(spec: JobSpec, folder: Path | None = None, **extra: Any):
+    """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues.
+
+    ``folder`` defaults to the run dir's submitit folder (a sweep's array passes its own); ``extra`` are further
+    submitit parameters (``array_parallelism``). The one place that sets submitit's preemption signal.
+    """
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     params = slurm_parameters(spec)
-    # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute.
+    # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute (its handler on
+    # the nodes reads SUBMITIT_PREEMPT_SIGNAL, exported by slurm_setup_lines).
     SlurmJobEnvironment.USR_SIG = preempt_sig(spec)
-    ex = submitit.SlurmExecutor(folder=spec.run_dir / "submitit", max_num_timeout=spec.conf.executor.max_requeues)
-    ex.update_parameters(**params)
+    ex = submitit.SlurmExecutor(folder=spec.run_dir / "submitit" if folder is None else folder,
+                                max_num_timeout=spec.conf.executor.max_requeues)
+    ex.update_parameters(**params, **extra)
     return ex
+
