@@ -160,3 +160,19 @@ def make_slurm_executor(spec: JobSpec, folder: Path | None = None, **extra: Any)
     ex.update_parameters(**params, **extra)
     return ex
 
+
+# sacct states of a job that has, or is about to have, a run on its nodes (sacct(1), JOB STATE CODES, and squeue's
+# REQUEUE_* states). UNKNOWN (sacct has no record, or accounting is off) is not among them: the result files decide.
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
+                           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "PREEMPTED", "READY"})
+
+
+def slurm_job_active(job: Any) -> bool:
+    """Slurm still runs (or will rerun) the submitit job ``job``: its result files are not final yet.
+
+    A preempted attempt leaves the result file of every node task that returned before the requeue stopped it,
+    and the requeued attempt replaces them one by one as its tasks end: all of them exist well before the last
+    run has ended. Asks sacct (forced, not submitit's cached state); raises nothing (sacct errors read UNKNOWN).
+    """
+    state = str(job.watcher.get_state(str(job.job_id), mode="force")).split()
+    return bool(state) and state[0].upper() in ACTIVE_STATES
