@@ -7,7 +7,9 @@ Every way a node task runs under a scheduler takes these steps through ``NodePre
 1. **Forward.** The preemption signal (``executor.preempt_signal``) reaches the node task; it passes it on to its
    torchrun once (``forward``), which passes it on to the workers (``--signals-to-handle``). The workers agree
    through an all-reduce, stop at the end of a step, write the checkpoint and exit.
-2. **Wait for the checkpoint.** The node waits, bounded, until torchrun has exited (``stop_torchrun``).
+2. **Wait for the checkpoint.** The node waits, bounded by W below, until torchrun has exited: submitit's hook
+   in its signal handler (``stop_torchrun``); the sbatch entry in its main thread, in ``NodeTask``, where
+   torchrun's grace G bounds it.
 3. **Decide.** The job is requeued when training stopped for preemption and fewer than
    ``executor.max_requeues`` requeues were used (``may_requeue``); otherwise the checkpoint stays for a resume.
 4. **Requeue.** Node 0 asks the scheduler (submitit's ``scontrol requeue``, or the entry's own). Requeueing stops
