@@ -7,9 +7,8 @@ Every way a node task runs under a scheduler takes these steps through ``NodePre
 1. **Forward.** The preemption signal (``executor.preempt_signal``) reaches the node task; it passes it on to its
    torchrun once (``forward``), which passes it on to the workers (``--signals-to-handle``). The workers agree
    through an all-reduce, stop at the end of a step, write the checkpoint and exit.
-2. **Wait for the checkpoint.** The node waits, bounded by W below, until torchrun has exited: submitit's hook
-   in its signal handler (``stop_torchrun``); the sbatch entry in its main thread, in ``NodeTask``, where
-   torchrun's grace G bounds it.
+2. **Wait for the checkpoint.** The node waits, bounded by W below, until torchrun has exited
+   (``stop_torchrun``, in the signal handler: it interrupts the main thread's own wait for torchrun).
 3. **Decide.** The job is requeued when training stopped for preemption and fewer than
    ``executor.max_requeues`` requeues were used (``may_requeue``); otherwise the checkpoint stays for a resume.
 4. **Requeue.** Node 0 asks the scheduler (submitit's ``scontrol requeue``, or the entry's own). Requeueing stops
@@ -29,6 +28,10 @@ Timing rule, for a scheduler warning delay of D seconds (``executor.preempt_sign
 
 With D < 45 s the floor of 30 s on G wins and the kill at D may come before the requeue: give D >= 45.
 A ``scancel --signal`` has no deadline; the same waits apply.
+
+The submitter's side of a requeue (hpc_ft.submit.gather.wait): the nodes that are not node 0 return from the
+preempted attempt and leave its result files; they stay until the requeued run's tasks end, so waiting ends when
+Slurm has ended the job, not when every task has a result file.
 """
 
 from __future__ import annotations
@@ -160,8 +163,13 @@ class NodePreemption:
         return self.forwarder.received
 
     def install(self) -> None:
-        """Forward the signal on this node whenever it comes, before any handler already installed (submitit's)."""
-        chain_handler(self.forwarder.signum, self.forwarder)
+        """On this node, whenever the signal comes: steps 1 and 2 (``stop_torchrun``), then any handler already
+        installed (submitit's, whose hook on node 0 finds torchrun gone and goes on to decide and requeue)."""
+        chain_handler(self.forwarder.signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.forwarder.received = True
+        self.stop_torchrun()
 
     def stop_torchrun(self) -> bool:
         """Step 1 and 2: forward the signal (once) and wait up to W for torchrun to exit; True if it did."""

@@ -110,13 +110,16 @@ def test_submitits_hook_runs_the_routine_and_requeues_the_same_task_class(cls, t
 def test_slurm_node_task_installs_the_routine_on_every_node(tmp_path, monkeypatch):
     calls = _Calls(monkeypatch)
     spec = _spec(tmp_path)
-    monkeypatch.setattr(NodeTask, "__call__", lambda self: "ran")
-    old = signal.getsignal(signal.SIGUSR2)
+    monkeypatch.setattr(NodeTask, "__call__", lambda self: signal.raise_signal(signal.SIGUSR2) or "ran")
+    previous = []
+    old = signal.signal(signal.SIGUSR2, lambda s, f: previous.append(s))  # stands in for submitit's handler
     try:
-        assert SlurmNodeTask(str(spec.spec_path))() == "ran"
+        task = SlurmNodeTask(str(spec.spec_path))
+        assert task() == "ran"
     finally:
         signal.signal(signal.SIGUSR2, old)
-    assert calls.steps() == ["install"]
+    assert calls.steps() == ["install", "stop_torchrun"]  # on the signal, before submitit's handler
+    assert previous == [signal.SIGUSR2] and task.preemption().received
 
 
 def test_the_sbatch_entry_runs_the_routine(tmp_path, monkeypatch):
@@ -140,5 +143,5 @@ def test_the_sbatch_entry_runs_the_routine(tmp_path, monkeypatch):
         assert entry.run(str(spec.spec_path)) == 0
     finally:
         signal.signal(signal.SIGUSR2, old)
-    assert calls.steps() == ["install", "may_requeue"]
+    assert calls.steps() == ["install", "stop_torchrun", "may_requeue"]
     assert requeued == ["7", "stopped"]
