@@ -17,9 +17,8 @@ STEADY = ["train.ckpt_every_steps=0", "train.eval_every_steps=0"]
 
 def compose_spec(overrides: list[str], run_dir: Path):
     """A validated, resolved JobSpec for ``overrides`` (as ``hpc-ft submit`` would build it)."""
-    from hpc_ft.config import validate
     from hpc_ft.config.compose import compose_conf
-    from hpc_ft.job import resolve
+    from hpc_ft.submit.executors import resolve, validate
 
     conf = compose_conf(list(overrides), run_dir=run_dir)
     validate(conf)

@@ -211,9 +211,8 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from hpc_ft.config import validate
     from hpc_ft.config.overrides import to_job_conf
-    from hpc_ft.job import resolve
+    from hpc_ft.submit.executors import resolve, validate
 
     # As typed: iterating the ListConfig would resolve an ${...} inside an override's text.
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
@@ -261,7 +260,9 @@ def _submit_locked(spec, con, lock) -> int:
     con.print(f"submitted job {job.job_id} ({spec.conf.executor.name}, {spec.nodes} node(s) x "
               f"{spec.workers_per_node} worker(s)); run dir: {spec.run_dir}")
     if not spec.conf.wait:
-        if spec.conf.executor.name != "debug":
+        from hpc_ft.submit.executors import executor_of
+
+        if executor_of(spec).detaches:
             lock.detach()
         con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}", soft_wrap=True)
         return 0

@@ -36,6 +36,10 @@ the ranks:
 
 Import cycles between modules fail too (a package's ``__init__`` counts as imported with any of its
 modules), except ``KNOWN_CYCLES``, which must still exist so the exception cannot outlive its fix.
+
+Executors differ in one place (issue 11 part 2): outside the registry package ``hpc_ft/submit/executors/``, no
+code compares ``executor.name`` with anything, nor any value with an executor's name (the ``name:`` of each
+``conf/executor/*.yaml``); it asks the registry (``executor_named``/``executor_of``) instead.
 """
 
 from __future__ import annotations
@@ -76,6 +80,17 @@ READ_FROM_NODE = {"hpc_ft.node.result"}
 KNOWN_CYCLES: list[set[str]] = []
 
 HEAVY = ("torch", "pynvml", "datasets", "peft")
+
+# The one package allowed to tell executors apart by name.
+EXECUTOR_REGISTRY = ROOT / "hpc_ft" / "submit" / "executors"
+# Name comparisons not yet moved into the registry, each with the reason. Each must still compare names (remove
+# it with the commit that moves it), so the exception cannot outlive its fix.
+KNOWN_NAME_COMPARISONS = {
+    # The run-dir lock (rundir layer, below the registry; also used by node/entry.py) tells whether a detached
+    # owner's job still runs by the executor its owner record names: squeue for slurm, the controller's pid for
+    # local. Next: each executor names its liveness probe, the owner record stores the probe.
+    "hpc_ft/rundir/lock.py",
+}
 
 
 def module_files() -> dict[str, Path]:
@@ -247,6 +262,78 @@ def test_checker_sees_upward_imports_and_cycles_anywhere_in_a_module(tmp_path):
     assert strongly_connected(graph) == [{"hpc_ft.sched.a", "hpc_ft.sched.b"}]
     assert _with_parents("hpc_ft.sched.b", "hpc_ft.sched.a") == ["hpc_ft.sched.b"]
     assert _with_parents("hpc_ft.config.schema", "hpc_ft.sched.a") == ["hpc_ft.config", "hpc_ft.config.schema"]
+
+
+def executor_names(root: Path = ROOT) -> set[str]:
+    """The executor names users can pick: ``name:`` of every conf/executor/*.yaml."""
+    import yaml
+
+    return {yaml.safe_load(p.read_text())["name"] for p in sorted((root / "conf" / "executor").glob("*.yaml"))}
+
+
+def _is_executor_name(node: ast.AST) -> bool:
+    """``<anything>.executor.name`` or ``executor.name``."""
+    if not (isinstance(node, ast.Attribute) and node.attr == "name"):
+        return False
+    owner = node.value
+    return (isinstance(owner, ast.Attribute) and owner.attr == "executor") or \
+        (isinstance(owner, ast.Name) and owner.id == "executor")
+
+
+def _names_an_executor(node: ast.AST, names: set[str]) -> bool:
+    """A string constant that is an executor's name, or a tuple/list/set literal holding one."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return any(isinstance(i, ast.Constant) and isinstance(i.value, str) and i.value in names for i in items)
+
+
+def executor_name_comparisons(source: str, names: set[str]) -> list[int]:
+    """Lines of ``source`` that tell executors apart by name: a comparison (==, !=, in, not in, is) of
+    ``executor.name`` with anything or of anything with an executor's name, and ``case "<name>":``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            if any(_is_executor_name(o) or _names_an_executor(o, names) for o in operands):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.MatchValue) and _names_an_executor(node.value, names):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_only_the_executor_registry_compares_executor_names():
+    names = executor_names()
+    assert {"local", "debug", "slurm"} <= names
+    bad, known = [], set()
+    for name, path in sorted(module_files().items()):
+        if path.is_relative_to(EXECUTOR_REGISTRY):
+            continue
+        where = str(path.relative_to(ROOT))
+        lines = executor_name_comparisons(path.read_text(), names)
+        if where in KNOWN_NAME_COMPARISONS:
+            if lines:
+                known.add(where)
+            continue
+        bad += [f"{where}:{line}" for line in lines]
+    gone = sorted(KNOWN_NAME_COMPARISONS - known)
+    assert not gone, f"{gone} no longer compare executor names: remove them from KNOWN_NAME_COMPARISONS"
+    assert not bad, ("executor names compared outside hpc_ft/submit/executors/ (ask the registry: "
+                     "executor_of(conf).<what differs>, see docs/architecture.md):\n" + "\n".join(bad))
+
+
+def test_checker_sees_every_way_of_comparing_executor_names():
+    """The name check is not blind to the forms the code base used before the registry (what it relies on)."""
+    names = {"local", "debug", "slurm"}
+    src = textwrap.dedent("""
+        if spec.conf.executor.name == "debug": pass        # 2
+        if ex.name in ("local", "debug"): pass             # 3
+        local = executor == "local"                        # 4
+        if conf.executor.name != other: pass               # 5
+        match kind:
+            case "slurm": pass                             # 7
+        if p.name == "multirun.yaml" or x in ("a", "b"): pass
+        host = "localhost" if r == 0 else "slurm-node"
+    """)
+    assert executor_name_comparisons(src, names) == [2, 3, 4, 5, 7]
 
 
 # --help, a dry run, sbatch rendering and planning run on login nodes: none of them may load torch or NVML.

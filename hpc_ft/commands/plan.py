@@ -72,9 +72,9 @@ def make_plan(args: argparse.Namespace):
     """Expand, compose, validate and plan; raises HpcFtError (bad input, infeasible budget)."""
     import dataclasses
 
-    from hpc_ft.config import validate
     from hpc_ft.errors import ConfigError
     from hpc_ft.sched import mmc
+    from hpc_ft.submit.executors import executor_of, validate
     from hpc_ft.sweep.history import load_history, sacct_queue_estimate
     from hpc_ft.sweep.plan import plan_confs, prefixed_problems, varying
 
@@ -94,7 +94,7 @@ def make_plan(args: argparse.Namespace):
     if args.lambda_per_h is not None or args.mu_per_h is not None:
         wait = mmc(args.lambda_per_h or 0.0, args.mu_per_h or 0.0, args.servers or 1,
                    ["rates given on the command line"])
-    elif not args.no_queue and confs[0].executor.name == "slurm":
+    elif not args.no_queue and executor_of(confs[0]).queue_estimate:
         wait, note = sacct_queue_estimate(args.queue_days, args.servers)
     if wait is not None or note:
         plan = dataclasses.replace(plan, wait=wait, assumptions=plan.assumptions + ([note] if note else []))

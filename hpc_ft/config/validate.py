@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import re
 import signal
-from typing import Callable
+from typing import Callable, Mapping, Protocol
 
 from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, JobConf, SchedConf
 from hpc_ft.errors import ConfigError, Problem
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-EXECUTORS = ("local", "debug", "slurm")
 # Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -36,11 +35,35 @@ def local_gpu_count() -> int:
         return 0
 
 
+class ExecutorRules(Protocol):
+    """What validation needs from the executor a job names (``executor.name``).
+
+    The executors live in ``hpc_ft.submit.executors`` (one module each, found through its registry), above this
+    layer: ``validate`` is handed the registry rather than importing it.
+    """
+
+    name: str
+
+    def workers_per_node(self, conf: JobConf) -> int:
+        """torchrun processes per node on this executor."""
+        ...
+
+    def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
+        """What this executor cannot run (``gpu_count``: GPUs on this machine, called only when needed)."""
+        ...
+
+    def warnings(self, conf: JobConf) -> list[str]:
+        """What this executor will run differently from the request, without refusing it."""
+        ...
+
+
 def workers_per_node(conf: JobConf) -> int:
-    """torchrun processes per node: as configured, else one per GPU, else 2 CPU workers."""
+    """torchrun processes per node: as configured, else one per GPU, else 2 CPU workers.
+
+    An executor may differ (the debug executor trains one worker in-process): its ``workers_per_node`` is pinned
+    into ``resources.workers_per_node`` by ``hpc_ft.submit.executors.resolve``, so a resolved spec reads it here.
+    """
     r = conf.resources
-    if conf.executor.name == "debug":
-        return 1  # the debug executor trains in-process, one worker, so pdb works
     if r.workers_per_node is not None:
         return r.workers_per_node
     return r.gpus_per_node if r.gpus_per_node > 0 else 2
@@ -143,11 +166,18 @@ def signal_problems(name: str, delay_s: int, timeout_min: int) -> list[Problem]:
     return p
 
 
-def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> list[str]:
-    """Raise ConfigError listing every problem in ``conf``; return warnings that do not block the job."""
+def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
+             executors: Mapping[str, ExecutorRules]) -> list[str]:
+    """Raise ConfigError listing every problem in ``conf``; return warnings that do not block the job.
+
+    ``executors``: the registered executors by name (``hpc_ft.submit.executors.REGISTRY``); the one ``conf``
+    names adds its own rules, an unknown name is one more problem. Commands call
+    ``hpc_ft.submit.executors.validate``, which passes the registry.
+    """
     p: list[Problem] = []
     warnings: list[str] = []
     r, t, ex = conf.resources, conf.train, conf.executor
+    rules = executors.get(ex.name)
 
     def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
         if not ok:
@@ -155,8 +185,9 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
 
     need(conf.precision.dtype in PRECISIONS, "precision", conf.precision.dtype,
          f"must be one of {', '.join(PRECISIONS)}", "pass precision=bf16 (or fp32, fp16)")
-    need(ex.name in EXECUTORS, "executor", ex.name,
-         f"must be one of {', '.join(EXECUTORS)}", "pass executor=local (or debug, slurm)")
+    names = list(executors)
+    need(rules is not None, "executor", ex.name, f"must be one of {', '.join(names)}",
+         f"pass executor={names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:] else ""))
     need(r.nodes >= 1, "resources.nodes", r.nodes, "must be at least 1", "pass resources.nodes=1")
     need(r.gpus_per_node >= 0, "resources.gpus_per_node", r.gpus_per_node,
          "must be 0 (CPU) or more", "pass resources.gpus_per_node=0")
@@ -201,7 +232,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
     need(t.max_steps >= 1, "train.max_steps", t.max_steps, "must be at least 1", "pass train.max_steps=200")
     need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "must be at least 1",
          "pass train.grad_accum_steps=1")
-    workers = workers_per_node(conf)
+    workers = rules.workers_per_node(conf) if rules is not None else workers_per_node(conf)
     world = max(r.nodes, 1) * max(workers, 1)
     per_step = world * max(t.grad_accum_steps, 1)
     if t.batch_size < 1 or t.batch_size % per_step:
@@ -241,18 +272,9 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
          "must be at least 2", "pass telemetry.max_report_points=600")
     p += sched_problems(conf.sched, r.nodes, r.gpus_per_node)
 
-    if ex.name in ("local", "debug") and r.gpus_per_node > 0:
-        have = gpu_count()
-        if r.gpus_per_node > have:
-            p.append(Problem("resources.gpus_per_node", r.gpus_per_node,
-                             f"the {ex.name} executor runs on this machine, which has {have} GPU(s)",
-                             f"pass resources.gpus_per_node={have} or executor=slurm"))
-    if ex.name == "debug" and r.nodes > 1:
-        p.append(Problem("resources.nodes", r.nodes, "the debug executor runs one node in-process",
-                         "pass resources.nodes=1 or executor=local"))
-    if ex.name == "debug" and (r.workers_per_node or 1) > 1:
-        warnings.append(f"executor=debug trains in-process with 1 worker (resources.workers_per_node="
-                        f"{r.workers_per_node} ignored)")
+    if rules is not None:
+        p += rules.problems(conf, gpu_count)
+        warnings += rules.warnings(conf)
     if conf.precision.dtype == "fp16" and r.gpus_per_node == 0:
         warnings.append("precision=fp16 on CPU is emulated and very slow; prefer precision=bf16 or fp32 on CPU")
 

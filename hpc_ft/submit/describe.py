@@ -8,6 +8,7 @@ from typing import Any
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import torchrun_argv
 from hpc_ft.node.rendezvous import Placement
+from hpc_ft.submit.executors import executor_of
 
 # Node 0 hosts the rendezvous store on a port the OS assigns at launch (hpc_ft.node.rdzv_store).
 PORT_PLACEHOLDER = "<port node 0 publishes in RUN_DIR/nodes/rendezvous.json>"
@@ -16,7 +17,7 @@ PORT_PLACEHOLDER = "<port node 0 publishes in RUN_DIR/nodes/rendezvous.json>"
 def describe(spec: JobSpec) -> dict[str, Any]:
     """Resources, executor, run dir and the torchrun command of every node, as plain data."""
     c = spec.conf
-    first = "127.0.0.1" if c.executor.name == "local" else "<first host of SLURM_JOB_NODELIST>"
+    first = executor_of(c).first_host_hint
     nodes = []
     for rank in range(spec.nodes):
         if spec.nodes == 1:

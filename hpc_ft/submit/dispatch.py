@@ -1,47 +1,19 @@
-"""Submit a JobSpec through submitit and return the handle; the only module that dispatches."""
+"""Submit a JobSpec through the executor it names and return the handle; the entry point for one job."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import time
 from typing import Any
 
 from hpc_ft.job import JobSpec
-from hpc_ft.node.task import NodeTask
-from hpc_ft.submit.executors import local_controller_output, make_executor, submitit_folder
+from hpc_ft.submit.executors import executor_of, save_spec
 
-
-def save_spec(spec: JobSpec) -> None:
-    """Write job.yaml into the run dir; a different existing one is kept aside, never overwritten."""
-    path = spec.spec_path
-    if path.exists():
-        old = path.read_text()
-        if old == spec.to_yaml():
-            return
-        shutil.copy2(path, path.with_name(f"job.{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
-    spec.save()
+__all__ = ["save_spec", "submit"]
 
 
 def submit(spec: JobSpec) -> Any:
-    """Save the spec and submit one NodeTask per node; returns the submitit job.
+    """Save the spec and submit one node task per node through ``spec``'s executor; returns the submitit job.
 
-    Slurm requests are checked first (values a batch script can't hold; with ``preflight``, the
-    partition's limits), so a refused job leaves nothing behind.
+    The executor checks its request first (Slurm: values a batch script can't hold; with ``preflight``, the
+    partition's limits), so a refused job leaves nothing behind. An unknown executor name raises ConfigError.
     """
-    task_cls = NodeTask
-    if spec.conf.executor.name == "slurm":
-        from hpc_ft.node.slurm_task import SlurmNodeTask
-        from hpc_ft.submit.slurm import check_sbatch_values
-
-        check_sbatch_values(spec)
-        if spec.conf.preflight:
-            from hpc_ft.submit.preflight import preflight
-
-            preflight(spec.conf.resources)
-        task_cls = SlurmNodeTask
-    save_spec(spec)
-    executor = make_executor(spec)
-    local = spec.conf.executor.name == "local"
-    with local_controller_output(submitit_folder(spec) / "controller.log") if local else contextlib.nullcontext():
-        return executor.submit(task_cls(str(spec.spec_path)))
+    return executor_of(spec).submit(spec)

@@ -30,8 +30,7 @@ class SweepContext:
         from hydra.core.hydra_config import HydraConfig
         from omegaconf import OmegaConf
 
-        from hpc_ft.config import validate
-        from hpc_ft.job import resolve
+        from hpc_ft.submit.executors import resolve, validate
 
         if self.error is not None:
             self.refused = True

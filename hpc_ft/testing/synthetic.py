@@ -110,7 +110,7 @@ def synthetic_run(run_dir: str | Path, profiles: list[NodeProfile], seconds: flo
     """A finished run dir: job.yaml (composed from conf/ with ``overrides``), per node a series file and a
     NodeReport (node_{r}.json) with ``train`` metrics. Returns the run dir."""
     from hpc_ft.config.compose import compose_conf
-    from hpc_ft.job import resolve
+    from hpc_ft.submit.executors import resolve
     from hpc_ft.node.result import PREEMPTED_EXIT_CODE, NodeReport
 
     run_dir = Path(run_dir)

@@ -124,8 +124,8 @@ class HpcFtLauncher(Launcher):
 
     def _plan(self, configs: dict[int, DictConfig], overrides: dict[int, list[str]]):
         """Validate every job, plan the sweep, give each job its allocated GPUs; raises ConfigError."""
-        from hpc_ft.config import validate
         from hpc_ft.errors import ConfigError, Problem
+        from hpc_ft.submit.executors import executor_named, resolve, validate
         from hpc_ft.sweep.history import load_history
         from hpc_ft.sweep.plan import allocation_overrides, plan_confs, prefixed_problems, varying
 
@@ -133,7 +133,6 @@ class HpcFtLauncher(Launcher):
         confs = {n: self._job_conf(configs[n]) for n in nums}
 
         def check(which: list[int]) -> None:
-            from hpc_ft.job import resolve
             from hpc_ft.train.precheck import check_before_dispatch
 
             errors = {}
@@ -161,27 +160,9 @@ class HpcFtLauncher(Launcher):
             configs[n] = self._sweep_config(overrides[n], n)
             confs[n] = self._job_conf(configs[n])
         check(sorted(extra))
-        if confs[nums[0]].executor.name == "slurm":
-            self._check_slurm([confs[n] for n in nums])
+        # What the executor checks at submission (Slurm: batch-script values, the cluster), for every job first.
+        executor_named(confs[nums[0]].executor.name).check_sweep([confs[n] for n in nums])
         return plan
-
-    @staticmethod
-    def _check_slurm(confs: list) -> None:
-        """What a single Slurm submit checks, for every job before any is submitted: values a batch script
-        can't hold, and (preflight=true) each distinct request against the cluster's partitions."""
-        from hpc_ft.job import resolve
-        from hpc_ft.submit.slurm import check_sbatch_values
-
-        for conf in confs:
-            check_sbatch_values(resolve(copy.deepcopy(conf)))
-        if confs[0].preflight:
-            from hpc_ft.submit.preflight import preflight
-
-            seen = []
-            for conf in confs:
-                if conf.resources not in seen:
-                    seen.append(conf.resources)
-                    preflight(conf.resources)
 
     # -- 3. submit and gather -------------------------------------------------------------------------------
     def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path) -> list[JobReturn]:
@@ -199,30 +180,9 @@ class HpcFtLauncher(Launcher):
         table = plan_table(plan)
         atomic_write_text(sweep_dir / "plan.txt", table + "\n")
         log.info(table.split("\n\n", 1)[0])
-        plan_dict = plan.to_dict()
 
-        def record(state: str) -> None:  # manifest.json: what `hpc-ft report SWEEP_DIR` reads later
-            sweep_run.write_manifest(sweep_dir, plan_dict, entries, executor=executor, wait=wait, state=state)
-
-        record("submitting")
-        par = plan.array_parallelism
-        if executor == "slurm":
-            sweep_run.submit_slurm(entries, par, sweep_dir)
-            record("submitted")
-            if wait:
-                sweep_run.gather_entries(entries, poll_s)
-        elif executor == "local" and wait:
-            sweep_run.run_local(entries, par, poll_s, on_submit=lambda e: record("running"))
-            sweep_run.gather_entries(entries, poll_s)
-        elif executor == "local":
-            driver = sweep_run.submit_local_detached(entries, par, sweep_dir)
-            log.info(f"local sweep driver {driver.job_id} runs {len(entries)} job(s), {par} at once")
-        else:
-            if not wait:
-                log.warning("executor=debug trains in this process: wait=false is ignored")
-            sweep_run.run_debug(entries)
-        waited = wait or executor == "debug"
-        record("finished" if waited else "submitted")
+        waited = sweep_run.submit_sweep(entries, plan.array_parallelism, sweep_dir, plan=plan.to_dict(),
+                                        executor=executor, wait=wait, poll_s=poll_s)
         if not waited:
             log.info(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(sweep_dir))}")
 

@@ -3,7 +3,7 @@
 import pytest
 
 from hpc_ft.config.compose import compose_conf
-from hpc_ft.config.validate import validate
+from hpc_ft.submit.executors import validate  # the config checks with the registered executors' rules
 from hpc_ft.errors import ConfigError
 
 BASE = ["model=mlp", "data=synthetic"]

@@ -10,7 +10,7 @@ import pytest
 
 from hpc_ft import report
 from hpc_ft.cli import main as cli_main
-from hpc_ft.config import validate
+from hpc_ft.submit.executors import validate
 from hpc_ft.config.compose import compose_conf
 from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, remove_series, synthetic_run
 

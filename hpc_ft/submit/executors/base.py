@@ -1,0 +1,159 @@
+"""The executor protocol: everything that differs between executors, in one class per executor.
+
+An executor (``executor.name`` in the config, ``conf/executor/<name>.yaml``) answers for:
+
+- its config rules: workers per node, what it cannot run, what it runs differently (``validate`` asks it);
+- what a dry run shows for it (the rendezvous host of a multi-node job);
+- what is checked before anything is submitted (Slurm: batch-script values and the cluster's limits);
+- which node task runs on each node, the submitit executor that runs it, and how submitting is wrapped;
+- how a planned sweep is submitted (a job array, local processes, in-process) and whether it is waited for;
+- whether the scheduler's history can estimate a sweep's queue wait (``hpc-ft plan``).
+
+Each executor is one module of this package registered in ``hpc_ft.submit.executors``; nothing outside the
+package compares executor names (tests/test_architecture.py checks it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, ContextManager, Sequence
+
+from hpc_ft.config.schema import JobConf
+from hpc_ft.config.validate import workers_per_node
+from hpc_ft.errors import Problem
+from hpc_ft.job import JobSpec
+from hpc_ft.node.result import NodeReport
+from hpc_ft.node.task import NodeTask
+
+# Called with the sweep's state ("running", "submitted") whenever its manifest should be rewritten.
+RecordState = Callable[[str], None]
+# Picklable: records scheduler ids (Hydra job number -> id) and optionally the sweep's state in its manifest,
+# also from a process that outlives hpc-ft (the local executor's detached sweep driver).
+RecordIds = Callable[..., None]
+
+
+@dataclass
+class SweepEntry:
+    """One sweep job as submitted: its Hydra number, spec and submitit job (None until submitted)."""
+
+    num: int
+    spec: JobSpec
+    order_index: int  # position in the plan's submission order
+    job: Any = None
+    reports: list[NodeReport] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.reports) and all(r.ok for r in self.reports)
+
+
+def save_spec(spec: JobSpec) -> None:
+    """Write job.yaml into the run dir; a different existing one is kept aside, never overwritten."""
+    path = spec.spec_path
+    if path.exists():
+        old = path.read_text()
+        if old == spec.to_yaml():
+            return
+        shutil.copy2(path, path.with_name(f"job.{time.strftime('%Y%m%d-%H%M%S')}.yaml"))
+    spec.save()
+
+
+def submitit_folder(spec: JobSpec) -> Path:
+    """Where submitit keeps a job's pickles and logs: the run dir's ``submitit/``."""
+    return spec.run_dir / "submitit"
+
+
+class Executor(ABC):
+    """One executor. Subclass it in a module of ``hpc_ft.submit.executors``, set ``name`` and register it.
+
+    The defaults describe a batch scheduler's executor that needs nothing special; override what differs.
+    """
+
+    name: ClassVar[str]  # executor.name, and the conf/executor/<name>.yaml that selects it
+    # The rendezvous host a dry run shows for a multi-node job (the real one is known only on the nodes).
+    first_host_hint: ClassVar[str] = "<first host of SLURM_JOB_NODELIST>"
+    # Whether `hpc-ft plan` may estimate a sweep's queue wait from the scheduler's accounting (sacct).
+    queue_estimate: ClassVar[bool] = False
+    # With wait=false, whether the job runs on after submitting returns (so the job, not the submitter, holds
+    # its run dir from then on: hpc_ft.rundir.lock). False for an executor that has run the job by then.
+    detaches: ClassVar[bool] = True
+    # The node task class submitted once per node.
+    node_task_class: ClassVar[type[NodeTask]] = NodeTask
+
+    # -- config rules (hpc_ft.config.validate.ExecutorRules) ------------------------------------------------
+    def workers_per_node(self, conf: JobConf) -> int:
+        """torchrun processes per node: as configured, else one per GPU, else 2 CPU workers."""
+        return workers_per_node(conf)
+
+    def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
+        """What this executor cannot run; ``gpu_count`` counts this machine's GPUs (call it only when needed)."""
+        return []
+
+    def warnings(self, conf: JobConf) -> list[str]:
+        """What this executor runs differently from the request, without refusing it."""
+        return []
+
+    # -- one job --------------------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec) -> Any:
+        """Check the request, save the spec, submit one node task per node; returns the submitit job.
+
+        A refused request leaves nothing behind: the checks come before job.yaml is written.
+        """
+        self.check_before_submit(spec)
+        save_spec(spec)
+        executor = self.make_executor(spec)
+        with self.submitting(spec):
+            return executor.submit(self.node_task(spec))
+
+    def check_before_submit(self, spec: JobSpec) -> None:
+        """Raise ConfigError (or SubmissionError) for a request this executor would refuse later; default: none."""
+
+    def node_task(self, spec: JobSpec) -> NodeTask:
+        """The callable submitit runs once per node."""
+        return self.node_task_class(str(spec.spec_path))
+
+    @abstractmethod
+    def make_executor(self, spec: JobSpec) -> Any:
+        """The configured submitit executor for ``spec`` (submitit imported here: it is not needed to plan)."""
+
+    def submitting(self, spec: JobSpec) -> ContextManager[Any]:
+        """Wraps ``make_executor(spec).submit(...)``; default: nothing."""
+        return contextlib.nullcontext()
+
+    # -- a planned sweep ------------------------------------------------------------------------------------
+    def check_sweep(self, confs: Sequence[JobConf]) -> None:
+        """Raise for a sweep job this executor would refuse at submission, before any job is submitted."""
+
+    @abstractmethod
+    def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
+                     poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
+        """Submit every entry in plan order, at most ``parallelism`` at once; fill ``entry.job`` and, when it
+        waits, ``entry.reports`` (results.json written). Returns whether the sweep was waited for."""
+
+
+def gather_entries(entries: Sequence[SweepEntry], poll_s: float) -> None:
+    """Wait for every job (plan order) and gather every node's report; results.json per run dir."""
+    from hpc_ft.submit.gather import gather, save_results, wait
+
+    for e in entries:
+        wait(e.job, poll_s=poll_s)
+        e.reports = gather(e.job, e.spec)
+        save_results(e.spec, e.reports)
+
+
+def this_machine_gpu_problems(name: str, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
+    """An executor that runs on this machine can use only the GPUs this machine has."""
+    r = conf.resources
+    if r.gpus_per_node <= 0:
+        return []
+    have = gpu_count()
+    if r.gpus_per_node <= have:
+        return []
+    return [Problem("resources.gpus_per_node", r.gpus_per_node,
+                    f"the {name} executor runs on this machine, which has {have} GPU(s)",
+                    f"pass resources.gpus_per_node={have} or executor=slurm")]

@@ -1,0 +1,159 @@
+"""executor=local: submitit's LocalExecutor, one process per emulated node on this machine.
+
+A sweep runs its jobs as local processes, at most the plan's parallelism at once; with wait=false a detached
+driver (itself a submitit local job) runs the same schedule after hpc-ft returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from hpc_ft.config.schema import JobConf
+from hpc_ft.errors import Problem
+from hpc_ft.job import JobSpec
+from hpc_ft.submit.executors.base import (Executor, RecordIds, RecordState, SweepEntry, gather_entries,
+                                          submitit_folder, this_machine_gpu_problems)
+
+log = logging.getLogger(__name__)
+
+
+def local_parameters(spec: JobSpec) -> dict[str, Any]:
+    """submitit LocalExecutor parameters: one task per emulated node on this machine."""
+    r = spec.conf.resources
+    return {"timeout_min": r.timeout_min, "tasks_per_node": r.nodes, "gpus_per_node": r.gpus_per_node,
+            "signal_delay_s": spec.conf.executor.preempt_signal_delay_s}
+
+
+@contextlib.contextmanager
+def local_controller_output(log_path: Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 at ``log_path`` while a LocalExecutor submits.
+
+    submitit's local controller is a child process that outlives hpc-ft and inherits its stdout and
+    stderr: a pipe it holds (``hpc-ft submit wait=false | tee log``) would keep the reader waiting
+    until the job ends. The jobs' own output goes to submitit's per-task logs either way.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+
+
+class LocalExecutor(Executor):
+    """Emulated nodes on this machine: real torchrun per node, rendezvous on 127.0.0.1."""
+
+    name = "local"
+    first_host_hint = "127.0.0.1"
+
+    def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
+        return this_machine_gpu_problems(self.name, conf, gpu_count)
+
+    def make_executor(self, spec: JobSpec) -> Any:
+        import submitit
+
+        ex = submitit.LocalExecutor(folder=submitit_folder(spec))
+        ex.update_parameters(**local_parameters(spec))
+        return ex
+
+    def submitting(self, spec: JobSpec):
+        return local_controller_output(submitit_folder(spec) / "controller.log")
+
+    def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
+                     poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
+        if wait:
+            self.run_local(entries, parallelism, poll_s, on_submit=lambda e: record_state("running"))
+            gather_entries(entries, poll_s)
+            return True
+        driver = self.submit_detached(entries, parallelism, sweep_dir, record_ids)
+        log.info(f"local sweep driver {driver.job_id} runs {len(entries)} job(s), {parallelism} at once")
+        return False
+
+    def run_local(self, entries: Sequence[SweepEntry], parallelism: int, poll_s: float,
+                  on_submit: Callable[[SweepEntry], None] | None = None) -> None:
+        """Run local jobs in plan order, at most ``parallelism`` at once; returns when all are done."""
+        pending, running = list(entries), []
+        while pending or running:
+            while pending and len(running) < parallelism:
+                e = pending.pop(0)
+                e.job = self.submit(e.spec)
+                running.append(e)
+                if on_submit is not None:
+                    on_submit(e)
+            _wait_any([e.job for e in running], poll_s)
+            running = [e for e in running if not e.job.done()]
+
+    def submit_detached(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path,
+                        record_ids: RecordIds) -> Any:
+        """Start a LocalSweepDriver as a submitit local job; returns its job."""
+        import submitit
+
+        folder = Path(sweep_dir) / ".submitit" / "driver"
+        ex = submitit.LocalExecutor(folder=folder)
+        total_min = sum(e.spec.conf.resources.timeout_min for e in entries) + 5  # worst case: one after another
+        ex.update_parameters(timeout_min=total_min)
+        poll_s = min(e.spec.conf.executor.poll_interval_s for e in entries)
+        with local_controller_output(folder / "controller.log"):
+            return ex.submit(LocalSweepDriver(self, [str(e.spec.spec_path) for e in entries],
+                                              [e.num for e in entries], parallelism, record_ids, poll_s))
+
+
+def _wait_any(jobs: Sequence[Any], poll_s: float) -> None:
+    """Block until one of ``jobs`` is done; local jobs are waited on through their controller process."""
+    while True:
+        for job in jobs:
+            if job.done():
+                return
+        procs = [getattr(j, "_process", None) for j in jobs]
+        if all(p is not None for p in procs):
+            slice_s = max(0.01, poll_s / len(procs))
+            for p in procs:
+                try:
+                    p.wait(timeout=slice_s)
+                    return
+                except Exception:  # subprocess.TimeoutExpired: still running
+                    continue
+        else:
+            time.sleep(poll_s)
+
+
+@dataclass
+class LocalSweepDriver:
+    """Runs a local sweep detached from hpc-ft (wait=false): the same schedule, then gathers every job.
+
+    Picklable: submitit ships it to its own local process. Arguments are run dirs' job.yaml paths in plan order;
+    ``record_ids`` writes each job's id, then the state "finished", into the sweep's manifest.
+    """
+
+    executor: LocalExecutor
+    spec_paths: list[str]
+    nums: list[int]
+    parallelism: int
+    record_ids: RecordIds
+    poll_s: float = 1.0
+
+    def __call__(self) -> dict[int, bool]:
+        entries = [SweepEntry(num, JobSpec.load(p), i) for i, (num, p) in enumerate(zip(self.nums, self.spec_paths))]
+
+        def record(e: SweepEntry) -> None:
+            self.record_ids({e.num: str(e.job.job_id)})
+
+        self.executor.run_local(entries, self.parallelism, self.poll_s, on_submit=record)
+        gather_entries(entries, self.poll_s)
+        self.record_ids({}, state="finished")
+        return {e.num: e.ok for e in entries}

@@ -1,0 +1,112 @@
+"""executor=slurm: submitit's SlurmExecutor, one task per node; preemption forwarded to every node's torchrun.
+
+The Slurm request itself (sbatch options, setup lines, submitit parameters) is rendered by
+``hpc_ft.submit.slurm``, shared with ``hpc-ft sbatch``; the cluster check by ``hpc_ft.submit.preflight``.
+A sweep is one job array per group of jobs with the same request, tasks in plan order, ``%parallelism``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hpc_ft.config.schema import JobConf
+from hpc_ft.job import JobSpec
+from hpc_ft.node.slurm_task import SlurmNodeTask
+from hpc_ft.submit.executors.base import Executor, RecordIds, RecordState, SweepEntry, gather_entries
+
+log = logging.getLogger(__name__)
+
+
+class SlurmExecutor(Executor):
+    """A Slurm cluster through submitit: requeue on preemption, bounded by executor.max_requeues."""
+
+    name = "slurm"
+    queue_estimate = True
+    node_task_class = SlurmNodeTask
+
+    def check_before_submit(self, spec: JobSpec) -> None:
+        """Values a batch script can't hold; with ``preflight``, the partition's limits (asks the cluster)."""
+        from hpc_ft.submit.slurm import check_sbatch_values
+
+        check_sbatch_values(spec)
+        if spec.conf.preflight:
+            from hpc_ft.submit.preflight import preflight
+
+            preflight(spec.conf.resources)
+
+    def check_sweep(self, confs: Sequence[JobConf]) -> None:
+        """What a single submit checks, for every job of a sweep before any is submitted: values a batch script
+        can't hold, and (preflight=true) each distinct request against the cluster's partitions."""
+        from hpc_ft.job import resolve
+        from hpc_ft.submit.slurm import check_sbatch_values
+
+        for conf in confs:
+            conf = copy.deepcopy(conf)
+            conf.resources.workers_per_node = self.workers_per_node(conf)
+            check_sbatch_values(resolve(conf))
+        if confs[0].preflight:
+            from hpc_ft.submit.preflight import preflight
+
+            seen = []
+            for conf in confs:
+                if conf.resources not in seen:
+                    seen.append(conf.resources)
+                    preflight(conf.resources)
+
+    def make_executor(self, spec: JobSpec) -> Any:
+        from hpc_ft.submit.slurm import make_slurm_executor
+
+        return make_slurm_executor(spec)
+
+    def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
+                     poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
+        submit_arrays(entries, parallelism, sweep_dir, self.node_task)
+        record_state("submitted")
+        if wait:
+            gather_entries(entries, poll_s)
+        return wait
+
+
+def slurm_groups(entries: Sequence[SweepEntry]) -> list[list[SweepEntry]]:
+    """Entries (in plan order) grouped by identical Slurm request; groups ordered by their first job."""
+    from hpc_ft.submit.slurm import slurm_parameters
+
+    groups: dict[str, list[SweepEntry]] = {}
+    for e in entries:
+        ex = e.spec.conf.executor
+        key = json.dumps([slurm_parameters(e.spec), ex.preempt_signal, ex.max_requeues], sort_keys=True,
+                         default=str)
+        groups.setdefault(key, []).append(e)
+    return list(groups.values())
+
+
+def submit_arrays(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path,
+                  node_task: Callable[[JobSpec], Any]) -> None:
+    """One submitit batch (a Slurm job array, %parallelism) per group; task i of an array is its i-th job.
+
+    Each task is the executor's node task (as a single Slurm submit uses, a SlurmNodeTask): preemption
+    reaches every node's torchrun.
+    """
+    import submitit
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    from hpc_ft.node.launch import signal_name
+    from hpc_ft.submit.slurm import slurm_parameters
+
+    for k, group in enumerate(slurm_groups(entries)):
+        first = group[0].spec
+        # submitit writes `--signal=<USR_SIG>@delay` into the sbatch script from this class attribute.
+        SlurmJobEnvironment.USR_SIG = signal_name(first.conf.executor.preempt_signal).removeprefix("SIG")
+        ex = submitit.SlurmExecutor(folder=Path(sweep_dir) / ".submitit" / f"array{k}",
+                                    max_num_timeout=first.conf.executor.max_requeues)
+        ex.update_parameters(**slurm_parameters(first), array_parallelism=parallelism)
+        with ex.batch():
+            jobs = [ex.submit(node_task(e.spec)) for e in group]
+        for e, job in zip(group, jobs):
+            e.job = job
+        log.info("array %s: %d job(s) (sweep jobs %s), at most %d at once", jobs[0].job_id.split("_")[0],
+                 len(group), ", ".join(str(e.num) for e in group), parallelism)
