@@ -54,8 +54,8 @@ def run(spec_path: str) -> int:
     runs = restart_count()
     task = NodeTask(spec_path, requeues=runs)
     routine = task.preemption(spec)
-    routine.install()  # no submitit here: only the forwarder handles the signal
-    report = task()  # saves nodes/node_{rank}.json; torchrun's exit after the signal is bounded by its grace
+    routine.install()  # on the signal: forward it to torchrun and wait for it (no submitit handler here)
+    report = task()  # saves nodes/node_{rank}.json
     if not should_requeue(report, routine.received):
         return report.exit_code
     if not routine.may_requeue():
