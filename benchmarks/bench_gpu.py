@@ -250,7 +250,7 @@ class LoopRun:
         self.shape = shape
         gpu = device.type == "cuda"
         steps = shape.window_steps * (1 + windows)
-        overrides = ["precision=bf16", "telemetry=off", "optim.lr=1e-4", f"train.batch_size={shape.batch}",
+        overrides = ["precision=bf16", "telemetry=off", "optim.lr=1e-4", f"train.global_batch_size={shape.batch}",
                      "train.grad_accum_steps=1", f"train.max_steps={steps}",
                      f"train.log_every_steps={shape.window_steps}", "train.warmup_steps=0", "train.eval_every_steps=0",
                      "train.ckpt_every_steps=0", "train.keep_checkpoints=1"]

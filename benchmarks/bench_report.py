@@ -68,7 +68,7 @@ def generate(run_dir: Path, nodes: int, gpus: int, seconds: int) -> float:
                 for n in range(nodes)]
     synthetic_run(run_dir, profiles, seconds=seconds,
                   overrides=["resources=gpu", "executor=slurm", f"resources.nodes={nodes}",
-                             f"resources.gpus_per_node={gpus}", f"train.batch_size={nodes * gpus * 2}",
+                             f"resources.gpus_per_node={gpus}", f"train.global_batch_size={nodes * gpus * 2}",
                              "resources.timeout_min=2880"],
                   train={"samples_per_s": 1000.0, "flops_per_sample": 1e12}, node_telemetry_in_report=False)
     return time.perf_counter() - t0

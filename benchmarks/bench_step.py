@@ -82,7 +82,7 @@ class Runner:
         spec = fresh_copy(self._spec(task, precision, fused), self.root, f"hpcft-{task}-{precision}-{fused}")
         argv, env = torchrun_cmd(spec)
         run_cmd(argv, env=env)
-        w = windows_from_metrics(spec.run_dir / "metrics.jsonl", spec.conf.train.batch_size)
+        w = windows_from_metrics(spec.run_dir / "metrics.jsonl", spec.conf.train.global_batch_size)
         return median(w)
 
     def baseline(self, task: str, precision: str) -> float:
@@ -92,7 +92,7 @@ class Runner:
         t = spec.conf.train
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={spec.workers_per_node}", str(BASELINE), f"--task={task}",
-                f"--precision={precision}", f"--steps={t.max_steps}", f"--batch-size={t.batch_size}",
+                f"--precision={precision}", f"--steps={t.max_steps}", f"--batch-size={t.global_batch_size}",
                 f"--lr={spec.conf.optim['lr']}", f"--warmup-steps={t.warmup_steps}", f"--log-every={t.log_every_steps}",
                 f"--grad-clip={t.grad_clip_norm}", f"--out={out}"]
         if spec.conf.optim.get("fused"):  # the same optimizer kernel as hpc_ft's side

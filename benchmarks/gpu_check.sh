@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh wheels     # here, with network: pure-Python wheels the GPU machine may lack -> .whl/
 #   bash benchmarks/gpu_check.sh run OUT    # there: installs .whl/ if present, then writes every result into OUT
+#   bash benchmarks/gpu_check.sh quick OUT  # there: steps (1) and (2) only, ~1 min: NVML and a real submit
 #
 # run: (1) hpc_ft's NVML sampler against nvidia-smi, idle and under load; (2) a real `hpc-ft submit` on the
 # local executor on one GPU (synthetic task, bf16, telemetry at 2 Hz) and its run report; (3) the GPU mode of
@@ -22,8 +23,8 @@ wheels)
     submitit==1.5.4
   ls -l .whl
   exit 0 ;;
-run) out=${2:?usage: bash benchmarks/gpu_check.sh run OUT_DIR} ;;
-*) echo "usage: bash benchmarks/gpu_check.sh wheels | run OUT_DIR" >&2; exit 2 ;;
+run|quick) out=${2:?usage: bash benchmarks/gpu_check.sh run|quick OUT_DIR} ;;
+*) echo "usage: bash benchmarks/gpu_check.sh wheels | run OUT_DIR | quick OUT_DIR" >&2; exit 2 ;;
 esac
 
 mkdir -p "$out"
@@ -54,6 +55,7 @@ step job "$py" -m hpc_ft.cli submit model=mlp data=synthetic precision=bf16 reso
   train.eval_every_steps=0 telemetry.interval_s=0.5 "hydra.run.dir=$job/run"
 cp "$job/run/results.json" "$work/job-results.json" 2>/dev/null || true
 cp "$job/run/report/report.json" "$work/job-report.json" 2>/dev/null || true
+[ "$1" = quick ] && exit "$status"
 step bench "$py" benchmarks/run.py --gpu --out "$work/bench-gpu.json"
 step bench-compile "$py" benchmarks/run.py --gpu --compile --out "$work/bench-gpu-compile.json"
 exit "$status"

@@ -96,6 +96,13 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
 
     register_configs()
     _State.exit_code, _State.error, _State.ran = 0, None, False
+    from hpc_ft.config.renames import renamed_in_config_file, renamed_override_problems
+    from hpc_ft.errors import ConfigError
+
+    renamed = renamed_override_problems(argv)
+    if renamed:  # before Hydra, whose "not in TrainConf" would hide the new name
+        print(f"error: {ConfigError(renamed)}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
 
     def wrapped(cfg):
         from hpc_ft.errors import HpcFtError
@@ -131,6 +138,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         if exc.code in (0, None) or _State.ran:
             raise
         # Hydra refused an override or the config before anything ran, and printed why (key, value, type).
+        renamed_in_file = renamed_in_config_file(exc)
+        if renamed_in_file is not None:  # a config file of the user's sets a key by its old name
+            print(f"error: {ConfigError([renamed_in_file])}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
         from hpc_ft.config.overrides import refusal_fix
 
         print(refusal_fix(argv, prog), file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any, BinaryIO, Callable
 
 from omegaconf import OmegaConf
 
+from hpc_ft.config.renames import upgrade_conf, upgrade_override
 from hpc_ft.config.schema import JobConf
 from hpc_ft.config.validate import workers_per_node
 
@@ -55,8 +56,11 @@ class JobSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
-        merged = OmegaConf.merge(OmegaConf.structured(JobConf), d["conf"])
-        return cls(conf=OmegaConf.to_object(merged), overrides=list(d.get("overrides", [])))
+        """The spec of a ``to_dict`` record; a record written before a key was renamed (``train.batch_size``)
+        reads under the new name. Raises OmegaConf's errors on a key no version of the schema has."""
+        merged = OmegaConf.merge(OmegaConf.structured(JobConf), upgrade_conf(d["conf"]))
+        return cls(conf=OmegaConf.to_object(merged),
+                   overrides=[upgrade_override(o) for o in d.get("overrides", [])])
 
     def save(self, path: Path | None = None) -> Path:
         """Write the spec atomically (a crash never leaves a half-written file)."""

@@ -190,3 +190,45 @@ def test_a_single_run_composes_the_config_once_and_a_sweep_still_runs(tmp_path, 
     assert cli.main(["submit", "-m", "dry_run=true", "train.seed=1,2"]) == 0
     out = capsys.readouterr().out
     assert out.count('"seed": 1') + out.count('"seed": 2') >= 1 or "seed" in out
+
+
+# --- issue 11.5: names from the field; the old names are refused naming the new ones ------------------------
+
+@pytest.mark.parametrize("cmd", ["submit", "sbatch", "plan"])
+@pytest.mark.parametrize("args, words", [
+    (["train.batch_size=32"], ["train.batch_size=32: was renamed train.global_batch_size",
+                               "Fix: pass train.global_batch_size=32"]),
+    (["+train.eval_batch_size=8"], ["train.eval_batch_size=8: was renamed train.eval_micro_batch_size",
+                                    "Fix: pass train.eval_micro_batch_size=8"]),
+    (["-m", "train.batch_size=16,32"], ["was renamed train.global_batch_size",
+                                        "Fix: pass train.global_batch_size=16,32"]),
+])
+def test_renamed_key_is_refused_naming_the_new_key(tmp_path, cmd, args, words):
+    err = refused(run([cmd, *args, "dry_run=true"], tmp_path))
+    assert all(w in err for w in words), err
+    assert "not in 'TrainConf'" not in err and "did you mean" not in err  # the rename, not Hydra's generic refusal
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_renamed_key_in_a_users_config_file_is_refused_naming_the_new_key(tmp_path):
+    own = tmp_path / "my_conf" / "train"
+    own.mkdir(parents=True)
+    (own / "old.yaml").write_text("max_steps: 5\nbatch_size: 32\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    err = refused(run(["submit", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "train=old", "dry_run=true"],
+                      work))
+    assert "train.batch_size" in err and "was renamed train.global_batch_size" in err, err
+    assert "write global_batch_size: instead of batch_size:" in err
+    assert "Fix: train options are" not in err  # the generic fix for a group option is not given
+    assert list(work.iterdir()) == []
+
+
+def test_dry_run_shows_the_global_batch_and_the_micro_batch_per_worker(tmp_path):
+    res = run(["submit", "dry_run=true", "resources.nodes=2", "train.global_batch_size=32", "train.grad_accum_steps=2",
+               "train.eval_micro_batch_size=8"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    train = json.loads(res.stdout)["train"]
+    assert train["global_batch_size"] == 32 and train["grad_accum_steps"] == 2
+    assert train["micro_batch_per_worker"] == 4  # 32 / (2 nodes x 2 workers x 2 accumulation steps)
+    assert train["eval_micro_batch_size"] == 8

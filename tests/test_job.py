@@ -22,3 +22,18 @@ def test_round_trip(tmp_path):
 def test_debug_executor_runs_one_worker(tmp_path):
     spec = resolve(compose_conf(["executor=debug", "model=mlp", "data=synthetic"], run_dir=tmp_path))
     assert spec.workers_per_node == 1 and spec.world_size == 1
+
+
+def test_job_yaml_of_the_previous_version_loads_under_the_new_names(tmp_path):
+    # issue 11.5: train.batch_size -> train.global_batch_size, train.eval_batch_size -> eval_micro_batch_size.
+    from hpc_ft.testing.previous import write_previous_job_yaml
+
+    overrides = ["train.global_batch_size=32", "train.eval_micro_batch_size=8"]
+    spec = resolve(compose_conf(["model=mlp", "data=synthetic", *overrides], run_dir=tmp_path / "run"), overrides)
+    path = write_previous_job_yaml(spec)
+    text = path.read_text()
+    assert "  batch_size: 32" in text and "eval_batch_size: 8" in text and "train.batch_size=32" in text
+    back = JobSpec.load(path)
+    assert back == spec
+    assert back.conf.train.global_batch_size == 32 and back.conf.train.eval_micro_batch_size == 8
+    assert back.overrides == overrides  # an advised next command composes with today's keys

@@ -34,7 +34,7 @@ def test_notebook_on_a_two_node_gpu_run(tmp_path, monkeypatch):
     busy, idle = GpuProfile(), GpuProfile(util_pct=0.0, mem_used_gb=0.5, power_w=70.0)
     run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[busy, idle]), NodeProfile(gpus=[busy, idle])],
                         seconds=900, overrides=["resources=gpu", "executor=slurm", "resources.nodes=2",
-                                                "resources.gpus_per_node=2", "train.batch_size=16"],
+                                                "resources.gpus_per_node=2", "train.global_batch_size=16"],
                         train={"samples_per_s": 80.0, "flops_per_sample": 1e12})
     text, images = execute_notebook(run, monkeypatch)
     assert "2 node(s), 4 GPU(s) sampled" in text

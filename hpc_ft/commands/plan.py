@@ -72,12 +72,16 @@ def make_plan(args: argparse.Namespace):
     """Expand, compose, validate and plan; raises HpcFtError (bad input, infeasible budget)."""
     import dataclasses
 
+    from hpc_ft.config.renames import renamed_override_problems
     from hpc_ft.errors import ConfigError
     from hpc_ft.sched import mmc
     from hpc_ft.submit.executors import executor_of, validate
     from hpc_ft.sweep.history import load_history, sacct_queue_estimate
     from hpc_ft.sweep.plan import plan_confs, prefixed_problems, varying
 
+    renamed = renamed_override_problems(args.overrides)
+    if renamed:  # a train.* key would not even be composed here: refuse it as submit does
+        raise ConfigError(renamed)
     points = sweep_points(args.overrides)
     confs = compose_points(points)
     errors = {}
@@ -115,7 +119,13 @@ def plan_main(argv: list[str]) -> int:
     except Exception as exc:  # Hydra's own: a bad override or a missing config group option
         if type(exc).__module__.startswith(("hydra", "omegaconf")):
             from hpc_ft.config.overrides import refusal_fix
+            from hpc_ft.config.renames import renamed_in_config_file
+            from hpc_ft.errors import ConfigError
 
+            renamed = renamed_in_config_file(exc)
+            if renamed is not None:  # a config file of the user's sets a key by its old name
+                print(f"error: {ConfigError([renamed])}", file=sys.stderr)
+                return EXIT_BAD_CONFIG
             print(f"error: {exc}", file=sys.stderr)
             print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG

@@ -50,9 +50,13 @@ class ExecutorConf:
 @dataclass
 class TrainConf:
     max_steps: int = 200  # optimizer steps
-    batch_size: int = 16  # samples per optimizer step, across all workers and accumulation steps
+    # Samples per optimizer step, across all workers and accumulation steps. Each worker's micro-batch is
+    # global_batch_size / (world size x grad_accum_steps) (the dry run shows it as micro_batch_per_worker).
+    global_batch_size: int = 16
     grad_accum_steps: int = 1  # micro-batches per optimizer step on each worker
-    eval_batch_size: int = 64  # per worker
+    # Evaluation samples per forward pass on each worker (per worker, unlike global_batch_size: evaluation
+    # reads the whole test split, so its batching changes memory and speed, never the result).
+    eval_micro_batch_size: int = 64
     eval_every_steps: int = 100  # 0: only at the end
     ckpt_every_steps: int = 50  # 0: only at the end
     keep_checkpoints: int = 2  # newest complete checkpoints kept in run_dir/checkpoints

@@ -235,13 +235,13 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     workers = rules.workers_per_node(conf) if rules is not None else workers_per_node(conf)
     world = max(r.nodes, 1) * max(workers, 1)
     per_step = world * max(t.grad_accum_steps, 1)
-    if t.batch_size < 1 or t.batch_size % per_step:
-        fit = max(per_step, (t.batch_size // per_step) * per_step)
-        p.append(Problem("train.batch_size", t.batch_size,
+    if t.global_batch_size < 1 or t.global_batch_size % per_step:
+        fit = max(per_step, (t.global_batch_size // per_step) * per_step)
+        p.append(Problem("train.global_batch_size", t.global_batch_size,
                          f"must be a positive multiple of grad_accum_steps x workers = {t.grad_accum_steps} x "
-                         f"{world} = {per_step}", f"pass train.batch_size={fit}"))
-    need(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1",
-         "pass train.eval_batch_size=64")
+                         f"{world} = {per_step}", f"pass train.global_batch_size={fit}"))
+    need(t.eval_micro_batch_size >= 1, "train.eval_micro_batch_size", t.eval_micro_batch_size, "must be at least 1",
+         "pass train.eval_micro_batch_size=64")
     for key in ("eval_every_steps", "ckpt_every_steps", "warmup_steps"):
         v = getattr(t, key)
         need(v >= 0, f"train.{key}", v, "must be 0 or more", f"pass train.{key}=0")
@@ -284,7 +284,8 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
 
 
 def split_problems(num_train: int, num_test: int, key: str, value: object, fix: str,
-                   batch_size: int | None = None, world_size: int | None = None) -> tuple[list[Problem], list[str]]:
+                   global_batch_size: int | None = None,
+                   world_size: int | None = None) -> tuple[list[Problem], list[str]]:
     """Problems and warnings of a dataset's split sizes (samples) against the global batch and the world size.
 
     An empty train split cannot make a global batch (the sample order divides by its size); an empty test split
@@ -301,10 +302,10 @@ def split_problems(num_train: int, num_test: int, key: str, value: object, fix: 
         p.append(Problem(key, value, f"leaves an empty test split ({sizes}): evaluation would have no samples", fix))
     if p:
         return p, warnings
-    if batch_size is not None and num_train < batch_size:
+    if global_batch_size is not None and num_train < global_batch_size:
         warnings.append(f"{key}={value!r}: the train split ({num_train} samples) is smaller than the global batch "
-                        f"(train.batch_size={batch_size}): every step repeats samples; lower train.batch_size or "
-                        f"use more data")
+                        f"(train.global_batch_size={global_batch_size}): every step repeats samples; lower "
+                        f"train.global_batch_size or use more data")
     if world_size is not None and num_test < world_size:
         warnings.append(f"{key}={value!r}: the test split ({num_test} samples) is smaller than the world size "
                         f"({world_size}): {world_size - num_test} rank(s) evaluate no sample (the accuracy still "

@@ -1,6 +1,6 @@
 """Right-sizing advice: Hydra overrides for the next submission, each with the measurement behind it.
 
-Every override keeps the job valid as `hpc-ft submit` sees it: fewer GPUs keep train.batch_size a
+Every override keeps the job valid as `hpc-ft submit` sees it: fewer GPUs keep train.global_batch_size a
 multiple of the new world size, a smaller micro-batch keeps the effective batch. Rules are conservative
 (clear waste or clear danger), so a well-sized job gets no advice.
 """
@@ -62,14 +62,14 @@ def _gpu_advice(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict]) -> l
         new, why = needed, (f"{len(idle)} of {len(gpu_rows)} GPUs sat below {idle_thr:g}% utilization for most "
                             f"of the run ({where}); at most {needed} per node did work")
     out: list[Advice] = []
-    # Keep train.batch_size a multiple of nodes x workers x grad_accum_steps, or validation would refuse it:
+    # Keep train.global_batch_size a multiple of nodes x workers x grad_accum_steps, or validation would refuse it:
     # take the smallest GPU count from `new` up that divides it, else adjust the batch to the nearest fit.
-    fit = next((g for g in range(new, r.gpus_per_node) if t.batch_size % (r.nodes * g * t.grad_accum_steps) == 0),
-               None)
+    fit = next((g for g in range(new, r.gpus_per_node)
+                if t.global_batch_size % (r.nodes * g * t.grad_accum_steps) == 0), None)
     if fit is None:
         per_step = r.nodes * new * t.grad_accum_steps
-        batch = max(per_step, round(t.batch_size / per_step) * per_step)
-        out.append(Advice("train.batch_size", batch, f"a multiple of {r.nodes} node(s) x {new} worker(s) x "
+        batch = max(per_step, round(t.global_batch_size / per_step) * per_step)
+        out.append(Advice("train.global_batch_size", batch, f"a multiple of {r.nodes} node(s) x {new} worker(s) x "
                           f"{t.grad_accum_steps} accumulation step(s), as {new} GPU(s) per node require"))
         fit = new
     out.insert(0, Advice("resources.gpus_per_node", fit, why))
@@ -86,7 +86,7 @@ def _gpu_memory_advice(spec: JobSpec, gpu_rows: list[dict]) -> list[Advice]:
     worst = max(full, key=lambda g: g["mem_peak_pct"])
     accum = t.grad_accum_steps * 2
     workers = spec.workers_per_node
-    if t.batch_size % (r.nodes * workers * accum):
+    if t.global_batch_size % (r.nodes * workers * accum):
         return []  # the micro-batch cannot be halved exactly; the table still shows the peak
     return [Advice("train.grad_accum_steps", accum,
                    f"GPU memory peaked at {worst['mem_peak_gb']:.1f} of {worst['mem_total_gb']:.1f} GiB "
@@ -162,7 +162,7 @@ def advise(spec: JobSpec, node_rows: list[dict], gpu_rows: list[dict], totals: d
 
 
 def _batch_fits(spec: JobSpec, advice: dict[str, Advice]) -> bool:
-    """Whether train.batch_size stays a multiple of nodes x workers x grad_accum_steps after ``advice``."""
+    """Whether train.global_batch_size stays a multiple of nodes x workers x grad_accum_steps after ``advice``."""
     r, t = spec.conf.resources, spec.conf.train
 
     def get(key: str, default: Any) -> Any:
@@ -171,7 +171,7 @@ def _batch_fits(spec: JobSpec, advice: dict[str, Advice]) -> bool:
     gpus = get("resources.gpus_per_node", r.gpus_per_node)
     workers = get("resources.workers_per_node", min(spec.workers_per_node, gpus) if gpus else spec.workers_per_node)
     per_step = get("resources.nodes", r.nodes) * workers * get("train.grad_accum_steps", t.grad_accum_steps)
-    return get("train.batch_size", t.batch_size) % per_step == 0
+    return get("train.global_batch_size", t.global_batch_size) % per_step == 0
 
 
 def next_overrides(spec: JobSpec, advice: list[Advice]) -> list[str]:

@@ -137,7 +137,7 @@ def _median(vals: list[float | None]) -> float | None:
 def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[dict], conf_peak: float | None,
                 n_gpus: int) -> dict[str, Any]:
     trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
-    # Every node logs the same global step rate (batch_size counts all workers), so take the median.
+    # Every node logs the same global step rate (train.global_batch_size counts all workers), so take the median.
     sps = _median([finite(t.get("samples_per_s")) for t in trains])
     tps = _median([finite(t.get("tokens_per_s")) for t in trains])
     fps = _median([finite(t.get("flops_per_sample")) for t in trains])

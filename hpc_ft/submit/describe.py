@@ -36,9 +36,11 @@ def describe(spec: JobSpec) -> dict[str, Any]:
         "precision": c.precision.dtype,
         "model": c.model.get("_target_"),
         "data": c.data.get("_target_"),
-        "train": {"max_steps": c.train.max_steps, "batch_size": c.train.batch_size,
+        # The global batch is split over every worker and accumulation step: show what one forward pass sees.
+        "train": {"max_steps": c.train.max_steps, "global_batch_size": c.train.global_batch_size,
                   "grad_accum_steps": c.train.grad_accum_steps,
-                  "micro_batch_per_worker": c.train.batch_size // (spec.world_size * c.train.grad_accum_steps)},
+                  "micro_batch_per_worker": c.train.global_batch_size // (spec.world_size * c.train.grad_accum_steps),
+                  "eval_micro_batch_size": c.train.eval_micro_batch_size},
         "nodes": nodes,
         "overrides": spec.overrides,
     }

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from hpc_ft.config.renames import upgrade_override
 from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.job import SPEC_FILE
 
@@ -27,7 +28,8 @@ def run_record(run_dir: Path) -> dict[str, Any] | None:
         return None
     res = (spec.get("conf") or {}).get("resources") or {}
     gpus = int(res.get("nodes", 1)) * int(res.get("gpus_per_node") or 0) or None
-    return {"overrides": list(spec.get("overrides") or []), "wall_s": max(float(r.get("wall_s") or 0) for r in reports),
+    return {"overrides": [upgrade_override(o) for o in spec.get("overrides") or []],  # as keys are named today
+            "wall_s": max(float(r.get("wall_s") or 0) for r in reports),
             "gpus": gpus, "ok": all(r.get("exit_code") == 0 for r in reports)}
 
 

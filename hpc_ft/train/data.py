@@ -60,36 +60,38 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def global_batch(n: int, seed: int, step: int, batch_size: int) -> torch.Tensor:
+def global_batch(n: int, seed: int, step: int, global_batch_size: int) -> torch.Tensor:
     """Indices of the global batch of optimizer step ``step`` (0-based), epochs reshuffled by seed.
 
     Raises ValueError for an empty split (``n`` < 1): the loop refuses one with a clear message first.
     """
     if n < 1:
         raise ValueError(f"global_batch needs at least one sample, got n={n}")
-    start = step * batch_size
+    start = step * global_batch_size
     out, pos = [], start
-    while pos < start + batch_size:
+    while pos < start + global_batch_size:
         epoch, offset = divmod(pos, n)
-        take = min(n - offset, start + batch_size - pos)
+        take = min(n - offset, start + global_batch_size - pos)
         out.append(_epoch_order(n, seed, epoch)[offset:offset + take])
         pos += take
     return torch.cat(out)
 
 
-def micro_batches(split: dict[str, torch.Tensor], idx: torch.Tensor, rank: int, world: int,
-                  accum: int) -> list[dict[str, torch.Tensor]]:
-    """This rank's ``accum`` micro-batches of one global batch (sizes equal: validation enforces divisibility)."""
-    per = idx.numel() // (world * accum)
-    mine = idx.view(accum, world, per)[:, rank]
+def micro_batches(split: dict[str, torch.Tensor], idx: torch.Tensor, rank: int, world_size: int,
+                  grad_accum_steps: int) -> list[dict[str, torch.Tensor]]:
+    """This rank's ``grad_accum_steps`` micro-batches of one global batch ``idx``, each of
+    len(idx) / (world_size x grad_accum_steps) samples (validation enforces divisibility)."""
+    per = idx.numel() // (world_size * grad_accum_steps)
+    mine = idx.view(grad_accum_steps, world_size, per)[:, rank]
     return [{k: v[m] for k, v in split.items()} for m in mine]
 
 
-def eval_batches(split: dict[str, torch.Tensor], rank: int, world: int,
-                 batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's share of the test set (every sample counted exactly once across ranks)."""
+def eval_batches(split: dict[str, torch.Tensor], rank: int, world_size: int,
+                 micro_batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's share of the test set in micro-batches of ``micro_batch_size`` samples (every sample
+    counted exactly once across ranks)."""
     n = split[LABELS].shape[0]
-    mine = torch.arange(rank, n, world)
-    for i in range(0, mine.numel(), batch_size):
-        sel = mine[i:i + batch_size]
+    mine = torch.arange(rank, n, world_size)
+    for i in range(0, mine.numel(), micro_batch_size):
+        sel = mine[i:i + micro_batch_size]
         yield {k: v[sel] for k, v in split.items()}

@@ -1,6 +1,19 @@
-"""The training loop: one readable function for setup, steps and cleanup. Not a framework.
+"""The training loop in named steps. One worker's run, not a framework.
 
-Runs as one torchrun worker (RANK/LOCAL_RANK/WORLD_SIZE from torchrun) or in-process for the debug
+``train(spec)`` sets up the process group and runs a ``Trainer``:
+
+    setup()                      seed, signals, data, model, optimizer, resume from the newest checkpoint, DDP
+    train()                      until train.max_steps, or until every rank agrees to stop for preemption:
+        train_step()                 one optimizer step: forward_backward() per micro-batch, then optimizer_step()
+        log_metrics()                at the end of a logging window: loss, lr, throughput
+        evaluate()                   every train.eval_every_steps and at the end
+        should_stop()                the preemption vote (and the test hooks): checkpoint, exit 75 to be requeued
+        save()                       every train.ckpt_every_steps and at the end
+    write_result()               this node's train.json
+
+What depends on the task (the forward pass, the loss, the evaluation metrics, the baseline, FLOPs) is the
+objective's (``hpc_ft.train.objective``); ranks and devices are ``hpc_ft.train.distributed``'s; the preemption
+vote and its test hooks are ``hpc_ft.train.preempt``'s. Runs as one torchrun worker or in-process for the debug
 executor (world size 1, no process group).
 """
 
@@ -9,27 +22,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hpc_ft.config.validate import split_problems
 from hpc_ft.errors import ConfigError, HpcFtError
 from hpc_ft.job import JobSpec, atomic_write_text
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
-from hpc_ft.train.data import LABELS, TaskData, eval_batches, global_batch, micro_batches
-from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag
+from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches
+from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teardown_dist, to_device
+from hpc_ft.train.meter import Meter, Progress
+from hpc_ft.train.objective import Classification, Objective
+from hpc_ft.train.optim import build_schedule, lr_lambda, restore_optimizer
+from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag, StopHooks
 from hpc_ft.train.resume import compare_with_checkpoint
+
+__all__ = ["EXIT_BAD_CONFIG", "Trainer", "evaluate", "lr_lambda", "train"]
 
 log = logging.getLogger("hpc_ft.train")
 
@@ -37,83 +53,311 @@ AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 EXIT_BAD_CONFIG = 2  # as hpc-ft's own refusals: the job cannot run as configured
 
 
-@dataclass
-class Dist:
-    """Where this worker sits: ranks from torchrun's environment, the device it trains on."""
-
-    rank: int
-    local_rank: int
-    world: int
-    node_rank: int
-    device: torch.device
-    control: Any = None  # a gloo group for tiny CPU-side agreements (no GPU sync); None: the default group
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def is_node_main(self) -> bool:
-        return self.local_rank == 0
+def train(spec: JobSpec) -> int:
+    """Train the job described by ``spec``; returns 0 when done, 75 when stopped for preemption, 2 when the data
+    or the checkpoint does not fit the job (the refusal is written to stderr by each node's first worker)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
+    t_start = time.monotonic()
+    d = setup_dist(spec)
+    try:
+        trainer = Trainer(spec, d, t_start)
+        trainer.setup()
+        return trainer.train()
+    except ConfigError as exc:  # the same on every rank: the data or the checkpoint does not fit the job
+        if d.is_node_main:
+            _report_refusal(exc, d.rank)
+        return EXIT_BAD_CONFIG
+    finally:
+        teardown_dist(d)
 
 
-@dataclass
-class Meter:
-    """Throughput over logging windows (device-synchronised only at window ends)."""
+class Trainer:
+    """One worker's training run: ``setup`` builds everything, ``train`` runs the steps, each a method of its own.
 
-    samples: int = 0
-    tokens: int = 0
-    steps: int = 0
-    t0: float = field(default_factory=time.perf_counter)
-    step_times_s: list[float] = field(default_factory=list)
-    rates: list[tuple[float, float]] = field(default_factory=list)  # (samples/s, tokens/s) per window
-
-    def close_window(self, device: torch.device) -> tuple[float, float]:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        now = time.perf_counter()
-        dt = max(now - self.t0, 1e-9)
-        rate = (self.samples / dt, self.tokens / dt)
-        if self.steps:
-            self.step_times_s.append(dt / self.steps)
-            self.rates.append(rate)
-        self.samples = self.tokens = self.steps = 0
-        self.t0 = now
-        return rate
-
-
-def _attempt_store(rank: int, world: int) -> dist.Store:
-    """The rendezvous store of this torchrun attempt, under a prefix of its own.
-
-    torchrun keeps one store across worker restarts (``--max-restarts``) and its env:// path adds no
-    per-attempt prefix, so restarted workers could read the dead workers' addresses and hang or fail
-    in gloo's connect. Keys under ``attempt_N`` start clean on every restart.
+    ``step`` counts the optimizer steps done (the resumed run's start included); it is also the index of the
+    global batch the next ``train_step`` reads, so the sample order stays a pure function of (seed, step).
     """
-    import datetime
 
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          is_master=not agent_store and rank == 0, multi_tenant=True,
-                          timeout=datetime.timedelta(minutes=10))
-    return dist.PrefixStore(f"hpc_ft/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    def __init__(self, spec: JobSpec, d: Dist, t_start: float, objective: Objective | None = None):
+        self.spec, self.d, self.t_start = spec, d, t_start
+        self.t = spec.conf.train
+        self.objective: Objective = objective or Classification()
+        self.preempt = PreemptFlag(StopHooks.from_env())
+        self.conf_record = spec.to_dict()["conf"]  # recorded in every checkpoint: what a resumed run compares with
+        self.node_dir = spec.run_dir / "nodes" / f"node{d.node_rank}"
+        self.step = self.start_step = 0
+        self.warnings: list[str] = []  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume
+        self.last_loss = float("nan")
+        self.eval_metrics: dict[str, float | None] = dict.fromkeys(self.objective.METRICS)
+        self.preempted = False
+
+    # --- setup ------------------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Seed, catch the preemption signals, build data, model and optimizer, resume, wrap the model for DDP.
+
+        Raises ConfigError (on every rank alike) when the data or the checkpoint does not fit the job.
+        """
+        _seed_everything(self.spec, self.d)
+        self.preempt.install()
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self._resume()
+        self._wrap_model()
+
+    def _setup_data(self) -> None:
+        self.data: TaskData = _instantiate(self.spec.conf.data)
+        self.warnings += _check_data(self.data, self.spec, self.d)
+
+    def _setup_model(self) -> None:
+        model_kwargs = self.objective.model_kwargs(self.data)
+        self.model: torch.nn.Module = _instantiate(self.spec.conf.model, **model_kwargs).to(self.d.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+
+    def _setup_optimizer(self) -> None:
+        c = self.spec.conf
+        self.optimizer = _instantiate(c.optim, params=self.model.parameters())
+        self.scheduler = build_schedule(self.optimizer, self.t)
+        self.amp_dtype = AMP_DTYPES[c.precision.dtype]
+        self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.amp_dtype is torch.float16)
+
+    def _resume(self) -> None:
+        """Continue from the newest complete checkpoint (every rank reads the same one), if the run dir has one.
+
+        The job recorded in the checkpoint is compared with this one first (hpc_ft.train.resume): a change the
+        checkpoint cannot take raises ConfigError; one it can is carried over with a warning.
+        """
+        d, t = self.d, self.t
+        ckpt = load_latest(self.spec.run_dir)
+        if ckpt is None:
+            torch.manual_seed(t.seed + 7919 * d.rank)  # distinct dropout streams per rank
+            return
+        st = ckpt.state
+        check = compare_with_checkpoint(st, self.conf_record, d.world_size, str(self.spec.run_dir))
+        check.raise_if_refused()
+        self.warnings += check.warnings
+        self.model.load_state_dict(st["model"])
+        restore_optimizer(self.optimizer, self.scheduler, st, check.fresh_optimizer, t)
+        # A checkpoint without loss-scaler state (bf16/fp32) resumed in fp16 starts a fresh scaler;
+        # a disabled scaler (fp16 resumed in bf16/fp32) has nothing to load.
+        if self.scaler.is_enabled() and st.get("scaler"):
+            self.scaler.load_state_dict(st["scaler"])
+        rngs = st.get("rng") or []
+        if len(rngs) == d.world_size:
+            _set_rng_state(rngs[d.rank], d.device)
+        else:
+            log.warning("checkpoint has RNG state for %d ranks, this run has %d: dropout streams restart",
+                        len(rngs), d.world_size)
+            torch.manual_seed(t.seed + 7919 * d.rank + st["step"])
+        self.step = self.start_step = ckpt.step
+        if d.is_main:
+            log.info("resumed from %s at step %d", ckpt.path, self.start_step)
+
+    def _wrap_model(self) -> None:
+        d, t = self.d, self.t
+        self.ddp = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None) \
+            if d.world_size > 1 else self.model
+        if d.world_size > 1 and self.start_step > 0:
+            self._settle_ddp_buckets()
+        # Compile the DDP wrapper (TorchDynamo splits the graph at DDP's buckets so all-reduces still overlap);
+        # ``model`` stays the plain module, so checkpoints keep their parameter names.
+        self.fwd = torch.compile(self.ddp) if t.compile else self.ddp
+        if t.compile and d.is_main:
+            log.info("train.compile=true: torch.compile compiles the model during the first steps")
+        self.flops = self.objective.flops_per_sample(self.model, self.data)
+
+    def _settle_ddp_buckets(self) -> None:
+        """Give a resumed run the gradient buckets an uninterrupted run has by now.
+
+        DDP regroups its gradient buckets after the first backward pass. With three or more ranks the
+        order of floating-point additions in the all-reduce depends on that grouping, so a resumed run
+        would drift from the uninterrupted one in the last bits. One backward pass on one micro-batch without
+        dropout (eval mode), whose gradients are thrown away, makes the regrouping happen before the first real
+        step; parameters, optimizer and RNG are untouched.
+        """
+        micro = self.t.global_batch_size // (self.d.world_size * self.t.grad_accum_steps)
+        batch = to_device({k: v[:micro] for k, v in self.data.train.items()}, self.d.device)
+        self.ddp.eval()
+        self.objective.loss(self.objective.forward(self.ddp, batch), batch).backward()
+        self.ddp.zero_grad(set_to_none=True)
+        self.ddp.train()
+
+    def amp(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the job's precision (none for fp32)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.d.device.type, dtype=self.amp_dtype)
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    def train(self) -> int:
+        """Run the steps from the resumed one to train.max_steps, or until every rank agrees to stop for
+        preemption; write this node's result. Returns 0 when done, 75 (EXIT_PREEMPTED) to be requeued."""
+        d, t = self.d, self.t
+        self.metrics_f = open(self.spec.run_dir / "metrics.jsonl", "a") if d.is_main else None
+        self.progress = Progress(d.is_main, self.start_step, t.max_steps)
+        self.meter = Meter()
+        self.loss_sum = torch.zeros((), device=d.device)  # summed on the device over a logging window: no sync
+        self.loss_steps = 0
+        if d.is_main:
+            for w in self.warnings:
+                log.warning("warning: %s", w)
+        self.ddp.train()
+        try:
+            while self.step < t.max_steps:
+                self.train_step()
+                if self.step % t.log_every_steps == 0 or self.step == t.max_steps:
+                    self.log_metrics()
+                if (t.eval_every_steps and self.step % t.eval_every_steps == 0) or self.step == t.max_steps:
+                    self.evaluate()
+                stop = self.should_stop()  # asked after every step, the last one too: it reads the pending vote
+                if self.step == t.max_steps:
+                    break
+                if stop:
+                    self.stop_for_preemption()
+                    break
+                self.preempt.cast_vote(d.control)  # read after the next step: its round trip overlaps that step
+                if t.ckpt_every_steps and self.step % t.ckpt_every_steps == 0:
+                    self.save()
+            if not self.preempted:
+                self.save()  # the final weights, always
+        finally:
+            self.progress.close()
+            if self.metrics_f:
+                self.metrics_f.close()
+        return self.write_result()
+
+    def train_step(self) -> None:
+        """One optimizer step on global batch number ``step``: this rank's micro-batches forward and backward
+        (gradients all-reduced on the last one only), then the optimizer step; ``step`` moves on by one."""
+        d, t = self.d, self.t
+        idx = global_batch(self.data.num_train, t.seed, self.step, t.global_batch_size)
+        batches = micro_batches(self.data.train, idx, d.rank, d.world_size, t.grad_accum_steps)
+        for i, batch in enumerate(batches):
+            self.meter.tokens += _tokens(batch) * d.world_size  # counted on the host copy: no device sync per step
+            self.forward_backward(to_device(batch, d.device), last_micro=i == len(batches) - 1)
+        self.optimizer_step()
+        self.step += 1
+        self.loss_steps += 1
+        self.meter.samples += t.global_batch_size
+        self.meter.steps += 1
+
+    def forward_backward(self, batch: dict[str, torch.Tensor], last_micro: bool) -> None:
+        """Forward and backward on one micro-batch, its loss divided by the accumulation steps (and scaled by
+        fp16's GradScaler); the loss is added to the window's sum on the device."""
+        # Accumulate locally; all-reduce gradients only on the last micro-batch.
+        sync = self.ddp.no_sync() if (self.d.world_size > 1 and not last_micro) else contextlib.nullcontext()
+        with sync:
+            with self.amp():
+                loss = self.objective.loss(self.objective.forward(self.fwd, batch), batch) / self.t.grad_accum_steps
+            self.scaler.scale(loss).backward()
+        self.loss_sum += loss.detach()
+
+    def optimizer_step(self) -> None:
+        """Clip the (unscaled) gradients, step the optimizer through the scaler, clear gradients, step the schedule."""
+        if self.t.grad_clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def log_metrics(self) -> None:
+        """Close the logging window: its mean training loss (summed across ranks, the window's one sync), the
+        learning rate and the throughput, to metrics.jsonl (rank 0) and the progress display."""
+        d = self.d
+        if d.world_size > 1:
+            dist.all_reduce(self.loss_sum)
+        self.last_loss = float(self.loss_sum) / (self.loss_steps * d.world_size)
+        self.loss_sum.zero_()
+        self.loss_steps = 0
+        sps, tps = self.meter.close_window(d.device)
+        record = {"step": self.step, "loss": self.last_loss, "lr": self.scheduler.get_last_lr()[0],
+                  "samples_per_s": sps, "tokens_per_s": tps}
+        if self.metrics_f:
+            self.metrics_f.write(json.dumps(record) + "\n")
+            self.metrics_f.flush()
+        self.progress.update(self.step, record)
+
+    def evaluate(self) -> None:
+        """The objective's metrics over the whole test split; their time is left out of the throughput."""
+        self.eval_metrics = evaluate(self.fwd, self.objective, self.data, self.t.eval_micro_batch_size, self.d,
+                                     self.amp)
+        self.progress.note(f"step {self.step}: {self.objective.describe(self.eval_metrics)}")
+        self.meter.skip()
+
+    def should_stop(self) -> bool:
+        """Whether every rank stops after this step for preemption (hpc_ft.train.preempt: the vote, the hooks)."""
+        marker = self.node_dir / "held_at_step" if self.d.is_node_main else None
+        return self.preempt.stop_after(self.step, self.start_step, marker, self.d.rank, self.d.control)
+
+    def stop_for_preemption(self) -> None:
+        """Checkpoint this step and mark the run preempted: the node task requeues it on exit status 75."""
+        self.save()
+        self.preempted = True
+        self.progress.note(f"preempted ({self.preempt.signal_name or 'test hook'}): checkpoint at step {self.step}, "
+                           f"exiting {EXIT_PREEMPTED} to be requeued")
+
+    def save(self) -> None:
+        """Checkpoint step ``step``: weights, optimizer, schedule, scaler, every rank's RNG state and the job.
+        Rank 0 writes; every rank returns once the checkpoint is on disk."""
+        d, c = self.d, self.spec.conf
+        rngs = all_gather_objects(_rng_state(d.device), d)
+        if d.is_main:
+            state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
+                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record}
+            save_checkpoint(self.spec.run_dir, self.step, state, keep=self.t.keep_checkpoints)
+        if d.world_size > 1:
+            dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
+
+    # --- the result -------------------------------------------------------------------------------------------
+
+    def result(self) -> dict[str, Any]:
+        """This run's training result (a node's train.json): steps, median throughput over the logging windows,
+        the last loss, the objective's metrics and baseline, and how the run went."""
+        st, rates = self.meter.step_times_s, self.meter.rates
+        return {
+            "steps": self.step, "max_steps": self.t.max_steps, "start_step": self.start_step,
+            "samples_per_s": statistics.median(r[0] for r in rates) if rates else None,
+            "tokens_per_s": statistics.median(r[1] for r in rates) if rates else None,
+            "step_time_s": statistics.median(st) if st else None,
+            "final_loss": self.last_loss, **self.eval_metrics, **self.objective.baseline(self.data),
+            "world_size": self.d.world_size, "precision": self.spec.conf.precision.dtype, "device": str(self.d.device),
+            "preempted": self.preempted, "wall_s": time.monotonic() - self.t_start,
+            "flops_per_sample": self.flops, "model_params": self.n_params,
+            "warnings": self.warnings,
+        }
+
+    def write_result(self) -> int:
+        """Write the result to the node's train.json (once per node); return the worker's exit status."""
+        if self.d.is_node_main:
+            atomic_write_text(self.node_dir / "train.json", json.dumps(self.result(), indent=1))
+        return EXIT_PREEMPTED if self.preempted else 0
 
 
-def _setup_dist(spec: JobSpec) -> Dist:
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = spec.conf.resources.gpus_per_node > 0 and torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None,
-                                store=_attempt_store(rank, world), rank=rank, world_size=world)
-    # The per-step "anyone preempted?" vote runs over gloo on CPU tensors: with NCCL it would need a
-    # device tensor and a .item() that stalls the GPU queue every step.
-    control = dist.new_group(backend="gloo") if (world > 1 and use_cuda) else None
-    return Dist(rank, local_rank, world, int(os.environ.get("HPC_FT_NODE_RANK", "0")), device, control)
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, objective: Objective, data: TaskData, micro_batch_size: int, d: Dist,
+             amp: Any) -> dict[str, float]:
+    """The objective's metrics over the whole test split, in micro-batches of ``micro_batch_size`` per rank, every
+    sample counted once across ranks (the sums are all-reduced)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(objective.SUMS), dtype=torch.float64, device=d.device)
+    for batch in eval_batches(data.test, d.rank, d.world_size, micro_batch_size):
+        batch = to_device(batch, d.device)
+        with amp():
+            outputs = objective.forward(model, batch)
+        objective.add_eval_sums(sums, outputs, batch)
+    if d.world_size > 1:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    return objective.eval_metrics(sums)
 
+
+# --- setup helpers --------------------------------------------------------------------------------------------
 
 def _seed_everything(spec: JobSpec, d: Dist) -> None:
     t = spec.conf.train
@@ -150,14 +394,37 @@ def _instantiate(conf: Any, **kwargs: Any) -> Any:
         raise
 
 
-def lr_lambda(step: int, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
-    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``max_steps``."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:
+    """Refuse splits the loop cannot use (ConfigError); return warnings about splits it can.
 
+    The built-in datasets refuse their own sizes while being built; this catches any dataset.
+    """
+    target = spec.conf.data.get("_target_") if isinstance(spec.conf.data, dict) else None
+    problems, warnings = split_problems(data.num_train, data.num_test, "data._target_", target,
+                                        "give the dataset more samples (see its data.* size settings)",
+                                        global_batch_size=spec.conf.train.global_batch_size,
+                                        world_size=d.world_size)
+    if problems:
+        raise ConfigError(problems)
+    return warnings
+
+
+def _report_refusal(exc: ConfigError, rank: int) -> None:
+    """Write the refusal to stderr, every line prefixed like torch prefixes a worker's error output.
+
+    The node task shows a failed node's "[rankN]:" lines as its error output: the message (key, value,
+    rule, fix) reaches the submitter's terminal instead of a traceback.
+    """
+    sys.stderr.write("".join(f"[rank{rank}]: {line}\n" for line in str(exc).splitlines()))
+    sys.stderr.flush()
+
+
+def _tokens(batch: dict[str, torch.Tensor]) -> int:
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else 0
+
+
+# --- RNG state in checkpoints ---------------------------------------------------------------------------------
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
@@ -175,343 +442,3 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _all_gather(obj: Any, d: Dist) -> list[Any]:
-    if d.world == 1:
-        return [obj]
-    out: list[Any] = [None] * d.world
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    if device.type == "cpu":
-        return batch
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _tokens(batch: dict[str, torch.Tensor]) -> int:
-    mask = batch.get("attention_mask")
-    return int(mask.sum()) if mask is not None else 0
-
-
-def _flops_per_sample(model: torch.nn.Module, data: TaskData) -> float | None:
-    """Training FLOPs per sample: 6 x non-embedding parameters x tokens (the usual dense estimate)."""
-    custom = getattr(model, "flops_per_sample", None)
-    if callable(custom):
-        return float(custom(data.seq_len))
-    params = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n)
-    return 6.0 * params * (data.seq_len or 1)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: TaskData, spec: JobSpec, d: Dist, amp: Any) -> tuple[float, float]:
-    """(accuracy, mean loss) over the whole test split, summed across ranks."""
-    was_training = model.training
-    model.eval()
-    totals = torch.zeros(3, dtype=torch.float64, device=d.device)  # correct, count, loss sum
-    for batch in eval_batches(data.test, d.rank, d.world, spec.conf.train.eval_batch_size):
-        batch = _to_device(batch, d.device)
-        labels = batch.pop(LABELS)
-        with amp():
-            logits = model(**batch)
-        totals[0] += (logits.argmax(-1) == labels).sum()
-        totals[1] += labels.numel()
-        totals[2] += F.cross_entropy(logits.float(), labels, reduction="sum")
-    if d.world > 1:
-        dist.all_reduce(totals)
-    model.train(was_training)
-    n = max(1.0, float(totals[1]))
-    return float(totals[0]) / n, float(totals[2]) / n
-
-
-def _settle_ddp_buckets(ddp: DDP, data: TaskData, micro: int, d: Dist) -> None:
-    """Give a resumed run the gradient buckets an uninterrupted run has by now.
-
-    DDP regroups its gradient buckets after the first backward pass. With three or more ranks the
-    order of floating-point additions in the all-reduce depends on that grouping, so a resumed run
-    would drift from the uninterrupted one in the last bits. One backward pass without dropout
-    (eval mode), whose gradients are thrown away, makes the regrouping happen before the first real
-    step; parameters, optimizer and RNG are untouched.
-    """
-    batch = _to_device({k: v[:micro] for k, v in data.train.items()}, d.device)
-    labels = batch.pop(LABELS)
-    ddp.eval()
-    F.cross_entropy(ddp(**batch).float(), labels).backward()
-    ddp.zero_grad(set_to_none=True)
-    ddp.train()
-
-
-def train(spec: JobSpec) -> int:
-    """Train the job described by ``spec``; returns 0 when done, 75 when stopped for preemption."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
-    t_start = time.monotonic()
-    d = _setup_dist(spec)
-    try:
-        return _train(spec, d, t_start)
-    except ConfigError as exc:  # the same on every rank: the data or the checkpoint does not fit the job
-        if d.is_node_main:
-            _report_refusal(exc, d.rank)
-        return EXIT_BAD_CONFIG
-    finally:
-        if d.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _report_refusal(exc: ConfigError, rank: int) -> None:
-    """Write the refusal to stderr, every line prefixed like torch prefixes a worker's error output.
-
-    The node task shows a failed node's "[rankN]:" lines as its error output: the message (key, value,
-    rule, fix) reaches the submitter's terminal instead of a traceback.
-    """
-    sys.stderr.write("".join(f"[rank{rank}]: {line}\n" for line in str(exc).splitlines()))
-    sys.stderr.flush()
-
-
-def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:
-    """Refuse splits the loop cannot use (ConfigError); return warnings about splits it can.
-
-    The built-in datasets refuse their own sizes while being built; this catches any dataset.
-    """
-    target = spec.conf.data.get("_target_") if isinstance(spec.conf.data, dict) else None
-    problems, warnings = split_problems(data.num_train, data.num_test, "data._target_", target,
-                                        "give the dataset more samples (see its data.* size settings)",
-                                        batch_size=spec.conf.train.batch_size, world_size=d.world)
-    if problems:
-        raise ConfigError(problems)
-    return warnings
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
-                       fresh_state: bool, t: Any) -> None:
-    """Load the checkpointed optimizer and schedule position, keeping this job's hyperparameters.
-
-    ``Optimizer.load_state_dict`` and ``LambdaLR.load_state_dict`` also restore the old lr, weight decay
-    and base learning rates: a resumed run with a new optim.lr would silently keep the old one. The
-    values built from this job's config are put back, and the learning rate of the resumed step is
-    recomputed from them (the same float as the saved one when nothing changed: resume stays bitwise).
-    With ``fresh_state`` (another optimizer class) the checkpointed state is not loaded at all.
-    """
-    built = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
-    if not fresh_state:
-        optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    for group, values in zip(optimizer.param_groups, built):
-        group.update(values)
-    scheduler.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
-    lrs = [base * lr_lambda(scheduler.last_epoch, t.warmup_steps, t.max_steps, t.min_lr_ratio)
-           for base in scheduler.base_lrs]
-    for group, lr in zip(optimizer.param_groups, lrs):
-        group["lr"] = lr
-    scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
-
-
-def _train(spec: JobSpec, d: Dist, t_start: float) -> int:
-    c, t = spec.conf, spec.conf.train
-    run_dir = spec.run_dir
-    _seed_everything(spec, d)
-    preempt = PreemptFlag()
-    preempt.install()
-
-    data: TaskData = _instantiate(c.data)
-    warnings = _check_data(data, spec, d)
-    model: torch.nn.Module = _instantiate(c.model, num_labels=data.num_labels).to(d.device)
-    n_params = sum(p.numel() for p in model.parameters())
-    optimizer = _instantiate(c.optim, params=model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_lambda(s, t.warmup_steps, t.max_steps, t.min_lr_ratio))
-    amp_dtype = AMP_DTYPES[c.precision.dtype]
-    scaler = torch.amp.GradScaler(d.device.type, enabled=amp_dtype is torch.float16)
-
-    def amp():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=d.device.type, dtype=amp_dtype)
-
-    # Resume: every rank reads the same newest complete checkpoint.
-    start_step = 0
-    ckpt = load_latest(run_dir)
-    conf_record = spec.to_dict()["conf"]  # recorded in every checkpoint: what a resumed run compares with
-    if ckpt is not None:
-        st = ckpt.state
-        check = compare_with_checkpoint(st, conf_record, d.world, str(run_dir))
-        check.raise_if_refused()
-        warnings += check.warnings
-        model.load_state_dict(st["model"])
-        _restore_optimizer(optimizer, scheduler, st, check.fresh_optimizer, t)
-        # A checkpoint without loss-scaler state (bf16/fp32) resumed in fp16 starts a fresh scaler;
-        # a disabled scaler (fp16 resumed in bf16/fp32) has nothing to load.
-        if scaler.is_enabled() and st.get("scaler"):
-            scaler.load_state_dict(st["scaler"])
-        rngs = st.get("rng") or []
-        if len(rngs) == d.world:
-            _set_rng_state(rngs[d.rank], d.device)
-        else:
-            log.warning("checkpoint has RNG state for %d ranks, this run has %d: dropout streams restart",
-                        len(rngs), d.world)
-            torch.manual_seed(t.seed + 7919 * d.rank + st["step"])
-        start_step = ckpt.step
-        if d.is_main:
-            log.info("resumed from %s at step %d", ckpt.path, start_step)
-    else:
-        torch.manual_seed(t.seed + 7919 * d.rank)  # distinct dropout streams per rank
-
-    ddp = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None) if d.world > 1 else model
-    if d.world > 1 and start_step > 0:
-        _settle_ddp_buckets(ddp, data, t.batch_size // (d.world * t.grad_accum_steps), d)  # one micro-batch
-    # Compile the DDP wrapper (TorchDynamo splits the graph at DDP's buckets so all-reduces still overlap);
-    # ``model`` stays the plain module, so checkpoints keep their parameter names.
-    fwd = torch.compile(ddp) if t.compile else ddp
-    if t.compile and d.is_main:
-        log.info("train.compile=true: torch.compile compiles the model during the first steps")
-    flops = _flops_per_sample(model, data)
-
-    def save(step: int) -> None:
-        rngs = _all_gather(_rng_state(d.device), d)
-        if d.is_main:
-            state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world, "precision": c.precision.dtype, "conf": conf_record}
-            save_checkpoint(run_dir, step, state, keep=t.keep_checkpoints)
-        if d.world > 1:
-            dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
-
-    hold_at = int(os.environ.get("HPC_FT_TEST_HOLD_AT_STEP", "0") or 0)
-    stop_after = int(os.environ.get("HPC_FT_STOP_AFTER_STEP", "0") or 0)
-    node_dir = run_dir / "nodes" / f"node{d.node_rank}"
-    metrics_f = open(run_dir / "metrics.jsonl", "a") if d.is_main else None
-    progress = _Progress(d.is_main, start_step, t.max_steps)
-
-    meter = Meter()
-    loss_sum = torch.zeros((), device=d.device)
-    loss_n = 0
-    last_loss = float("nan")
-    accuracy = eval_loss = None
-    preempted = False
-    step = start_step
-    if d.is_main:
-        for w in warnings:
-            log.warning("warning: %s", w)
-    ddp.train()
-    try:
-        while step < t.max_steps:
-            idx = global_batch(data.num_train, t.seed, step, t.batch_size)
-            batches = micro_batches(data.train, idx, d.rank, d.world, t.grad_accum_steps)
-            for i, batch in enumerate(batches):
-                meter.tokens += _tokens(batch) * d.world  # counted on the host copy: no device sync per step
-                batch = _to_device(batch, d.device)
-                labels = batch.pop(LABELS)
-                last_micro = i == len(batches) - 1
-                # Accumulate locally; all-reduce gradients only on the last micro-batch.
-                sync = ddp.no_sync() if (d.world > 1 and not last_micro) else contextlib.nullcontext()
-                with sync:
-                    with amp():
-                        logits = fwd(**batch)
-                        loss = F.cross_entropy(logits.float(), labels) / t.grad_accum_steps
-                    scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            if t.grad_clip_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            loss_n += 1
-            meter.samples += t.batch_size
-            meter.steps += 1
-
-            if step % t.log_every_steps == 0 or step == t.max_steps:
-                if d.world > 1:
-                    dist.all_reduce(loss_sum)
-                last_loss = float(loss_sum) / (loss_n * d.world)
-                loss_sum.zero_()
-                loss_n = 0
-                sps, tps = meter.close_window(d.device)
-                record = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0],
-                          "samples_per_s": sps, "tokens_per_s": tps}
-                if metrics_f:
-                    metrics_f.write(json.dumps(record) + "\n")
-                    metrics_f.flush()
-                progress.update(step, record)
-            if (t.eval_every_steps and step % t.eval_every_steps == 0) or step == t.max_steps:
-                accuracy, eval_loss = evaluate(fwd, data, spec, d, amp)
-                progress.note(f"step {step}: eval accuracy {accuracy:.3f}, eval loss {eval_loss:.3f}")
-                meter.t0 = time.perf_counter()  # eval time is not training throughput
-
-            # Stop for preemption when the vote cast after the previous step says so. The test hooks
-            # fire at the same step on every rank, so they stop at once without a vote.
-            stop = preempt.vote_result()
-            if hold_at and step == hold_at and start_step < hold_at:
-                preempt.hold_until_signal(node_dir / "held_at_step" if d.is_node_main else None, d.rank,
-                                          d.control)
-                stop = True
-            stop = stop or (stop_after > 0 and step == stop_after and start_step < stop_after)
-            if step < t.max_steps and stop:
-                save(step)
-                preempted = True
-                progress.note(f"preempted ({preempt.signal_name or 'test hook'}): checkpoint at step {step}, "
-                              f"exiting {EXIT_PREEMPTED} to be requeued")
-                break
-            if step < t.max_steps:
-                preempt.cast_vote(d.control)
-            if step < t.max_steps and t.ckpt_every_steps and step % t.ckpt_every_steps == 0:
-                save(step)
-        else:
-            save(step)  # the final weights, always
-    finally:
-        progress.close()
-        if metrics_f:
-            metrics_f.close()
-
-    if d.is_node_main:
-        st = meter.step_times_s
-        rates = meter.rates
-        result = {
-            "steps": step, "max_steps": t.max_steps, "start_step": start_step,
-            "samples_per_s": statistics.median(r[0] for r in rates) if rates else None,
-            "tokens_per_s": statistics.median(r[1] for r in rates) if rates else None,
-            "step_time_s": statistics.median(st) if st else None,
-            "final_loss": last_loss, "eval_accuracy": accuracy, "eval_loss": eval_loss,
-            "majority_accuracy": data.majority_accuracy(),
-            "world_size": d.world, "precision": c.precision.dtype, "device": str(d.device),
-            "preempted": preempted, "wall_s": time.monotonic() - t_start,
-            "flops_per_sample": flops, "model_params": n_params,
-            "warnings": warnings,  # resumed with changes, data smaller than a batch: see hpc_ft.train.resume
-        }
-        atomic_write_text(node_dir / "train.json", json.dumps(result, indent=1))
-    return EXIT_PREEMPTED if preempted else 0
-
-
-class _Progress:
-    """A rich progress bar on an interactive rank-0 terminal; plain log lines otherwise (job logs)."""
-
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled = enabled
-        self.bar = None
-        if enabled and sys.stdout.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                TimeRemainingColumn())
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-
-    def update(self, step: int, rec: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        info = f"loss {rec['loss']:.4f} lr {rec['lr']:.2e} {rec['samples_per_s']:.1f} samples/s"
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
-        else:
-            print(f"step {step}: {info}", flush=True)
-
-    def note(self, text: str) -> None:
-        if self.enabled:
-            (self.bar.console.print if self.bar is not None else print)(text)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()

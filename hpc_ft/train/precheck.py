@@ -17,7 +17,7 @@ def data_problems(spec: Any) -> tuple[list[Problem], list[str]]:
         if sizes is None:
             return problems, []
         p, warnings = split_problems(sizes.num_train, sizes.num_test, sizes.key, sizes.value, sizes.fix,
-                                     batch_size=spec.conf.train.batch_size, world_size=spec.world_size)
+                                     global_batch_size=spec.conf.train.global_batch_size, world_size=spec.world_size)
         return problems + p, warnings
 
     # Splits only grow with the corpus: clean at its lower bound means clean, without reading it.

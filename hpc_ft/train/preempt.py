@@ -3,6 +3,9 @@
 Slurm (through submitit or the sbatch script) sends the configured signal before the time limit or on
 preemption; torchrun forwards it to every worker (``--signals-to-handle``). The handler only sets a
 flag: the loop votes on it between steps, so a checkpoint is never taken mid-step.
+
+Two test hooks, read from the environment (``StopHooks``), stand in for a signal at a known step, so the
+tests of resume and requeue stop training exactly where they mean to.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
@@ -20,10 +25,38 @@ EXIT_PREEMPTED = PREEMPTED_EXIT_CODE  # the node task requeues the job on it
 HOLD_TIMEOUT_S = 600.0
 
 
+@dataclass(frozen=True)
+class StopHooks:
+    """Test hooks that stop training at a given step as a preemption would (0: off).
+
+    ``HPC_FT_STOP_AFTER_STEP=N`` stops after step N (checkpoint, exit 75) as if every rank had been signalled;
+    ``HPC_FT_TEST_HOLD_AT_STEP=N`` holds after step N, announcing it in the node dir's ``held_at_step``, until
+    a real preemption signal arrives (so a test can send one at a known step). Both fire only in a run that
+    started before step N: the resumed run goes on.
+    """
+
+    stop_after_step: int = 0
+    hold_at_step: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "StopHooks":
+        def step(name: str) -> int:
+            return int(environ.get(name, "0") or 0)
+
+        return cls(stop_after_step=step("HPC_FT_STOP_AFTER_STEP"), hold_at_step=step("HPC_FT_TEST_HOLD_AT_STEP"))
+
+    def holds_at(self, step: int, start_step: int) -> bool:
+        return bool(self.hold_at_step) and step == self.hold_at_step and start_step < self.hold_at_step
+
+    def stops_after(self, step: int, start_step: int) -> bool:
+        return self.stop_after_step > 0 and step == self.stop_after_step and start_step < self.stop_after_step
+
+
 class PreemptFlag:
     """Set by the preemption signals; a vote across ranks makes every rank stop at the same step."""
 
-    def __init__(self) -> None:
+    def __init__(self, hooks: StopHooks | None = None) -> None:
+        self.hooks = hooks or StopHooks()  # off unless given (the loop reads them from the environment)
         self.requested = False
         self.signal_name: str | None = None
         self._vote: tuple | None = None  # (async all-reduce work or None, its flag) until read
@@ -62,6 +95,18 @@ class PreemptFlag:
             return bool(flag)
         work.wait()
         return bool(flag.item() > 0)
+
+    def stop_after(self, step: int, start_step: int, hold_marker: os.PathLike | None, rank: int,
+                   group=None) -> bool:
+        """Whether every rank stops after ``step`` (the same answer on all ranks): the vote cast after the previous
+        step says a signal came, or a test hook fires. Called after every step, the last one too, so the pending
+        vote is always read. The hooks fire at the same step on every rank, so they stop at once without a vote.
+        """
+        stop = self.vote_result()
+        if self.hooks.holds_at(step, start_step):
+            self.hold_until_signal(hold_marker, rank, group)
+            stop = True
+        return stop or self.hooks.stops_after(step, start_step)
 
     def hold_until_signal(self, marker: os.PathLike | None, rank: int, group=None) -> None:
         """Test hook: announce the step through ``marker`` and wait (bounded) until the signal arrives.

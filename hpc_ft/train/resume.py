@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpc_ft.config.renames import upgrade_conf
 from hpc_ft.errors import ConfigError, Problem
 
 REFUSE, WARN, FREE = "refuse", "warn", "free"
@@ -45,8 +46,9 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("data", REFUSE, "the checkpointed steps read the old data: another dataset, size or split changes "
                                "what every sample index means"),
     ResumeRule("train.seed", REFUSE, f"{_ORDER}: another seed mid-run repeats some samples and skips others"),
-    ResumeRule("train.batch_size", REFUSE, f"{_ORDER}: another global batch mid-run repeats some samples and skips "
-                                           "others (the micro-batch may change: train.grad_accum_steps, workers)"),
+    ResumeRule("train.global_batch_size", REFUSE, f"{_ORDER}: another global batch mid-run repeats some samples "
+                                                  "and skips others (the micro-batch may change: "
+                                                  "train.grad_accum_steps, workers)"),
     # Intentional changes the loop carries over: continue with a warning.
     ResumeRule("train.max_steps", WARN, "the cosine schedule is spread over the new length from the resumed step: "
                                         "the learning rate jumps"),
@@ -74,7 +76,7 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("dry_run", FREE, "a submit option"),
     ResumeRule("wait", FREE, "a submit option"),
     ResumeRule("preflight", FREE, "a submit option"),
-    ResumeRule("train.eval_batch_size", FREE, "evaluation batching, not training"),
+    ResumeRule("train.eval_micro_batch_size", FREE, "evaluation batching, not training"),
     ResumeRule("train.eval_every_steps", FREE, "when evaluation happens"),
     ResumeRule("train.ckpt_every_steps", FREE, "when checkpoints are written"),
     ResumeRule("train.keep_checkpoints", FREE, "how many checkpoints are kept"),
@@ -131,7 +133,7 @@ def compare(old_conf: dict[str, Any], new_conf: dict[str, Any], old_world: int, 
     ``old_conf``/``new_conf`` are JobConf containers (``JobSpec.to_dict()["conf"]``); ``step`` is the
     checkpoint's step; ``where`` names the run dir in messages. Never raises: see ``ResumeCheck``.
     """
-    old, new = flatten(old_conf), flatten(new_conf)
+    old, new = flatten(upgrade_conf(old_conf)), flatten(new_conf)  # a checkpoint may hold renamed keys
     check = ResumeCheck(step=step)
     check.fresh_optimizer = old.get("optim._target_", _UNSET) != new.get("optim._target_", _UNSET)
     changed = [(k, old.get(k, _UNSET), new.get(k, _UNSET)) for k in sorted(old.keys() | new.keys())

@@ -13,8 +13,8 @@ BAD = [
     (["precision.dtype=fp8"], "precision"),
     (["optim.lr=0"], "optim.lr"),
     (["optim.lr=-1e-3"], "optim.lr"),
-    (["train.batch_size=10"], "train.batch_size"),  # 2 workers x accum 1: 10 ok; see next
-    (["train.batch_size=16", "train.grad_accum_steps=3"], "train.batch_size"),
+    (["train.global_batch_size=10"], "train.global_batch_size"),  # 2 workers x accum 1: 10 ok; see next
+    (["train.global_batch_size=16", "train.grad_accum_steps=3"], "train.global_batch_size"),
     (["resources.gpus_per_node=4"], "resources.gpus_per_node"),  # local executor, no GPU here
     (["executor.preempt_signal=USR1"], "executor.preempt_signal"),
     (["executor.preempt_signal=NOPE"], "executor.preempt_signal"),
@@ -50,8 +50,8 @@ BAD = [
 
 @pytest.mark.parametrize("overrides,key", BAD, ids=[k for _, k in BAD])
 def test_bad_config_names_its_key(tmp_path, overrides, key):
-    if overrides == ["train.batch_size=10"]:
-        overrides = ["train.batch_size=10", "resources.workers_per_node=4"]
+    if overrides == ["train.global_batch_size=10"]:
+        overrides = ["train.global_batch_size=10", "resources.workers_per_node=4"]
     conf = compose_conf(BASE + overrides, run_dir=tmp_path)
     with pytest.raises(ConfigError) as err:
         validate(conf, gpu_count=lambda: 0)
@@ -78,7 +78,7 @@ def test_all_problems_in_one_error(tmp_path):
 
 
 def test_gpu_request_accepted_where_gpus_exist(tmp_path):
-    conf = compose_conf(BASE + ["resources.gpus_per_node=2", "train.batch_size=16"], run_dir=tmp_path)
+    conf = compose_conf(BASE + ["resources.gpus_per_node=2", "train.global_batch_size=16"], run_dir=tmp_path)
     assert validate(conf, gpu_count=lambda: 2) == []
 
 

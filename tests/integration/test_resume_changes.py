@@ -66,11 +66,11 @@ def test_refused_change_exits_2_before_dispatch_and_overwrites_nothing(tmp_path,
     assert run_cli("submit", *B, "train.max_steps=5", f"hydra.run.dir={run}").returncode == 0
     before = {p: p.read_bytes() for p in [run / "job.yaml", *(p for _, p in list_checkpoints(run))]}
     jobs_before = sorted(os.listdir(run / "submitit"))
-    res = run_cli("submit", *B, "train.batch_size=32", "model.hidden=32", f"hydra.run.dir={run}")
+    res = run_cli("submit", *B, "train.global_batch_size=32", "model.hidden=32", f"hydra.run.dir={run}")
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr
     assert "Traceback" not in err + res.stdout
-    assert "train.batch_size=32: differs from the run being resumed" in err and "was 16" in err
+    assert "train.global_batch_size=32: differs from the run being resumed" in err and "was 16" in err
     assert "model.hidden=32" in err and "pass model.hidden=64" in err and "new run dir" in err
     after = {p: p.read_bytes() for p in [run / "job.yaml", *(p for _, p in list_checkpoints(run))]}
     assert after == before and sorted(os.listdir(run / "submitit")) == jobs_before  # nothing written, nothing run

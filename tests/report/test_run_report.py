@@ -14,7 +14,7 @@ from hpc_ft.submit.executors import validate
 from hpc_ft.config.compose import compose_conf
 from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, remove_series, synthetic_run
 
-GPU_JOB = ["resources=gpu", "executor=slurm", "train.batch_size=16", "resources.cpus_per_task=4"]
+GPU_JOB = ["resources=gpu", "executor=slurm", "train.global_batch_size=16", "resources.cpus_per_task=4"]
 TRAIN = {"samples_per_s": 100.0, "tokens_per_s": 12800.0, "flops_per_sample": 6e12, "final_loss": 0.25,
          "steps": 200, "max_steps": 200}
 IDLE = GpuProfile(util_pct=0.0, mem_used_gb=0.5, power_w=70.0)
@@ -65,20 +65,38 @@ def test_idle_gpus_give_fewer_gpus(tmp_path):
 def test_batch_size_kept_valid_when_gpus_shrink(tmp_path):
     # 3 of 4 GPUs busy: 3 does not divide batch 16, so 4 stays... unless the batch moves; 1 busy of 4 -> 1.
     run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), IDLE, IDLE, IDLE])], seconds=600,
-                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "train.batch_size=12",
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "train.global_batch_size=12",
                                    "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
     rr = _build(run)
     assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 1}
     _accepted(rr, tmp_path)
     run2 = synthetic_run(tmp_path / "run2", [NodeProfile(gpus=[_busy(), _busy(), _busy(), IDLE, IDLE, IDLE, IDLE,
                                                                 IDLE])], seconds=600,
-                         overrides=[*GPU_JOB, "resources.gpus_per_node=8", "train.batch_size=16",
+                         overrides=[*GPU_JOB, "resources.gpus_per_node=8", "train.global_batch_size=16",
                                     "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
     rr2 = _build(run2)
     adv = {a.key: a.value for a in rr2.advice}
     assert adv == {"resources.gpus_per_node": 4}  # 3 busy, 4 divides the batch of 16
     assert _accepted(rr2, tmp_path).resources.gpus_per_node == 4
 
+
+
+def test_run_dir_of_the_previous_version_is_reported_and_its_advice_composes(tmp_path, capsys):
+    # issue 11.5: its job.yaml says train.batch_size (now train.global_batch_size), in the conf and the overrides.
+    from hpc_ft.job import JobSpec
+    from hpc_ft.testing.previous import write_previous_job_yaml
+
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), IDLE, IDLE, IDLE])], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=4", "train.global_batch_size=12",
+                                   "resources.timeout_min=20", "resources.mem_gb=8"], train=TRAIN)
+    write_previous_job_yaml(JobSpec.load(run / "job.yaml"))
+    assert "train.batch_size=12" in (run / "job.yaml").read_text()
+    assert cli_main(["report", str(run)]) == 0
+    assert "resources.gpus_per_node=1" in capsys.readouterr().out
+    rr = _build(run)
+    assert {a.key: a.value for a in rr.advice} == {"resources.gpus_per_node": 1}
+    assert "train.global_batch_size=12" in report.next_overrides(report.load_run(run)[1], rr.advice)
+    assert _accepted(rr, tmp_path).train.global_batch_size == 12
 
 def test_memory_bound_job(tmp_path):
     full = _busy(mem_used_gb=78.0)
@@ -273,7 +291,7 @@ def test_lost_gpu_is_marked_on_its_row_even_after_many_notices(tmp_path):
 
 def test_no_negative_zero_in_a_fully_busy_run(tmp_path):
     run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy(), _busy(), _busy()])], seconds=1234,
-                        overrides=[*GPU_JOB, "resources.gpus_per_node=3", "train.batch_size=18",
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=3", "train.global_batch_size=18",
                                    "resources.timeout_min=30"], train=TRAIN)
     run_dir, spec, nodes = report.load_run(run)
     nodes[0].report.wall_s -= 0.5  # the sampler's last interval ends after the node's clock stopped

@@ -65,7 +65,7 @@ def test_an_unregistered_executor_is_refused_with_the_registered_names(tmp_path)
 
 
 def test_a_registered_executor_brings_its_own_config_rules(tmp_path, inproc_local):
-    assert validate(_conf(tmp_path, "resources.workers_per_node=2", "train.batch_size=3"),
+    assert validate(_conf(tmp_path, "resources.workers_per_node=2", "train.global_batch_size=3"),
                     gpu_count=lambda: 0) == []  # its one worker makes any batch size fit
     with pytest.raises(ConfigError) as err:
         validate(_conf(tmp_path, "resources.nodes=2", "resources.gpus_per_node=1"), gpu_count=lambda: 0)

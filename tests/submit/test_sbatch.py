@@ -35,7 +35,7 @@ def golden_spec(make_spec):
     return make_spec("/scratch/hpc_ft/run-1", "resources.nodes=2", "resources.gpus_per_node=4",
                      "resources.gpu_type=a100", "resources.partition=gpu", "resources.account=proj42",
                      "resources.qos=normal", "resources.constraint='a100&ib'", "resources.mem_gb=64",
-                     "resources.cpus_per_task=16", "resources.timeout_min=240", "train.batch_size=32",
+                     "resources.cpus_per_task=16", "resources.timeout_min=240", "train.global_batch_size=32",
                      env={"HF_HOME": "/scratch/hf cache", "TAG": "it's $HOME"},
                      setup=["module load cuda/12.4", "source /opt/hpc_ft/venv/bin/activate"],
                      extra_sbatch={"mail-type": "END", "exclusive": True, "hint": False}, name="finetune-1")

@@ -48,7 +48,7 @@ def test_every_bad_job_is_reported_at_once(tmp_path):
                  tmp_path)
     assert res.returncode == 2
     assert "sweep jobs 2, 3: optim.lr=-3" in res.stderr
-    assert "sweep jobs 1, 3: train.batch_size=16" in res.stderr
+    assert "sweep jobs 1, 3: train.global_batch_size=16" in res.stderr
     assert not list((tmp_path / "sw").rglob("job.yaml"))
 
 

@@ -81,9 +81,9 @@ def test_allocation_overrides_only_for_jobs_whose_gpus_changed():
 
 def test_problems_shared_by_every_job_appear_once_others_name_their_jobs():
     shared = Problem("optim.lr", -1, "must be positive", "pass optim.lr=3e-5")
-    own = Problem("train.batch_size", 16, "must be a multiple of 6", "pass train.batch_size=12")
+    own = Problem("train.global_batch_size", 16, "must be a multiple of 6", "pass train.global_batch_size=12")
     err = prefixed_problems({0: ConfigError([shared]), 1: ConfigError([shared, own])}, n_jobs=2)
-    assert [p.key for p in err.problems] == ["optim.lr", "sweep job 1: train.batch_size"]
+    assert [p.key for p in err.problems] == ["optim.lr", "sweep job 1: train.global_batch_size"]
 
 
 def _run_dir(root, overrides, wall_s, exit_code=0, gpus=2):
@@ -103,6 +103,17 @@ def test_history_from_run_dirs_gives_durations(tmp_path):
     confs = [conf(gpus_per_node=2, order="sjf"), conf(gpus_per_node=2, order="sjf")]
     plan = plan_confs(confs, [["optim.lr=1e-05"], ["optim.lr=3e-05"]], hist)
     assert plan.order == ["1", "0"]  # 1 h before 2 h, both from history
+
+
+def test_history_of_the_previous_version_matches_todays_keys(tmp_path):
+    # issue 11.5: a sweep run before train.batch_size was renamed train.global_batch_size still gives durations.
+    _run_dir(tmp_path / "sw" / "0", ["train.batch_size=32"], 7200.0)
+    _run_dir(tmp_path / "sw" / "1", ["train.batch_size=64"], 3600.0)
+    hist = load_history([str(tmp_path / "sw")])
+    assert [r["overrides"] for r in hist] == [["train.global_batch_size=32"], ["train.global_batch_size=64"]]
+    confs = [conf(gpus_per_node=2, order="sjf"), conf(gpus_per_node=2, order="sjf")]
+    plan = plan_confs(confs, [["train.global_batch_size=32"], ["train.global_batch_size=64"]], hist)
+    assert plan.order == ["1", "0"]  # both durations found under today's key
     assert plan.makespan_h == pytest.approx(2.0)
 
 

@@ -46,12 +46,12 @@ def test_text_task_refuses_a_fraction_that_empties_or_reverses_a_split(frac, mat
 
 
 def test_batch_larger_than_train_split_and_test_split_smaller_than_world_warn():
-    problems, warnings = split_problems(12, 3, "data.num_samples", 16, "fix", batch_size=16, world_size=4)
+    problems, warnings = split_problems(12, 3, "data.num_samples", 16, "fix", global_batch_size=16, world_size=4)
     assert not problems
-    assert any("train split (12 samples) is smaller than the global batch (train.batch_size=16)" in w
+    assert any("train split (12 samples) is smaller than the global batch (train.global_batch_size=16)" in w
                for w in warnings)
     assert any("test split (3 samples) is smaller than the world size (4): 1 rank(s)" in w for w in warnings)
-    assert split_problems(64, 8, "k", 1, "fix", batch_size=16, world_size=4) == ([], [])
+    assert split_problems(64, 8, "k", 1, "fix", global_batch_size=16, world_size=4) == ([], [])
 
 
 def test_empty_split_of_any_dataset_is_refused_by_the_loop(tmp_path):
@@ -66,9 +66,9 @@ def test_empty_split_of_any_dataset_is_refused_by_the_loop(tmp_path):
     empty_test = TaskData(train={"x": torch.zeros(4, 2), "labels": torch.zeros(4, dtype=torch.long)},
                           test={"x": torch.zeros(0, 2), "labels": torch.zeros(0, dtype=torch.long)}, num_labels=2)
     with pytest.raises(ConfigError, match="data._target_=.*leaves an empty test split"):
-        _check_data(empty_test, spec, SimpleNamespace(world=2))
+        _check_data(empty_test, spec, SimpleNamespace(world_size=2))
     tiny = TaskData(train=dict(empty_test.train), test=dict(empty_test.train), num_labels=2)
-    assert any("smaller than the global batch" in w for w in _check_data(tiny, spec, SimpleNamespace(world=2)))
+    assert any("smaller than the global batch" in w for w in _check_data(tiny, spec, SimpleNamespace(world_size=2)))
 
 
 def test_global_batch_of_an_empty_split_is_a_value_error_not_a_division_by_zero():
@@ -84,7 +84,7 @@ def test_corpus_lower_bound_holds_and_spares_reading_it_for_usual_settings(monke
 
     assert sizes._utterance_count() >= sizes.CORPUS_MIN_UTTERANCES  # the bound the dry run relies on
     spec = SimpleNamespace(conf=SimpleNamespace(data={"_target_": sizes.CHATTERBOT, "test_fraction": 0.2},
-                                                train=SimpleNamespace(batch_size=16)), world_size=2)
+                                                train=SimpleNamespace(global_batch_size=16)), world_size=2)
     monkeypatch.setattr(sizes, "_utterance_count", lambda: pytest.fail("read the corpus"))
     assert precheck.data_problems(spec) == ([], [])
     # A doubt at the bound (a split that could be empty) reads the real corpus.

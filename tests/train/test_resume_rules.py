@@ -41,7 +41,7 @@ def test_every_config_field_has_a_resume_rule():
 
 @pytest.mark.parametrize("key, action", [
     ("model.hidden", REFUSE), ("model._target_", REFUSE), ("data.num_samples", REFUSE), ("train.seed", REFUSE),
-    ("train.batch_size", REFUSE), ("precision.dtype", WARN), ("train.grad_accum_steps", WARN),
+    ("train.global_batch_size", REFUSE), ("precision.dtype", WARN), ("train.grad_accum_steps", WARN),
     ("optim.lr", WARN), ("optim._target_", WARN), ("train.max_steps", WARN), ("resources.gpus_per_node", WARN),
     ("resources.nodes", FREE), ("resources.timeout_min", FREE), ("executor.name", FREE),
     ("train.ckpt_every_steps", FREE), ("telemetry.enabled", FREE),
@@ -67,15 +67,16 @@ def test_changes_that_continue_warn_and_name_old_and_new(tmp_path):
 
 def test_changes_the_checkpoint_cannot_take_are_refused_with_key_old_new_and_fix(tmp_path):
     old = _conf(run_dir=tmp_path)
-    new = _conf("model.hidden=32", "data.num_samples=512", "train.seed=5", "train.batch_size=32",
+    new = _conf("model.hidden=32", "data.num_samples=512", "train.seed=5", "train.global_batch_size=32",
                 "train.max_steps=4", run_dir=tmp_path)
     check = compare(old, new, 2, 2, step=6, where="RUN")
     by_key = {p.key: p for p in check.problems}
-    assert set(by_key) == {"model.hidden", "data.num_samples", "train.seed", "train.batch_size", "train.max_steps"}
+    assert set(by_key) == {"model.hidden", "data.num_samples", "train.seed", "train.global_batch_size",
+                           "train.max_steps"}
     seed = by_key["train.seed"]
     assert seed.value == 5 and "was 0" in seed.rule and "pass train.seed=0" in seed.fix and "new run dir" in seed.fix
     assert "step 6" in by_key["train.max_steps"].rule and "train.max_steps>=6" in by_key["train.max_steps"].fix
-    with pytest.raises(ConfigError, match="train.batch_size=32"):
+    with pytest.raises(ConfigError, match="train.global_batch_size=32"):
         check.raise_if_refused()
 
 
@@ -92,6 +93,27 @@ def test_checkpoint_without_a_recorded_job_compares_precision_and_world_size(tmp
     assert not compare_with_checkpoint({"step": 4, "conf": new, "world_size": 2}, new, 2, "RUN").warnings
 
 
+
+def test_checkpoint_and_job_yaml_of_the_previous_version_resume_without_refusal(tmp_path):
+    # issue 11.5: they record train.batch_size / train.eval_batch_size, today global_batch_size / eval_micro_...
+    from hpc_ft.testing.previous import previous_conf, write_previous_job_yaml
+    from hpc_ft.train.checkpoint import save_checkpoint
+    from hpc_ft.train.resume import check_before_dispatch
+
+    new = _conf("train.global_batch_size=32", run_dir=tmp_path)
+    old = previous_conf(new)
+    assert old["train"]["batch_size"] == 32 and "global_batch_size" not in old["train"]
+    check = compare_with_checkpoint({"step": 4, "conf": old, "world_size": 2}, new, 2, "RUN")
+    assert not check.problems and not check.warnings
+    changed = compare_with_checkpoint({"step": 4, "conf": previous_conf(_conf(run_dir=tmp_path)), "world_size": 2},
+                                      new, 2, "RUN")  # the old global batch was 16: still refused, by its new name
+    assert [p.key for p in changed.problems] == ["train.global_batch_size"]
+    spec = resolve(compose_conf([*SYNTH, "train.global_batch_size=32"], run_dir=tmp_path / "run"))
+    write_previous_job_yaml(spec)
+    save_checkpoint(spec.run_dir, 4, {"step": 4, "conf": old, "world_size": 2}, keep=2)
+    before = check_before_dispatch(spec)
+    assert before is not None and not before.problems and not before.warnings
+
 def _optimizer_and_schedule(lr: float, weight_decay: float):
     from hpc_ft.train.loop import lr_lambda
 
@@ -105,7 +127,7 @@ def test_resume_applies_the_new_hyperparameters_and_keeps_the_old_exactly():
     """Optimizer/LambdaLR.load_state_dict restore the old lr and weight decay: a new optim.lr was silently lost."""
     from types import SimpleNamespace
 
-    from hpc_ft.train.loop import _restore_optimizer
+    from hpc_ft.train.optim import restore_optimizer
 
     t = SimpleNamespace(warmup_steps=2, max_steps=20, min_lr_ratio=0.1)
     model, opt, sched = _optimizer_and_schedule(1e-3, 0.01)
@@ -118,12 +140,12 @@ def test_resume_applies_the_new_hyperparameters_and_keeps_the_old_exactly():
     saved_lr = opt.param_groups[0]["lr"]
 
     _, same, same_sched = _optimizer_and_schedule(1e-3, 0.01)
-    _restore_optimizer(same, same_sched, state, False, t)
+    restore_optimizer(same, same_sched, state, False, t)
     assert same.param_groups[0]["lr"] == saved_lr  # bitwise: unchanged config, unchanged lr
     assert same_sched.get_last_lr() == [saved_lr]
 
     _, new, new_sched = _optimizer_and_schedule(1e-2, 0.0)
-    _restore_optimizer(new, new_sched, state, False, t)
+    restore_optimizer(new, new_sched, state, False, t)
     assert new.param_groups[0]["weight_decay"] == 0.0 and new_sched.base_lrs == [1e-2]
     assert new.param_groups[0]["lr"] == pytest.approx(saved_lr * 10)
     assert int(new.state_dict()["state"][0]["step"]) == 5  # the optimizer state itself was loaded
