@@ -80,10 +80,7 @@ READERS = ("report", "estimate", "sched")
 READ_FROM_NODE: set[str] = set()
 
 # Cycles not yet broken. Each entry must still be a cycle (remove it with the commit that breaks it).
-KNOWN_CYCLES = [
-    # issue 11 part 3: one preemption routine on the node replaces the NodeTask/SlurmNodeTask pair.
-    {"hpc_ft.node.task", "hpc_ft.node.slurm_task"},
-]
+KNOWN_CYCLES: list[set[str]] = []
 
 HEAVY = ("torch", "pynvml", "datasets", "peft")
 

@@ -2,28 +2,25 @@
 
 The same NodeTask as under submitit, without it: placement from SLURM_*, torchrun, telemetry,
 ``nodes/node{r}/node_report.json``. On the preemption signal (Slurm's ``--signal`` before the time limit, or
-``scancel --signal``) it forwards the signal to torchrun; when training stopped for preemption and
-requeues remain (``SLURM_RESTART_COUNT`` < executor.max_requeues), node 0 runs ``scontrol requeue``
-and the job starts again in the same run directory, resuming from the checkpoint.
+``scancel --signal``) the node's preemption routine (hpc_ft.node.preempt) forwards the signal to torchrun;
+when training stopped for preemption and requeues remain (``SLURM_RESTART_COUNT`` < executor.max_requeues),
+node 0 runs ``scontrol requeue`` (SIGTERM held) and waits for the requeue to stop it, and the job starts again
+in the same run directory, resuming from the checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 
 from hpc_ft.job import JobSpec
+from hpc_ft.node.preempt import scontrol_requeue, should_requeue
 from hpc_ft.node.rendezvous import placement_from_env
-from hpc_ft.node.slurm_task import PreemptForwarder, preempt_signum
 from hpc_ft.node.task import PREEMPTED_EXIT_CODE, NodeTask
-from hpc_ft.rundir.records import NodeReport
 
 log = logging.getLogger("hpc_ft.node.entry")
-
-REQUEUE_KILL_WAIT_S = 120  # after `scontrol requeue`, Slurm stops the job; don't let this step finish first
 
 
 def restart_count(env: dict[str, str] | os._Environ = os.environ) -> int:
@@ -32,25 +29,6 @@ def restart_count(env: dict[str, str] | os._Environ = os.environ) -> int:
         return int(env.get("SLURM_RESTART_COUNT") or 0)
     except ValueError:
         return 0
-
-
-def should_requeue(report: NodeReport, signalled: bool) -> bool:
-    """Training stopped at a preemption checkpoint (torchrun exits non-zero after forwarding a signal)."""
-    return report.preempted or (signalled and not report.ok)
-
-
-def requeue(job_id: str) -> bool:
-    """``scontrol requeue JOB``; True when Slurm accepted it."""
-    proc = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        log.error("scontrol requeue %s failed: %s", job_id, proc.stderr.strip())
-    return proc.returncode == 0
-
-
-def _await_requeue_kill() -> None:
-    """Block (bounded) until Slurm's requeue stops this step, so the job can't complete first."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
-    signal.sigtimedwait([signal.SIGTERM], REQUEUE_KILL_WAIT_S)
 
 
 def _claim_run_dir(spec: JobSpec, job_id: str) -> bool:
@@ -75,20 +53,18 @@ def run(spec_path: str) -> int:
         return 2
     runs = restart_count()
     task = NodeTask(spec_path, requeues=runs)
-    fwd = PreemptForwarder(task, preempt_signum(spec))
-    signal.signal(fwd.signum, fwd)
+    routine = task.preemption(spec)
+    routine.install()  # on the signal: forward it to torchrun and wait for it (no submitit handler here)
     report = task()  # saves nodes/node{rank}/node_report.json
-    if not should_requeue(report, fwd.received):
+    if not should_requeue(report, routine.received):
         return report.exit_code
-    max_requeues = spec.conf.executor.max_requeues
-    if runs >= max_requeues:
-        log.warning("preempted, but not requeueing: executor.max_requeues=%d reached", max_requeues)
+    if not routine.may_requeue():
         return PREEMPTED_EXIT_CODE
     if place.node_rank == 0:
-        log.info("preempted: requeueing job %s (requeue %d of %d)", place.job_id, runs + 1, max_requeues)
-        if not requeue(place.job_id):
+        log.info("preempted: requeueing job %s (requeue %d of %d)", place.job_id, runs + 1, routine.max_requeues)
+        if not scontrol_requeue(place.job_id):
             return PREEMPTED_EXIT_CODE
-        _await_requeue_kill()
+        routine.await_requeue_kill()
     return 0
 
 

@@ -6,17 +6,12 @@ import os
 import sys
 
 from hpc_ft.job import JobSpec
+from hpc_ft.node.preempt import PreemptTiming, signal_name
 from hpc_ft.node.rendezvous import Placement
 from hpc_ft.rundir.spec import spec_path
 
 # torchrun forwards only these by default; add the preemption signal so workers can checkpoint.
 DEFAULT_FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
-
-
-def signal_name(name: str) -> str:
-    """Normalise 'usr2' / 'SIGUSR2' to 'SIGUSR2'."""
-    n = name.upper()
-    return n if n.startswith("SIG") else "SIG" + n
 
 
 def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable) -> list[str]:
@@ -47,10 +42,11 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
 def shutdown_grace_s(spec: JobSpec) -> int:
     """Seconds torchrun lets its workers finish after forwarding a signal before it SIGKILLs them.
 
-    Most of the scheduler's warning time (``executor.preempt_signal_delay_s``), so the preemption checkpoint
-    completes; never below torchrun's own default of 30 s. Torch releases without the setting keep 30 s.
+    G of the preemption timing rule (hpc_ft.node.preempt): most of the scheduler's warning time
+    (``executor.preempt_signal_delay_s``), so the preemption checkpoint completes; never below torchrun's own
+    default of 30 s. Torch releases without the setting keep 30 s.
     """
-    return max(30, spec.conf.executor.preempt_signal_delay_s - 15)
+    return PreemptTiming.of(spec).worker_grace_s
 
 
 def worker_env(spec: JobSpec, place: Placement, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -6,7 +6,6 @@ import collections
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +16,8 @@ from typing import Any, ClassVar
 
 from hpc_ft.errors import LaunchError
 from hpc_ft.job import JobSpec
-from hpc_ft.node.launch import signal_name, torchrun_argv, worker_env
+from hpc_ft.node.launch import torchrun_argv, worker_env
+from hpc_ft.node.preempt import NodePreemption
 from hpc_ft.node.rdzv_store import agree_endpoint
 from hpc_ft.node.rendezvous import Placement, placement_from_env
 from hpc_ft.rundir.layout import NodeDir, RunDir
@@ -39,6 +39,7 @@ class NodeTask:
 
     def __post_init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._preemption: NodePreemption | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"spec_path": self.spec_path, "requeues": self.requeues}
@@ -46,6 +47,7 @@ class NodeTask:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._proc = None
+        self._preemption = None
 
     def __call__(self) -> NodeReport:
         spec = JobSpec.load(self.spec_path)
@@ -125,30 +127,30 @@ class NodeTask:
         return report
 
     # -- submitit's preemption hook --------------------------------------------------------------
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        """Called by submitit on its preemption/time-out signal: let training checkpoint, then requeue.
+    def preemption(self, spec: JobSpec | None = None) -> NodePreemption:
+        """This task's preemption routine (hpc_ft.node.preempt), made once per run of the task."""
+        if getattr(self, "_preemption", None) is None:
+            self._preemption = NodePreemption(spec or JobSpec.load(self.spec_path), self)
+        return self._preemption
 
-        The signal is forwarded to torchrun (which forwards it to its workers); the workers finish
-        the current step, write a checkpoint and exit. The requeued task resumes from it in the same
-        run directory. Returns None (no requeue) once executor.max_requeues is used up.
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """Called by submitit on its preemption/time-out signal (in global rank 0): let training checkpoint,
+        then requeue.
+
+        The routine of hpc_ft.node.preempt: the signal is forwarded to torchrun (which forwards it to its
+        workers); the workers finish the current step, write a checkpoint and exit; the node waits for that
+        (bounded by the timing rule) and holds SIGTERM for submitit's `scontrol requeue`. The requeued task
+        resumes from the checkpoint in the same run directory. Returns None (no requeue) once
+        executor.max_requeues is used up.
         """
         import submitit
 
-        spec = JobSpec.load(self.spec_path)
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            sig = getattr(signal, signal_name(spec.conf.executor.preempt_signal))
-            proc.send_signal(sig)
-            # Not proc.wait(): this runs in a signal handler that may have interrupted the main thread's
-            # own proc.wait(), which holds the Popen's wait lock while it blocks.
-            from hpc_ft.node.slurm_task import wait_exit
-
-            if not wait_exit(proc.pid, max(10, spec.conf.executor.preempt_signal_delay_s - 10)):
-                log.warning("torchrun did not stop in time after the preemption signal")
-        if self.requeues >= spec.conf.executor.max_requeues:
-            log.warning("not requeueing: executor.max_requeues=%d reached", spec.conf.executor.max_requeues)
+        routine = self.preemption()
+        routine.stop_torchrun()
+        if not routine.may_requeue():
             return None
-        return submitit.helpers.DelayedSubmission(NodeTask(self.spec_path, self.requeues + 1))
+        routine.hold_for_requeue()
+        return submitit.helpers.DelayedSubmission(type(self)(self.spec_path, self.requeues + 1))
 
 
 def _start_sampler(spec: JobSpec, ndir: Path, pids):

@@ -19,7 +19,9 @@ def wait(job: Any, poll_s: float, timeout_s: float | None = None,
     """Block until ``job`` is done, reporting (state, elapsed seconds) on every tick.
 
     Local jobs are waited on through their controller process (no 1 s polling lag);
-    others are polled every ``poll_s`` seconds, as submitit does against the scheduler.
+    others are polled every ``poll_s`` seconds, as submitit does against the scheduler. A Slurm job is done
+    when every node's result file exists and Slurm no longer runs it: a requeued job's first attempt leaves
+    result files that only its last run replaces (``slurm_job_active``). Raises TimeoutError after ``timeout_s``.
     """
     t0 = time.monotonic()
     proc = getattr(job, "_process", None)  # submitit LocalJob's controller process
@@ -29,7 +31,7 @@ def wait(job: Any, poll_s: float, timeout_s: float | None = None,
                 proc.wait(timeout=poll_s)
             except Exception:  # subprocess.TimeoutExpired: still running
                 pass
-        if job.done():
+        if job.done() and not _scheduler_runs(job):
             return
         elapsed = time.monotonic() - t0
         if timeout_s is not None and elapsed > timeout_s:
@@ -38,6 +40,17 @@ def wait(job: Any, poll_s: float, timeout_s: float | None = None,
             on_tick(job.state, elapsed)
         if proc is None:
             time.sleep(poll_s)
+
+
+def _scheduler_runs(job: Any) -> bool:
+    """Slurm still lists the job as active (local and debug jobs: their done() is already the process's end)."""
+    from submitit.slurm.slurm import SlurmJob
+
+    if not isinstance(job, SlurmJob):
+        return False
+    from hpc_ft.submit.slurm import slurm_job_active
+
+    return slurm_job_active(job)
 
 
 def gather(job: Any, spec: JobSpec) -> list[NodeReport]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from hpc_ft.errors import ConfigError, Problem
@@ -142,14 +143,37 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     return params
 
 
-def make_slurm_executor(spec: JobSpec):
-    """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues."""
+def make_slurm_executor(spec: JobSpec, folder: Path | None = None, **extra: Any):
+    """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues.
+
+    ``folder`` defaults to the run dir's submitit folder (a sweep's array passes its own); ``extra`` are further
+    submitit parameters (``array_parallelism``). The one place that sets submitit's preemption signal.
+    """
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     params = slurm_parameters(spec)
-    # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute.
+    # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute (its handler on
+    # the nodes reads SUBMITIT_PREEMPT_SIGNAL, exported by slurm_setup_lines).
     SlurmJobEnvironment.USR_SIG = preempt_sig(spec)
-    ex = submitit.SlurmExecutor(folder=RunDir.of(spec).submitit, max_num_timeout=spec.conf.executor.max_requeues)
-    ex.update_parameters(**params)
+    ex = submitit.SlurmExecutor(folder=RunDir.of(spec).submitit if folder is None else folder,
+                                max_num_timeout=spec.conf.executor.max_requeues)
+    ex.update_parameters(**params, **extra)
     return ex
+
+
+# sacct states of a job that has, or is about to have, a run on its nodes (sacct(1), JOB STATE CODES, and squeue's
+# REQUEUE_* states). UNKNOWN (sacct has no record, or accounting is off) is not among them: the result files decide.
+ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
+                           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "PREEMPTED", "READY"})
+
+
+def slurm_job_active(job: Any) -> bool:
+    """Slurm still runs (or will rerun) the submitit job ``job``: its result files are not final yet.
+
+    A preempted attempt leaves the result file of every node task that returned before the requeue stopped it,
+    and the requeued attempt replaces them one by one as its tasks end: all of them exist well before the last
+    run has ended. Asks sacct (forced, not submitit's cached state); raises nothing (sacct errors read UNKNOWN).
+    """
+    state = str(job.watcher.get_state(str(job.job_id), mode="force")).split()
+    return bool(state) and state[0].upper() in ACTIVE_STATES

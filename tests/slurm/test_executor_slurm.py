@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,68 @@ def test_a_running_slurm_job_holds_its_run_dir_after_the_submitter_returned(slur
     (node,) = results(run)
     # scancel's SIGTERM stops training like a preemption: a checkpoint at the held step, resumed from there.
     assert node["train"]["start_step"] == HOLD_AT and node["train"]["steps"] == 20
+
+
+def _two_attempts(release: str) -> str:
+    """A 2-task submitit payload run twice by one Slurm job (tasks wait on files, each wait bounded).
+
+    Attempt 1: task 1 returns at once, so its result file exists; task 0 waits for that file, requeues the job
+    as node 0 does after a preemption (hpc_ft.node.preempt) and waits for the requeue to stop it, writing no
+    result. Attempt 2: task 0 returns at once; task 1 returns only once the file ``release`` exists.
+    """
+    import os
+    import time
+
+    import submitit
+    from submitit.core.utils import JobPaths
+
+    from hpc_ft.node.preempt import NodePreemption, scontrol_requeue
+
+    def wait_for(path: Path) -> None:
+        deadline = time.monotonic() + 120
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} did not appear within 120 s")
+            time.sleep(0.1)
+
+    env = submitit.JobEnvironment()
+    attempt = int(os.environ.get("SLURM_RESTART_COUNT") or 0) + 1
+    if attempt == 1 and env.global_rank == 0:
+        wait_for(JobPaths(env.paths.folder, env.job_id, 1).result_pickle)
+        assert scontrol_requeue(env.job_id), "scontrol requeue failed"
+        NodePreemption.await_requeue_kill()
+        raise SystemExit(1)  # stopped by the requeue: no result for this attempt
+    if attempt == 2 and env.global_rank == 1:
+        wait_for(Path(release))
+    return f"attempt {attempt}"
+
+
+def test_waiting_ends_with_the_requeued_jobs_last_run_not_its_first(slurm_cluster, tmp_path):
+    """A requeued job's first attempt leaves the result file of every task that returned, and the requeued run
+    replaces them one by one: while the last run still works, each task has a result file (submitit's done()),
+    one of them the first attempt's. hpc_ft's wait lasts until Slurm has ended the job (the flaky 2-node
+    preemption tests gathered node 1's first-attempt report)."""
+    import cloudpickle
+    import submitit
+
+    from hpc_ft.submit.gather import wait
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the nodes need not import this test module
+    ex = submitit.SlurmExecutor(folder=tmp_path / "submitit", max_num_timeout=1)
+    ex.update_parameters(nodes=2, ntasks_per_node=1, cpus_per_task=1, mem="256M", time=10,
+                         additional_parameters={"requeue": True})
+    release = tmp_path / "release"
+    job = ex.submit(_two_attempts, str(release))
+    try:
+        tasks = [job.task(0), job.task(1)]
+        wait_until(lambda: all(t.paths.result_pickle.exists() for t in tasks), 180, "a result file per task")
+        assert sacct_runs(job.job_id)[0] == "REQUEUED"  # task 0's file is the second run's, task 1's the first's
+        assert job.done()  # what submitit alone says
+        with pytest.raises(TimeoutError):
+            wait(job, poll_s=0.2, timeout_s=3)  # hpc_ft: Slurm still runs the job
+        release.touch()
+        wait(job, poll_s=0.2, timeout_s=120)
+    finally:
+        subprocess.run(["scancel", job.job_id], timeout=30)
+    assert [t.result() for t in tasks] == ["attempt 2", "attempt 2"]
+    assert sacct_runs(job.job_id) == ["REQUEUED", "COMPLETED"]

@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 
-from hpc_ft.node.entry import restart_count, should_requeue
+from hpc_ft.node.entry import restart_count
+from hpc_ft.node.preempt import PreemptForwarder, chain_handler, should_requeue, wait_exit
 from hpc_ft.rundir.records import NodeReport
-from hpc_ft.node.slurm_task import PreemptForwarder, chain_handler, wait_exit
 
 
 def report(code: int, preempted: bool = False) -> NodeReport:

@@ -94,19 +94,12 @@ def submit_arrays(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Pa
     Each task is the executor's node task (as a single Slurm submit uses, a SlurmNodeTask): preemption
     reaches every node's torchrun.
     """
-    import submitit
-    from submitit.slurm.slurm import SlurmJobEnvironment
-
-    from hpc_ft.node.launch import signal_name
-    from hpc_ft.submit.slurm import slurm_parameters
+    from hpc_ft.submit.slurm import make_slurm_executor
 
     for k, group in enumerate(slurm_groups(entries)):
         first = group[0].spec
-        # submitit writes `--signal=<USR_SIG>@delay` into the sbatch script from this class attribute.
-        SlurmJobEnvironment.USR_SIG = signal_name(first.conf.executor.preempt_signal).removeprefix("SIG")
-        ex = submitit.SlurmExecutor(folder=SweepDir(sweep_dir).array_submitit(k),
-                                    max_num_timeout=first.conf.executor.max_requeues)
-        ex.update_parameters(**slurm_parameters(first), array_parallelism=parallelism)
+        ex = make_slurm_executor(first, folder=SweepDir(sweep_dir).array_submitit(k),
+                                 array_parallelism=parallelism)
         with ex.batch():
             jobs = [ex.submit(node_task(e.spec)) for e in group]
         for e, job in zip(group, jobs):
