@@ -6,12 +6,11 @@ to a temporary name and renamed, so a reader never sees half a PNG.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from hpc_ft.report.build import RunReport
+from hpc_ft.rundir.atomic import atomic_write
 
 MAX_NODE_PANELS = 8  # above this, one panel with one line per node (its GPUs' mean)
 
@@ -43,14 +42,7 @@ def _save(fig: Any, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     return path
 
 
