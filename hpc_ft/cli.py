@@ -46,6 +46,13 @@ sweep dir, and write report/report.json and plots into it.""",
 }
 
 
+# Commands that parse their own arguments, each in its own module under hpc_ft/commands/ (imported only when run,
+# so `hpc-ft --help` and the light commands stay fast): name -> (module, function taking argv, returning exit code).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "plan": ("hpc_ft.commands.plan", "plan_main"),
+}
+
+
 class _State:
     exit_code = 0
     error: Exception | None = None
@@ -371,10 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         from hpc_ft import report
 
         return report.main(rest[0])
-    if cmd == "plan":
-        from hpc_ft.commands.plan import plan_main
+    if cmd in COMMANDS:
+        import importlib
 
-        return plan_main(rest)
+        module, func = COMMANDS[cmd]
+        return getattr(importlib.import_module(module), func)(rest)
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return EXIT_BAD_CONFIG
 
