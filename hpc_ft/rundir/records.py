@@ -100,6 +100,7 @@ class TrainResult:
     flops_per_sample: float | None = None  # forward + backward
     model_params: int | None = None
     warnings: list[str] = field(default_factory=list)  # resumed with changes, data smaller than a batch, ...
+    truncated_examples: int | None = None  # data=files: examples cut at data.max_length (None: not from files)
     metrics: dict[str, float | None] = field(default_factory=dict)  # the objective's (see above), by name
     version: int = TRAIN_RESULT_VERSION
 
