@@ -19,6 +19,7 @@ commands:
   sbatch [overrides]   write a standalone sbatch script for the same job into its run dir
   report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
+  export RUN_DIR       the trained model in Hugging Face format (save_pretrained, tokenizer, model card)
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
@@ -43,6 +44,11 @@ sbatch command that submits it. Takes the same overrides as hpc-ft submit.""",
 
 Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
 sweep dir, and write report/report.json and plots into it.""",
+    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N]
+
+Write a run's model (model=hf) in Hugging Face format: safetensors weights, config, tokenizer and a model
+card, loadable with AutoModelFor...from_pretrained(DIR). Default --out: RUN_DIR/export/step_<N>; the newest
+checkpoint unless --step N. An existing --out is never overwritten.""",
 }
 
 
@@ -50,6 +56,7 @@ sweep dir, and write report/report.json and plots into it.""",
 # so `hpc-ft --help` and the light commands stay fast): name -> (module, function taking argv, returning exit code).
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
+    "export": ("hpc_ft.commands.export", "export_main"),
 }
 
 

@@ -60,6 +60,7 @@ MANIFEST_FILE = "manifest.json"
 PLAN_FILE = "plan.txt"
 SWEEP_REPORT_FILE = "sweep.json"
 SWEEP_SUBMITIT_DIR = ".submitit"
+EXPORT_DIR = "export"  # hpc-ft export's default output: export/step_<N> (Hugging Face format)
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
 _LEGACY_NODE_REPORT = re.compile(r"^node_(\d+)\.json$")
@@ -188,6 +189,10 @@ class RunDir:
         return self.path / CHECKPOINT_DIR
 
     # -- the nodes ------------------------------------------------------------------------------------------
+    def export(self, step: int) -> Path:
+        """Where ``hpc-ft export`` writes the model of checkpoint ``step`` by default."""
+        return self.path / EXPORT_DIR / f"step_{step:08d}"
+
     @property
     def nodes(self) -> Path:
         return self.path / NODES_DIR
