@@ -22,8 +22,16 @@ from hpc_ft.train.blocks import transformer_blocks
 log = logging.getLogger("hpc_ft.train")
 
 HEAD_NAMES = ("classifier", "score", "head")  # task heads, initialised fresh: trained in full, not adapted
-# Adaptable layer kinds: peft's LoRA layers exist for these (transformers' Conv1D is GPT-2's linear layer).
-_ADAPTABLE = ("Linear", "Conv1D", "Embedding", "Conv2d")
+
+
+def _adaptable(m: nn.Module) -> bool:
+    """A layer peft's LoRA can adapt (bitsandbytes' 4-bit Linear4bit is an nn.Linear; transformers' Conv1D is
+    GPT-2's linear layer)."""
+    return isinstance(m, (nn.Linear, nn.Embedding, nn.Conv2d)) or type(m).__name__ == "Conv1D"
+
+
+def _linear(m: nn.Module) -> bool:
+    return isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"
 _WRAPPER_PREFIX = "_checkpoint_wrapped_module."  # activation checkpointing's wrapper; state_dict keys drop it
 
 
@@ -40,7 +48,7 @@ def _adaptable_names(model: nn.Module) -> list[str]:
     """The last name component of every layer LoRA can adapt, unique, in model order."""
     names: dict[str, None] = {}
     for name, m in model.named_modules():
-        if name and type(m).__name__ in _ADAPTABLE:
+        if name and _adaptable(m):
             names.setdefault(name.rpartition(".")[2], None)
     return list(names)
 
@@ -57,12 +65,12 @@ def default_target_modules(model: nn.Module) -> list[str]:
     inside: dict[str, None] = {}
     for block in transformer_blocks(model):
         for name, m in block.named_modules():
-            if name and type(m).__name__ in ("Linear", "Conv1D"):
+            if name and _linear(m):
                 inside.setdefault(name.rpartition(".")[2], None)
     if inside:
         return list(inside)
     return [n for n, m in ((n.rpartition(".")[2], m) for n, m in model.named_modules() if n)
-            if type(m).__name__ in ("Linear", "Conv1D") and n not in HEAD_NAMES]
+            if _linear(m) and n not in HEAD_NAMES]
 
 
 def _heads(model: nn.Module) -> list[str]:
