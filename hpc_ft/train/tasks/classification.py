@@ -51,7 +51,7 @@ class SequenceClassification:
     def build_model(self, model_conf: Any, model_kwargs: dict[str, Any]) -> torch.nn.Module:
         """``model=hf``: AutoModelForSequenceClassification; else the model's ``_target_`` with ``num_labels``."""
         if is_hf_model(model_conf):
-            return instantiate(model_conf, auto_class=self.AUTO_CLASS, **model_kwargs)
+            return instantiate(model_conf, _convert_="all", auto_class=self.AUTO_CLASS, **model_kwargs)
         return instantiate(model_conf, num_labels=model_kwargs["num_labels"])
 
     # --- data=files -------------------------------------------------------------------------------------------
