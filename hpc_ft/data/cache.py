@@ -67,7 +67,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     parts: dict[str, object] = {"class": type(tokenizer).__name__}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        parts["backend"] = backend.to_str()
+        # The serialization without its truncation/padding state: each call with truncation=True or padding
+        # rewrites those (they are call arguments, not the tokenizer), so they would make every hash differ.
+        parts["backend"] = {k: v for k, v in json.loads(backend.to_str()).items()
+                            if k not in ("truncation", "padding")}
     else:
         parts["vocab"] = sorted(tokenizer.get_vocab().items())
     parts["added"] = sorted((str(k), int(v)) for k, v in tokenizer.get_added_vocab().items())

@@ -117,6 +117,26 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _holds_no_rows(path: str, fmt: str) -> bool:
+    """Whether a file that ``datasets`` refused is simply empty: blank (JSON, ``[]``), a CSV header alone, or a
+    Parquet file of zero rows. Reads only up to the first row, and only after a failed load."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        allowed = 1 if fmt == "csv" else 0  # lines that are not rows: the CSV header
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.strip() and line.strip() != "[]":
+                    allowed -= 1
+                    if allowed < 0:
+                        return False
+        return True
+    except Exception:  # unreadable as fmt after all: the caller reports that
+        return False
+
+
 def read_file(path: str, fmt: str, key: str) -> tuple["datasets.Dataset | None", Problem | None]:
     """One file (or save_to_disk directory) as a memory-mapped ``datasets.Dataset``, or the problem naming ``key``.
 
@@ -142,6 +162,8 @@ def read_file(path: str, fmt: str, key: str) -> tuple["datasets.Dataset | None",
             ds = datasets.load_dataset(fmt_found, data_files=path, split="train",
                                        cache_dir=str(cache_root(None) / "hf"))
     except Exception as exc:  # datasets raises many kinds for a bad file; each means "cannot read it as fmt"
+        if _holds_no_rows(path, fmt_found):  # datasets cannot build a table from no rows: say what is wrong
+            return datasets.Dataset.from_dict({}), None
         return None, Problem(key, path, f"unreadable format: cannot be read as {fmt_found} ({_short(exc)})",
                              f"check the file is valid {fmt_found}, or set data.format to its real format")
     return ds, None
