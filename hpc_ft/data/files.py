@@ -9,10 +9,12 @@ refusal before dispatch; ``load_splits`` raises them as one ``ConfigError`` (the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from hpc_ft.errors import ConfigError, Problem
 
@@ -267,3 +269,29 @@ def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_ex
                                     f"labels not in the label set: {shown} (label set: {list(label_set)})",
                                     "fix those examples, or give the task a label set that holds them"))
     return problems
+
+
+def label_names(splits: RawSplits, label_field: str) -> list:
+    """Every label of ``label_field`` in either split, sorted: a string label's class id is its index here
+    (the same ids on every worker and in every run over the same files)."""
+    found = set(splits.train.unique(label_field)) | set(splits.eval.unique(label_field))
+    return sorted(found, key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+
+
+def _file_stats(path: str | None) -> list:
+    """(relative name, size in bytes, mtime in ns) of ``path``, or of every file under it (a directory)."""
+    if path is None:
+        return []
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [(str(f.relative_to(p)) if p.is_dir() else str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def data_fingerprint(spec: FileDataSpec, split: str, tokenizer_fp: str, settings: Mapping | None = None) -> str:
+    """A cache key for one tokenized split (``tokenize_cached``'s ``fingerprint``): the spec, the files' paths,
+    sizes and modification times, the split name (``"train"``/``"eval"``), the tokenizer's fingerprint and the
+    task's own settings (JSON-able values; others by ``repr``). Editing a file, or any of these, changes it."""
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "files": [_file_stats(spec.path), _file_stats(spec.eval_path)],
+                       "split": split, "tokenizer": tokenizer_fp, "settings": dict(settings or {})},
+                      sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]

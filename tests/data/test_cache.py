@@ -124,6 +124,13 @@ def test_an_encode_that_does_not_truncate_is_refused_and_leaves_nothing(raw, tok
     assert [p.name for p in (data_cache / "fp").iterdir()] == ["len4-examples-v1.lock"]
 
 
+def test_one_fingerprint_for_two_splits_is_refused(write, tokenizer, data_cache):
+    splits = load_splits(FileDataSpec(path=str(write("json")), eval_fraction=0.25))
+    tokenize_cached(splits.train, make_encode(tokenizer, L), "fp", data_cache, max_length=L)
+    with pytest.raises(DataCacheError, match="written from 30 examples, but this split has 10"):
+        tokenize_cached(splits.eval, make_encode(tokenizer, L), "fp", data_cache, max_length=L)
+
+
 def test_fingerprint_must_be_a_plain_name(raw, tokenizer, data_cache):
     with pytest.raises(ValueError, match="fingerprint"):
         tokenize_cached(raw, make_encode(tokenizer, L), "../escape", data_cache, max_length=L)

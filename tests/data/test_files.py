@@ -3,6 +3,7 @@ bad-data case is refused with its own problem naming its key (real files, read b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from hpc_ft.data import FileDataSpec, check_files, load_splits, spec_from_config
+from hpc_ft.data import FileDataSpec, check_files, data_fingerprint, label_names, load_splits, spec_from_config
 from hpc_ft.errors import ConfigError
 
 FORMATS = ("json", "csv", "parquet", "disk")
@@ -139,3 +140,28 @@ def test_importing_the_package_loads_neither_datasets_nor_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == []
+
+
+def test_label_names_are_sorted_over_both_splits(write, rows):
+    splits = load_splits(FileDataSpec(path=str(write("json", rows[:3])), eval_path=str(write("csv", rows[3:4], "dev"))))
+    assert label_names(splits, "label") == ["neg", "pos"]
+    ints = load_splits(FileDataSpec(path=str(write("json", [{"label": 3}, {"label": 1}])), eval_fraction=0.5))
+    assert label_names(ints, "label") == [1, 3]
+
+
+def test_data_fingerprint_follows_the_files_the_split_and_the_settings(write, rows):
+    path = write("json")
+    spec = FileDataSpec(path=str(path), text_field="text")
+    fp = data_fingerprint(spec, "train", "tok", {"max_length": 16})
+    assert data_fingerprint(spec, "train", "tok", {"max_length": 16}) == fp
+    others = [data_fingerprint(spec, "eval", "tok", {"max_length": 16}),
+              data_fingerprint(spec, "train", "tok2", {"max_length": 16}),
+              data_fingerprint(spec, "train", "tok", {"max_length": 8}),
+              data_fingerprint(dataclasses.replace(spec, split_seed=5), "train", "tok", {"max_length": 16})]
+    write("json", rows[:-1])  # the same file, edited
+    others.append(data_fingerprint(spec, "train", "tok", {"max_length": 16}))
+    assert len({fp, *others}) == 6
+    disk = FileDataSpec(path=str(write("disk")))
+    before = data_fingerprint(disk, "train", "tok")
+    write("disk", rows[:-1])
+    assert data_fingerprint(disk, "train", "tok") != before
