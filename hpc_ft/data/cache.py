@@ -156,6 +156,13 @@ def _column_total(ds: "datasets.Dataset", column: str, lengths: bool) -> int:
     return int(total or 0)
 
 
+def _remove_leftovers(entry: Path) -> None:
+    """Temporary directories of writers that died mid-write (only a lock holder writes, and this one holds it)."""
+    for pattern in (f".{entry.name}.work-*", f".{entry.name}.tmp-*"):
+        for left in entry.parent.glob(pattern):
+            shutil.rmtree(left, ignore_errors=True)
+
+
 def _build(raw: "datasets.Dataset", encode: Callable, entry: Path, max_length: int, packing: bool) -> None:
     """Tokenize ``raw`` into a temporary directory beside ``entry`` and rename it into place (lock held)."""
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -202,11 +209,16 @@ def tokenize_cached(raw: "datasets.Dataset", encode: Callable[[dict[str, list]],
     entry = entry_dir(Path(cache_dir), fingerprint, max_length, packing)
     if entry.is_dir():
         return _load_entry(entry, len(raw), t0, hit=True)
-    entry.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataCacheError(f"cannot create the tokenization cache directory {entry.parent}: {exc.strerror}. Fix: "
+                             f"set {CACHE_ENV} to a writable directory every node sees") from None
     lock_path = entry.parent / f"{entry.name}.lock"
     try:
         with FileLock(str(lock_path), timeout=lock_timeout_s):
             if not entry.is_dir():  # not written while this process waited
+                _remove_leftovers(entry)
                 _build(raw, encode, entry, max_length, packing)
                 return _load_entry(entry, len(raw), t0, hit=False)
     except Timeout:

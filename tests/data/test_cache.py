@@ -131,6 +131,21 @@ def test_one_fingerprint_for_two_splits_is_refused(write, tokenizer, data_cache)
         tokenize_cached(splits.eval, make_encode(tokenizer, L), "fp", data_cache, max_length=L)
 
 
+def test_a_dead_writers_leftovers_are_removed_by_the_next_writer(raw, tokenizer, data_cache):
+    leftover = data_cache / "fp" / ".len16-examples-v1.tmp-999-dead"
+    leftover.mkdir(parents=True)
+    (leftover / "data-00000-of-00001.arrow").write_bytes(b"half written")
+    tokenize_cached(raw, make_encode(tokenizer, L), "fp", data_cache, max_length=L)
+    assert sorted(p.name for p in (data_cache / "fp").iterdir()) == ["len16-examples-v1", "len16-examples-v1.lock"]
+
+
+def test_an_unwritable_cache_is_a_clear_error(raw, tokenizer, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.raises(DataCacheError, match="cannot create the tokenization cache directory .*HPC_FT_DATA_CACHE"):
+        tokenize_cached(raw, make_encode(tokenizer, L), "fp", blocker / "cache", max_length=L)
+
+
 def test_fingerprint_must_be_a_plain_name(raw, tokenizer, data_cache):
     with pytest.raises(ValueError, match="fingerprint"):
         tokenize_cached(raw, make_encode(tokenizer, L), "../escape", data_cache, max_length=L)
