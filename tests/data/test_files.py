@@ -18,12 +18,15 @@ from hpc_ft.errors import ConfigError
 FORMATS = ("json", "csv", "parquet", "disk")
 
 
-def test_every_format_loads_the_same_examples(write, rows):
+def test_every_format_loads_the_same_examples_memory_mapped(write, rows):
+    from datasets.table import MemoryMappedTable
+
     seen = {}
     for fmt in FORMATS:
         path = write(fmt)
         whole = load_splits(FileDataSpec(path=str(path), eval_path=str(path)))
         assert whole.train.to_list() == rows, fmt
+        assert isinstance(whole.train.data, MemoryMappedTable), fmt  # Arrow files mapped, not read into memory
         held_out = load_splits(FileDataSpec(path=str(path), eval_fraction=0.25, split_seed=7))
         seen[fmt] = (held_out.train.to_list(), held_out.eval.to_list())
     assert all(v == seen["json"] for v in seen.values())  # same seed, same examples -> the same split
