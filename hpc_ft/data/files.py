@@ -227,6 +227,12 @@ def _field_key(spec: FileDataSpec, name: str) -> tuple[str, str | None]:
     return PREFIX + "path", name
 
 
+def _is_messages(feature) -> bool:
+    """Whether a column's ``datasets`` feature is a list of {role, content, ...} records (chat messages)."""
+    inner = getattr(feature, "feature", None)
+    return isinstance(inner, dict) and {"role", "content"} <= set(inner)
+
+
 def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_examples: int,
                 label_set: Sequence | None = None) -> list[Problem]:
     """Every bad-data problem, each naming its key: missing file, unreadable format, empty dataset, a missing
@@ -249,6 +255,10 @@ def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_ex
                 problems.append(Problem(key, column, f"missing field: {path} has no column {column!r} "
                                                      f"(columns: {', '.join(ds.column_names)})",
                                         f"set {key} to one of its columns"))
+            elif key == PREFIX + "messages_field" and not _is_messages(ds.features[column]):
+                problems.append(Problem(key, column, f"column {column!r} of {path} is not a list of chat messages "
+                                                     f"with 'role' and 'content' (it is {ds.features[column]})",
+                                        'store each example\'s messages as [{"role": ..., "content": ...}, ...]'))
             if spec.eval_path is None:
                 break  # the eval split is part of the same file
     n_train = len(splits.train)

@@ -77,6 +77,8 @@ BAD = [
      ["text_field"], 1, None, "data.text_field", "missing field"),
     ("missing field in eval file", lambda w, t: _spec(w("json"), eval_path=str(w("json", [{"body": "x"}], "dev"))),
      ["text_field"], 1, None, "data.text_field", "missing field"),
+    ("messages that are not chat messages", lambda w, t: FileDataSpec(path=str(w("json")), messages_field="text"),
+     ["messages_field"], 1, None, "data.messages_field", "not a list of chat messages"),
     ("field not set", lambda w, t: _spec(w("json")), ["prompt_field"], 1, None, "data.prompt_field", "not set"),
     ("empty jsonl", lambda w, t: _spec(_text(t / "e.jsonl", "")), ["text_field"], 1, None, "data.path",
      "empty dataset"),
@@ -118,6 +120,13 @@ def test_each_bad_data_case_is_one_problem_naming_its_key(case, build, fields, m
 def test_good_data_has_no_problems(write):
     spec = _spec(write("json"), eval_path=str(write("csv", name="dev")))
     assert check_files(spec, ["text_field", "label_field", "prompt"], 40, ["neg", "pos"]) == []
+
+
+def test_chat_messages_pass(write):
+    chats = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": "hello"}]}
+             for i in range(10)]
+    assert check_files(FileDataSpec(path=str(write("parquet", chats)), messages_field="messages"),
+                       ["messages_field"], 5) == []
 
 
 def test_load_splits_raises_the_problems_as_a_config_error(tmp_path):
