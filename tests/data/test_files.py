@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -177,3 +178,14 @@ def test_data_fingerprint_follows_the_files_the_split_and_the_settings(write, ro
     before = data_fingerprint(disk, "train", "tok")
     write("disk", rows[:-1])
     assert data_fingerprint(disk, "train", "tok") != before
+
+
+def test_datasets_is_imported_offline(write, tmp_path):
+    path = write("json")
+    code = ("import json, os, sys; from hpc_ft.data import FileDataSpec, load_splits; "
+            f"load_splits(FileDataSpec(path={str(path)!r})); import datasets; "
+            "print(json.dumps([datasets.config.HF_DATASETS_OFFLINE, datasets.config.HF_HUB_OFFLINE]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [True, True]
