@@ -47,11 +47,17 @@ BAD = {
     "fewer than one global batch": (lambda t, m, b, p, c: sft(m, _rows(t, 4)), "data.path", "global batch"),
     "labels not in the label set": (lambda t, m, b, p, c: cls(b, c, "+task.labels=[a,b]"), "data.label_field",
                                     "not in the label set"),
+    "eval labels the train split lacks": (lambda t, m, b, p, c: cls(b, c, f"data.eval_path={_odd_label(t)}"),
+                                          "data.label_field", "not in the label set"),
     "hub name not cached": (lambda t, m, b, p, c: sft("someorg/not-downloaded", p), "model.path",
                             "not in the local Hugging Face cache"),
     "checkpoint without weights": (lambda t, m, b, p, c: sft(_no_weights(t, m), p), "model.path", "no weights"),
     "classification packing": (lambda t, m, b, p, c: cls(b, c, "data.packing=true"), "data.packing", "whole"),
 }
+
+
+def _odd_label(t):
+    return write_jsonl(t / "dev.jsonl", [{"text": "hello", "label": "a topic never trained"}])
 
 
 def _garbage(t):
