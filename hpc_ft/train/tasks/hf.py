@@ -49,7 +49,12 @@ def load_model(path: str, auto_class: str, dtype: str = "float32", attn_implemen
                                    f"(known: {', '.join(AUTO_CLASSES)})", "use a built-in task")])
     cls = getattr(transformers, AUTO_CLASSES[auto_class])
     extra = {"ignore_mismatched_sizes": True} if auto_class == "sequence_classification" else {}
-    model = cls.from_pretrained(local_dir(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
+    # transformers renamed from_pretrained's torch_dtype to dtype (4.56); pyproject allows older releases.
+    from packaging.version import Version
+
+    dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    extra[dtype_key] = getattr(torch, dtype)
+    model = cls.from_pretrained(local_dir(path), attn_implementation=attn_implementation,
                                 trust_remote_code=trust_remote_code, local_files_only=True, **extra,
                                 **config_kwargs)
     if getattr(model.config, "pad_token_id", None) is None and "pad_token_id" in config_kwargs:
