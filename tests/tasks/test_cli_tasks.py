@@ -113,3 +113,17 @@ def test_two_gloo_workers_train_and_resume_bitwise_after_a_stop(task, tmp_path, 
     assert node["train"]["start_step"] == 3 and node["train"]["world_size"] == 2
     metric = "eval_perplexity" if task == "causal_lm_sft" else "eval_accuracy"
     assert node["train"][metric] is not None and node["train"]["truncated_examples"] is not None
+
+
+@pytest.mark.slow
+def test_sft_on_two_emulated_nodes_reports_from_both(tmp_path, run_cli, llama_dir, pairs_file, data_cache):
+    """Two node tasks (one worker each) rendezvous, both read the one tokenization cache, and both report."""
+    run = tmp_path / "run"
+    done = run_cli("submit", *sft(llama_dir, pairs_file), "executor=local", "resources.nodes=2",
+                   "resources.workers_per_node=1", "train.max_steps=4", f"hydra.run.dir={run}",
+                   env={"HPC_FT_DATA_CACHE": str(data_cache)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    nodes = json.loads((run / "results.json").read_text())
+    assert [n["node_rank"] for n in nodes] == [0, 1] and all(n["train"]["world_size"] == 2 for n in nodes)
+    assert "perplexity" in done.stdout  # the results and the report show the task's metrics
+    assert len([p for p in data_cache.rglob("*-train") if p.is_dir()]) == 1  # one cache entry, written once
