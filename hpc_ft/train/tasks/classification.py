@@ -86,7 +86,7 @@ class SequenceClassification:
 
     def encoder(self, raw: Any, tokenizer: Any, spec: Any) -> FileEncoding:
         """Tokenize ``text_field`` (truncated to max_length, flagged) and map ``label_field`` to class ids."""
-        field, max_length = spec.text_field, spec.max_length
+        field, label_field, max_length = spec.text_field, spec.label_field, spec.max_length
         names, problems = self._labels(raw, spec)
         if problems:
             raise ConfigError(problems)
