@@ -7,7 +7,8 @@ Neither imports ``datasets`` or ``torch`` at module import: login-node commands 
 """
 
 from hpc_ft.data.cache import TokenizeStats, cache_root, tokenize_cached, tokenizer_fingerprint
-from hpc_ft.data.files import FileDataSpec, RawSplits, check_files, load_splits, spec_from_config
+from hpc_ft.data.files import (FileDataSpec, RawSplits, check_files, data_fingerprint, label_names, load_splits,
+                               spec_from_config)
 
-__all__ = ["FileDataSpec", "RawSplits", "TokenizeStats", "cache_root", "check_files", "load_splits",
-           "spec_from_config", "tokenize_cached", "tokenizer_fingerprint"]
+__all__ = ["FileDataSpec", "RawSplits", "TokenizeStats", "cache_root", "check_files", "data_fingerprint",
+           "label_names", "load_splits", "spec_from_config", "tokenize_cached", "tokenizer_fingerprint"]

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -67,7 +67,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     parts: dict[str, object] = {"class": type(tokenizer).__name__}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        parts["backend"] = backend.to_str()
+        # The serialization without its truncation/padding state: each call with truncation=True or padding
+        # rewrites those (they are call arguments, not the tokenizer), so they would make every hash differ.
+        parts["backend"] = {k: v for k, v in json.loads(backend.to_str()).items()
+                            if k not in ("truncation", "padding")}
     else:
         parts["vocab"] = sorted(tokenizer.get_vocab().items())
     parts["added"] = sorted((str(k), int(v)) for k, v in tokenizer.get_added_vocab().items())
@@ -90,11 +93,16 @@ def entry_dir(cache_dir: Path, fingerprint: str, max_length: int, packing: bool)
     return Path(cache_dir) / fingerprint / f"len{max_length}-{'packed' if packing else 'examples'}-v{CACHE_VERSION}"
 
 
-def _load_entry(entry: Path, t0: float, hit: bool) -> tuple["datasets.Dataset", TokenizeStats]:
+def _load_entry(entry: Path, raw_examples: int, t0: float, hit: bool) -> tuple["datasets.Dataset", TokenizeStats]:
     from hpc_ft.data.hf import import_datasets
 
-    ds = import_datasets().load_from_disk(str(entry))  # memory-maps the Arrow files
     saved = json.loads((entry / STATS_FILE).read_text())
+    if saved["examples"] != raw_examples:
+        # The same key for different examples: most likely one fingerprint used for both train and eval.
+        raise DataCacheError(f"the tokenization cache entry {entry} was written from {saved['examples']} examples, "
+                             f"but this split has {raw_examples}: its fingerprint must cover the files and the split "
+                             f"(train/eval). Fix: build it with hpc_ft.data.files.data_fingerprint(spec, split, ...)")
+    ds = import_datasets().load_from_disk(str(entry))  # memory-maps the Arrow files
     return ds, TokenizeStats(examples=saved["examples"], truncated=saved["truncated"], tokens=saved["tokens"],
                              cache_hit=hit, seconds=time.perf_counter() - t0)
 
@@ -148,6 +156,13 @@ def _column_total(ds: "datasets.Dataset", column: str, lengths: bool) -> int:
     return int(total or 0)
 
 
+def _remove_leftovers(entry: Path) -> None:
+    """Temporary directories of writers that died mid-write (only a lock holder writes, and this one holds it)."""
+    for pattern in (f".{entry.name}.work-*", f".{entry.name}.tmp-*"):
+        for left in entry.parent.glob(pattern):
+            shutil.rmtree(left, ignore_errors=True)
+
+
 def _build(raw: "datasets.Dataset", encode: Callable, entry: Path, max_length: int, packing: bool) -> None:
     """Tokenize ``raw`` into a temporary directory beside ``entry`` and rename it into place (lock held)."""
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -193,17 +208,22 @@ def tokenize_cached(raw: "datasets.Dataset", encode: Callable[[dict[str, list]],
     t0 = time.perf_counter()
     entry = entry_dir(Path(cache_dir), fingerprint, max_length, packing)
     if entry.is_dir():
-        return _load_entry(entry, t0, hit=True)
-    entry.parent.mkdir(parents=True, exist_ok=True)
+        return _load_entry(entry, len(raw), t0, hit=True)
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataCacheError(f"cannot create the tokenization cache directory {entry.parent}: {exc.strerror}. Fix: "
+                             f"set {CACHE_ENV} to a writable directory every node sees") from None
     lock_path = entry.parent / f"{entry.name}.lock"
     try:
         with FileLock(str(lock_path), timeout=lock_timeout_s):
             if not entry.is_dir():  # not written while this process waited
+                _remove_leftovers(entry)
                 _build(raw, encode, entry, max_length, packing)
-                return _load_entry(entry, t0, hit=False)
+                return _load_entry(entry, len(raw), t0, hit=False)
     except Timeout:
         raise DataCacheError(
             f"waited {lock_timeout_s:g} s for the tokenization cache lock {lock_path}: another process is still "
             f"writing {entry.name}. Fix: let it finish (a large dataset takes a while), raise the lock timeout, or "
             f"set {CACHE_ENV} to a directory of your own") from None
-    return _load_entry(entry, t0, hit=True)
+    return _load_entry(entry, len(raw), t0, hit=True)

@@ -9,10 +9,12 @@ refusal before dispatch; ``load_splits`` raises them as one ``ConfigError`` (the
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from hpc_ft.errors import ConfigError, Problem
 
@@ -117,6 +119,26 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _holds_no_rows(path: str, fmt: str) -> bool:
+    """Whether a file that ``datasets`` refused is simply empty: blank (JSON, ``[]``), a CSV header alone, or a
+    Parquet file of zero rows. Reads only up to the first row, and only after a failed load."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        allowed = 1 if fmt == "csv" else 0  # lines that are not rows: the CSV header
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.strip() and line.strip() != "[]":
+                    allowed -= 1
+                    if allowed < 0:
+                        return False
+        return True
+    except Exception:  # unreadable as fmt after all: the caller reports that
+        return False
+
+
 def read_file(path: str, fmt: str, key: str) -> tuple["datasets.Dataset | None", Problem | None]:
     """One file (or save_to_disk directory) as a memory-mapped ``datasets.Dataset``, or the problem naming ``key``.
 
@@ -142,6 +164,8 @@ def read_file(path: str, fmt: str, key: str) -> tuple["datasets.Dataset | None",
             ds = datasets.load_dataset(fmt_found, data_files=path, split="train",
                                        cache_dir=str(cache_root(None) / "hf"))
     except Exception as exc:  # datasets raises many kinds for a bad file; each means "cannot read it as fmt"
+        if _holds_no_rows(path, fmt_found):  # datasets cannot build a table from no rows: say what is wrong
+            return datasets.Dataset.from_dict({}), None
         return None, Problem(key, path, f"unreadable format: cannot be read as {fmt_found} ({_short(exc)})",
                              f"check the file is valid {fmt_found}, or set data.format to its real format")
     return ds, None
@@ -203,6 +227,12 @@ def _field_key(spec: FileDataSpec, name: str) -> tuple[str, str | None]:
     return PREFIX + "path", name
 
 
+def _is_messages(feature) -> bool:
+    """Whether a column's ``datasets`` feature is a list of {role, content, ...} records (chat messages)."""
+    inner = getattr(feature, "feature", None)
+    return isinstance(inner, dict) and {"role", "content"} <= set(inner)
+
+
 def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_examples: int,
                 label_set: Sequence | None = None) -> list[Problem]:
     """Every bad-data problem, each naming its key: missing file, unreadable format, empty dataset, a missing
@@ -225,6 +255,10 @@ def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_ex
                 problems.append(Problem(key, column, f"missing field: {path} has no column {column!r} "
                                                      f"(columns: {', '.join(ds.column_names)})",
                                         f"set {key} to one of its columns"))
+            elif key == PREFIX + "messages_field" and not _is_messages(ds.features[column]):
+                problems.append(Problem(key, column, f"column {column!r} of {path} is not a list of chat messages "
+                                                     f"with 'role' and 'content' (it is {ds.features[column]})",
+                                        'store each example\'s messages as [{"role": ..., "content": ...}, ...]'))
             if spec.eval_path is None:
                 break  # the eval split is part of the same file
     n_train = len(splits.train)
@@ -245,3 +279,29 @@ def check_files(spec: FileDataSpec, required_fields: Sequence[str], min_train_ex
                                     f"labels not in the label set: {shown} (label set: {list(label_set)})",
                                     "fix those examples, or give the task a label set that holds them"))
     return problems
+
+
+def label_names(splits: RawSplits, label_field: str) -> list:
+    """Every label of ``label_field`` in either split, sorted: a string label's class id is its index here
+    (the same ids on every worker and in every run over the same files)."""
+    found = set(splits.train.unique(label_field)) | set(splits.eval.unique(label_field))
+    return sorted(found, key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+
+
+def _file_stats(path: str | None) -> list:
+    """(relative name, size in bytes, mtime in ns) of ``path``, or of every file under it (a directory)."""
+    if path is None:
+        return []
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [(str(f.relative_to(p)) if p.is_dir() else str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def data_fingerprint(spec: FileDataSpec, split: str, tokenizer_fp: str, settings: Mapping | None = None) -> str:
+    """A cache key for one tokenized split (``tokenize_cached``'s ``fingerprint``): the spec, the files' paths,
+    sizes and modification times, the split name (``"train"``/``"eval"``), the tokenizer's fingerprint and the
+    task's own settings (JSON-able values; others by ``repr``). Editing a file, or any of these, changes it."""
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "files": [_file_stats(spec.path), _file_stats(spec.eval_path)],
+                       "split": split, "tokenizer": tokenizer_fp, "settings": dict(settings or {})},
+                      sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]

@@ -12,9 +12,9 @@
     write_result()               this node's train.json
 
 What depends on the task (data, model, the forward pass, the loss, the evaluation metrics, the baseline, FLOPs)
-is the task's (``hpc_ft.train.tasks``, built from the ``task`` config group); ranks and devices are ``hpc_ft.train.distributed``'s; the preemption
-vote and its test hooks are ``hpc_ft.train.preempt``'s. Runs as one torchrun worker or in-process for the debug
-executor (world size 1, no process group).
+is the task's (``hpc_ft.train.tasks``, built from the ``task`` config group); ranks and devices are
+``hpc_ft.train.distributed``'s; the preemption vote and its test hooks are ``hpc_ft.train.preempt``'s. Runs as one
+torchrun worker or in-process for the debug executor (world size 1, no process group).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class Trainer:
                 if stop:
                     self.stop_for_preemption()
                     break
-                self.preempt.cast_vote(d.control)  # read after the next step: its round trip overlaps that step
+                self.preempt.cast_vote(d.control, self.step)  # when due; read after the next step (overlapped)
                 if t.ckpt_every_steps and self.step % t.ckpt_every_steps == 0:
                     self.save()
             if not self.preempted:

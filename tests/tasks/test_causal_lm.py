@@ -116,6 +116,8 @@ def test_sft_on_chatterbot_pairs_lowers_the_loss(tmp_path, llama_dir, pairs_file
     assert 0 < result["eval_token_accuracy"] <= 1 and result["unigram_perplexity"] > 1  # the baseline is recorded
     assert result["truncated_examples"] == trainer.data.info["truncated_examples"] > 0  # logged and recorded
     assert trainer.data.info["cache_hit"] is False
+    again = trainer.objective.build_data(spec.conf)  # a second run of the same files and tokenizer: no tokenizing
+    assert again.info["cache_hit"] is True and again.num_train == trainer.data.num_train
 
 
 def test_export_round_trips_to_the_final_evaluation(tmp_path, llama_dir, pairs_file, in_process, run_cli):

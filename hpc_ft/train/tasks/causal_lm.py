@@ -55,7 +55,7 @@ class CausalLM:
     def build_model(self, model_conf: Any, model_kwargs: dict[str, Any]) -> torch.nn.Module:
         """``model=hf``: AutoModelForCausalLM; else the model's ``_target_`` (its forward returns logits)."""
         if is_hf_model(model_conf):
-            return instantiate(model_conf, auto_class=self.AUTO_CLASS, **model_kwargs)
+            return instantiate(model_conf, _convert_="all", auto_class=self.AUTO_CLASS, **model_kwargs)
         return instantiate(model_conf, **model_kwargs)
 
     # --- data=files -------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class SequenceClassification:
     def build_model(self, model_conf: Any, model_kwargs: dict[str, Any]) -> torch.nn.Module:
         """``model=hf``: AutoModelForSequenceClassification; else the model's ``_target_`` with ``num_labels``."""
         if is_hf_model(model_conf):
-            return instantiate(model_conf, auto_class=self.AUTO_CLASS, **model_kwargs)
+            return instantiate(model_conf, _convert_="all", auto_class=self.AUTO_CLASS, **model_kwargs)
         return instantiate(model_conf, num_labels=model_kwargs["num_labels"])
 
     # --- data=files -------------------------------------------------------------------------------------------
@@ -68,15 +68,28 @@ class SequenceClassification:
                             "stay whole", "pass data.packing=false (or task=causal_lm)")]
         return []
 
+    def _labels(self, raw: Any, spec: Any) -> tuple[list, list[Problem]]:
+        """The label set (``labels``, else the train split's labels sorted) and the problem of eval labels
+        outside it (a class the model never saw trained)."""
+        label_field = spec.label_field
+        names = self.labels if self.labels is not None else sorted(set(raw.train.unique(label_field)), key=repr)
+        unknown = sorted(set(raw.eval.unique(label_field)) - set(names), key=repr)
+        if not unknown:
+            return names, []
+        return names, [Problem("data.label_field", label_field, f"eval labels not in the label set: {unknown[:10]} "
+                               f"(label set: {names[:20]})", "give every eval label some train examples, or set "
+                               "task.labels")]
+
+    def split_problems(self, raw: Any, spec: Any) -> list[Problem]:
+        """Before dispatch, on the loaded splits: eval labels outside the label set."""
+        return self._labels(raw, spec)[1]
+
     def encoder(self, raw: Any, tokenizer: Any, spec: Any) -> FileEncoding:
         """Tokenize ``text_field`` (truncated to max_length, flagged) and map ``label_field`` to class ids."""
         field, label_field, max_length = spec.text_field, spec.label_field, spec.max_length
-        names = self.labels if self.labels is not None else sorted(set(raw.train.unique(label_field)), key=repr)
-        unknown = sorted(set(raw.eval.unique(label_field)) - set(names), key=repr)
-        if unknown:
-            raise ConfigError([Problem("data.label_field", label_field, f"eval labels not in the label set: "
-                                       f"{unknown[:10]} (label set: {names[:20]})",
-                                       "give every eval label some train examples, or set task.labels")])
+        names, problems = self._labels(raw, spec)
+        if problems:
+            raise ConfigError(problems)
         ids = {n: i for i, n in enumerate(names)}
 
         def encode(batch: dict[str, list]) -> dict[str, list]:

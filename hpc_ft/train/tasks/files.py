@@ -137,6 +137,11 @@ def data_problems(task: Any, conf: Any, world_size: int) -> tuple[list[Any], lis
         return problems, []
     problems += check_files(spec, task.required_fields(spec), conf.train.global_batch_size,
                             label_set=task.label_set(spec))
+    more = getattr(task, "split_problems", None)  # checks of the loaded splits a task may add
+    if not problems and callable(more):
+        from hpc_ft.data import load_splits
+
+        problems += more(load_splits(spec), spec)
     return problems, []
 
 

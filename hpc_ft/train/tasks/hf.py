@@ -55,7 +55,12 @@ def load_model(path: str, auto_class: str, dtype: str = "float32", attn_implemen
         extra["quantization_config"] = transformers.BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype))
         extra["device_map"] = {"": device or "cpu"}
-    model = cls.from_pretrained(local_dir(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
+    # transformers renamed from_pretrained's torch_dtype to dtype (4.56); pyproject allows older releases.
+    from packaging.version import Version
+
+    dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    extra[dtype_key] = getattr(torch, dtype)
+    model = cls.from_pretrained(local_dir(path), attn_implementation=attn_implementation,
                                 trust_remote_code=trust_remote_code, local_files_only=True, **extra,
                                 **config_kwargs)
     if getattr(model.config, "pad_token_id", None) is None and "pad_token_id" in config_kwargs:

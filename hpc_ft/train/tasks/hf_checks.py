@@ -95,6 +95,6 @@ def model_problems(model_conf: Any) -> tuple[list[Problem], list[str]]:
         problems.append(Problem("model.path", path, f"holds no tokenizer ({', '.join(TOKENIZER_FILES[:2])}) in {d}",
                                 "save the tokenizer beside the model (tokenizer.save_pretrained(DIR))"))
     elif not _pad_token_set(d):
-        notes.append(f"model.path={path}: the tokenizer has no pad token; its EOS token pads batches (padding is "
-                     f"masked out of attention and loss)")
+        notes.append(f"model.path={path}: the tokenizer declares no pad token; unless its class has one, its EOS "
+                     f"token pads batches (padding is masked out of attention and loss)")
     return problems, notes
