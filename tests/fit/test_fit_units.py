@@ -39,6 +39,11 @@ def test_blocks_and_lora_on_meta_models_of_both_architectures(llama_dir, bert_di
     lora = apply_lora(llama, LORA)
     assert len(transformer_blocks(lora)) == 2
     assert trainable_keys(lora) and all("lora_" in k for k in trainable_keys(lora))
+    from hpc_ft.train.ac import apply_activation_checkpointing
+
+    apply_activation_checkpointing(lora)  # on the meta device too, and the blocks are still the blocks
+    assert [type(b).__name__ for b in transformer_blocks(lora)] == ["CheckpointWrapper"] * 2
+    assert trainable_keys(lora) == {k for k in lora.state_dict() if "lora_" in k}
     lora_bert = apply_lora(bert, LORA)  # the fresh classification head is trained in full
     assert any(k.startswith("base_model.model.classifier") for k in trainable_keys(lora_bert))
 
