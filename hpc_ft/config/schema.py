@@ -15,7 +15,9 @@ from omegaconf import MISSING
 
 @dataclass
 class PrecisionConf:
-    dtype: str = "bf16"  # fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler
+    # auto | fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler. auto: what each node's device computes
+    # natively (bf16 from CUDA compute capability 8.0 or a CPU with AVX512-BF16/AMX, fp16 on older GPUs, else fp32)
+    dtype: str = "auto"
 
 
 @dataclass
@@ -82,6 +84,15 @@ class TelemetryConf:
     gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
 
 
+# The names tracking.backend accepts (hpc_ft.train.tracking implements each).
+TRACKING_BACKENDS = ("tensorboard", "off")
+
+
+@dataclass
+class TrackingConf:
+    backend: str = "tensorboard"  # tensorboard | off: training and telemetry curves beside metrics.jsonl
+
+
 # The names sched.policy, sched.order and sched.objective accept. They live with the schema so validation
 # needs no import of hpc_ft.sched (which sits above config); hpc_ft.sched implements each name.
 SCHED_POLICIES = ("equal", "priority", "proportional", "lp")
@@ -129,6 +140,7 @@ class JobConf:
     train: TrainConf = field(default_factory=TrainConf)
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     sched: SchedConf = field(default_factory=SchedConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
     run: RunConf = field(default_factory=RunConf)
     dry_run: bool = False  # print the job description and dispatch nothing
     wait: bool = True  # wait for the job and show its report

@@ -154,7 +154,10 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     sps = _median([finite(t.samples_per_s) for t in trains])
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
-    precision = spec.conf.precision.dtype if spec else None
+    # The dtype trained in (precision=auto decides it on the nodes), else the configured one.
+    precision = next((t.precision for t in trains if t.precision), None) or (spec.conf.precision.dtype if spec
+                                                                             else None)
+    precision_reason = next((t.precision_reason for t in trains if t.precision_reason), None)
     name = next((g.name for g in gpus if g.name), None)
     peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
         peak_tflops(name, precision or "bf16"), f"table ({name}, {precision})" if name else None)
@@ -166,7 +169,7 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
                else "no GPU" if not n_gpus else "peak TFLOPS of this GPU unknown (set telemetry.gpu_peak_tflops)")
     return {"samples_per_s": sps, "tokens_per_s": tps, "flops_per_sample": fps, "achieved_tflops": achieved,
             "peak_tflops_per_gpu": peak, "peak_source": peak_src if peak else None, "gpus": n_gpus,
-            "precision": precision, "mfu": mfu, "mfu_unavailable": why,
+            "precision": precision, "precision_reason": precision_reason, "mfu": mfu, "mfu_unavailable": why,
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
             "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),

@@ -96,6 +96,9 @@ def totals_lines(rr: RunReport) -> list[str]:
            else f"MFU: n/a ({tp['mfu_unavailable']})")
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
+    if tp.get("precision"):
+        lines.append(f"precision: {tp['precision']}" + (f" ({tp['precision_reason']})"
+                                                        if tp.get("precision_reason") else ""))
     return lines
 
 

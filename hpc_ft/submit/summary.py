@@ -35,6 +35,7 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
                   f"eval accuracy: {_fmt(first.metric('eval_accuracy'), '.3f')} "
                   f"(majority baseline {_fmt(first.metric('majority_accuracy'), '.3f')})   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
+             *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else []),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:
         if not r.ok and not r.resumable and r.error_tail:
