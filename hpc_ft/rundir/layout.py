@@ -14,6 +14,8 @@ A run dir (``run.dir``)::
         held_at_step            a test hook's marker: training holds at a step
     results.json              every node's report, in node order, once gathered
     report/                   report.json and the PNG plots of `hpc-ft report`
+    tensorboard/train/        rank 0's TensorBoard curves (loss, lr, throughput, eval metrics; hpc_ft.rundir.events)
+    tensorboard/node{r}/      node r's telemetry curves (per GPU, host)
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
 
@@ -41,6 +43,8 @@ NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
 RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_TRAIN = "train"
 RUN_REPORT_FILE = "report.json"
 SUBMITIT_DIR = "submitit"
 CONTROLLER_LOG = "controller.log"  # in a submitit folder: a local job's controller output
@@ -227,6 +231,21 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
+
+    # -- experiment tracking --------------------------------------------------------------------------------
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: point ``tensorboard --logdir`` here (one run per subdirectory)."""
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def tensorboard_train(self) -> Path:
+        """Rank 0's training curves."""
+        return self.tensorboard / TENSORBOARD_TRAIN
+
+    def tensorboard_node(self, rank: int) -> Path:
+        """Node ``rank``'s telemetry curves."""
+        return self.tensorboard / node_dir_name(rank)
 
     @property
     def run_report(self) -> Path:
