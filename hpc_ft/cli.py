@@ -19,6 +19,10 @@ commands:
   sbatch [overrides]   write a standalone sbatch script for the same job into its run dir
   report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
+  status [DIR]         where a run or sweep stands (Slurm state and reason, step, ETA, telemetry, nodes)
+  logs RUN_DIR [-f]    the run's node task and torchrun logs (--node N), followed with -f
+  cancel DIR [--yes]   cancel a run's job or a sweep's jobs; submitting again resumes
+  list [DIR...]        recent runs and sweeps: state, metric, steps, GPU-hours, wall time
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
@@ -50,6 +54,10 @@ sweep dir, and write report/report.json and plots into it.""",
 # so `hpc-ft --help` and the light commands stay fast): name -> (module, function taking argv, returning exit code).
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
+    "status": ("hpc_ft.commands.status", "status_main"),
+    "logs": ("hpc_ft.commands.logs", "logs_main"),
+    "cancel": ("hpc_ft.commands.cancel", "cancel_main"),
+    "list": ("hpc_ft.commands.list", "list_main"),
 }
 
 

@@ -47,6 +47,8 @@ TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_TRAIN = "train"
 RUN_REPORT_FILE = "report.json"
 SUBMITIT_DIR = "submitit"
+SUBMITIT_SLURM_SCRIPT = "_submission.sh"  # submitit's JOBID_submission.sh: Slurm jobs only
+SUBMITIT_LOG_EXTS = ("_log.out", "_log.err")  # submitit's JOBID_TASK_log.out/.err: each node task's output
 CONTROLLER_LOG = "controller.log"  # in a submitit folder: a local job's controller output
 SBATCH_SCRIPT = "job.sbatch"
 SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
@@ -173,6 +175,19 @@ class RunDir:
     @property
     def submitit(self) -> Path:
         return self.path / SUBMITIT_DIR
+
+    def slurm_log_of(self, job_id: str) -> Path:
+        """The output of an ``hpc-ft sbatch`` script's job ``job_id`` (``slurm-JOBID.out``)."""
+        return self.path / SLURM_LOG.replace("%j", str(job_id))
+
+    def submitit_slurm_script(self, job_id: str) -> Path:
+        """The batch script submitit wrote for Slurm job ``job_id`` (only Slurm jobs have one)."""
+        return self.submitit / f"{job_id}{SUBMITIT_SLURM_SCRIPT}"
+
+    def submitit_logs(self, job_id: str | None = None) -> list[Path]:
+        """submitit's task logs (``JOBID_TASK_log.out``/``.err``; of ``job_id`` only when given), by name."""
+        pattern = f"{job_id}_*" if job_id else "*"
+        return sorted(p for ext in SUBMITIT_LOG_EXTS for p in self.submitit.glob(pattern + ext))
 
     @property
     def lock(self) -> Path:
