@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.rundir.lock import PROCESS, SLURM_JOB
 
 EXIT_BAD_INPUT = 2
 GRACE_S = 60.0  # local: how long the workers get to checkpoint before what is left is killed
@@ -143,7 +144,7 @@ def cancel_main(argv: list[str]) -> int:
         print(f"nothing to cancel: no pending or running job in {path} "
               f"({', '.join(sorted({s.state for s in states})) or 'no jobs'})")
         return 0
-    what = ", ".join(f"job {s.job_id} ({s.scheduler}, {s.state})" for s in live)
+    what = ", ".join(f"job {s.job_id} ({PROBE_NAMES.get(s.probe, s.probe)}, {s.state})" for s in live)
     ok = _confirm(what, args.yes)
     if ok is None:
         print(f"error: cancel needs confirmation and there is no terminal to ask on. Fix: hpc-ft cancel "
@@ -157,12 +158,12 @@ def cancel_main(argv: list[str]) -> int:
 
 def _cancel(live: list[RunState], path: Path, grace_s: float) -> int:
     code = 0
-    slurm = sorted({s.job_id.split("_")[0] for s in live if s.scheduler == "slurm"})
+    slurm = sorted({s.job_id.split("_")[0] for s in live if s.probe == SLURM_JOB})
     try:
         if slurm:
             print(cancel_slurm(slurm))
         for s in live:
-            if s.scheduler == "local":
+            if s.probe == PROCESS:
                 print(cancel_local(s.job_id, grace_s))
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

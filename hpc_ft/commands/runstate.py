@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
-from hpc_ft.rundir.lock import PROCESS, SLURM_JOB, LockOwner, RunDirLock, detached_job_alive
+from hpc_ft.rundir.lock import NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock, detached_job_alive
 from hpc_ft.rundir.records import NodeReport, RecordError, SweepManifest
 
 SLURM_TIMEOUT_S = 20
 # Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
 PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "CANCELLED", "UNKNOWN")
+PROBE_NAMES = {SLURM_JOB: "Slurm", PROCESS: "local process"}  # how status names where a job runs
 LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
                          "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
 
@@ -87,7 +88,7 @@ class RunState:
     run_dir: Path
     spec: SpecView | None
     job_id: str | None = None
-    scheduler: str = "none"  # slurm | local | none (never submitted, or a debug run)
+    probe: str = NO_PROBE  # how its job is found: SLURM_JOB (a Slurm id), PROCESS (a local pid), NO_PROBE (none)
     state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | CANCELLED | UNKNOWN
     reason: str | None = None  # Slurm's pending reason
     requeues: int = 0
@@ -235,16 +236,16 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     st.job_id = (owner.job_id if owner and owner.job_id else
                  next((r.job_id for r in reports.values() if r.job_id), None))
     if st.job_id:
-        st.scheduler = "slurm" if is_slurm_job(rd, st.job_id, owner) else "local"
+        st.probe = SLURM_JOB if is_slurm_job(rd, st.job_id, owner) else PROCESS
     alive = None
-    if st.scheduler == "slurm" and query_slurm:
+    if st.probe == SLURM_JOB and query_slurm:
         jobs = slurm_jobs(st.job_id)
         if jobs:
             job = jobs[0]
             st.reason, st.requeues = job.reason, job.restarts
             alive = job.state in LIVE_STATES
             st.state = PENDING if job.state == PENDING else RUNNING if alive else job.state
-    elif st.scheduler == "local" and owner is not None and owner.job_id == st.job_id and owner.liveness == PROCESS:
+    elif st.probe == PROCESS and owner is not None and owner.job_id == st.job_id and owner.liveness == PROCESS:
         alive = bool(detached_job_alive(owner))
         st.state = RUNNING if alive else UNKNOWN
     if not alive and st.state in (UNKNOWN, COMPLETED, "CANCELLED", "FAILED", "TIMEOUT") and reports:
@@ -300,7 +301,7 @@ def sweep_states(path: str | os.PathLike) -> tuple[SweepManifest | None, list[Ru
         for st, job in zip(states, manifest.jobs):
             st.job_id = st.job_id or job.job_id
             if st.job_id and "_" in st.job_id:
-                st.scheduler = "slurm"
+                st.probe = SLURM_JOB
     apply_slurm(states)
     return manifest, states
 
@@ -309,7 +310,7 @@ def apply_slurm(states: list[RunState]) -> None:
     """Fill the Slurm state of every Slurm run in ``states``: one query per job (array) id."""
     by_base: dict[str, list[RunState]] = {}
     for st in states:
-        if st.scheduler == "slurm" and st.job_id:
+        if st.probe == SLURM_JOB and st.job_id:
             by_base.setdefault(st.job_id.split("_")[0], []).append(st)
     for base, group in by_base.items():
         jobs = {j.job_id: j for j in slurm_jobs(base)}

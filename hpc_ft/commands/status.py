@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
 
 EXIT_BAD_INPUT = 2
 DEFAULT_ROOTS = ("outputs", "multirun")
@@ -55,7 +55,7 @@ def _sample_text(row: dict[str, float]) -> str:
 def render_run(st: RunState) -> str:
     spec = st.spec
     lines = [f"run dir: {st.run_dir}"]
-    job = f"job {st.job_id} ({st.scheduler})" if st.job_id else "no job recorded"
+    job = f"job {st.job_id} ({PROBE_NAMES.get(st.probe, st.probe)})" if st.job_id else "no job recorded"
     lines.append(f"{job}: {state_text(st)}")
     if st.step is not None or spec:
         of = f" of {spec.max_steps}" if spec else ""

@@ -32,11 +32,11 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
     try:
         wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold at step 5")
         st = _status(run_cli, run)
-        assert st["state"] == "RUNNING" and st["scheduler"] == "local" and st["job_id"].isdigit()
+        assert st["state"] == "RUNNING" and st["probe"] == "process" and st["job_id"].isdigit()
         assert st["step"] == 5 and st["spec"]["max_steps"] == 20 and st["eta_s"] is not None
         assert [n["state"] for n in st["nodes"]] == ["running"]
         text = run_cli("status", str(run)).stdout
-        assert f"job {st['job_id']} (local): RUNNING" in text and "step 5 of 20" in text and "ETA" in text
+        assert f"job {st['job_id']} (local process): RUNNING" in text and "step 5 of 20" in text and "ETA" in text
 
         listed = run_cli("list", str(tmp_path / "runs"))
         assert listed.returncode == 0 and "RUNNING" in listed.stdout and str(run) in listed.stdout
