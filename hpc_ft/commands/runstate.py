@@ -299,8 +299,9 @@ def sweep_states(path: str | os.PathLike) -> tuple[SweepManifest | None, list[Ru
     states = [run_state(p, query_slurm=False) for p in run_dirs]
     if manifest:
         for st, job in zip(states, manifest.jobs):
-            st.job_id = st.job_id or job.job_id
-            if st.job_id and "_" in st.job_id:
+            # The sweep's own id of each job: a Slurm array task's is ARRAY_TASK (its nodes see another).
+            st.job_id = job.job_id or st.job_id
+            if st.job_id and "_" in st.job_id:  # submitit names array tasks so; local job ids are pids
                 st.probe = SLURM_JOB
     apply_slurm(states)
     return manifest, states
