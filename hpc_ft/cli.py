@@ -37,6 +37,8 @@ Compose conf/ with the Hydra overrides, validate, dispatch (executor=local | deb
   dry_run=true          print the job description; dispatch and leave nothing
   --cfg job             print the composed config
   -m a=1,2              a sweep (planned by hpc_ft.sched)
+  --from RUN_DIR        that run's job again, in a new run dir (its overrides, then yours)
+  --apply-advice        with --from: the right-sizing overrides of its run report applied
   +executor.env.NAME=v  export NAME=v on every node ('+': the names are your own)
 Hydra's own help: hpc-ft submit --hydra-help""",
     "sbatch": """usage: hpc-ft sbatch [overrides...]
@@ -376,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         print(COMMAND_USAGE[cmd])
         return 0
     if cmd == "submit":
-        return _hydra_run(_submit_task, rest, "hpc-ft submit")
+        from hpc_ft.commands.resubmit import expand_argv
+
+        rest = expand_argv(rest)  # --from RUN_DIR [--apply-advice]: that run's (advised) overrides
+        return EXIT_BAD_CONFIG if rest is None else _hydra_run(_submit_task, rest, "hpc-ft submit")
     if cmd == "sbatch":
         return _hydra_run(_sbatch_task, rest, "hpc-ft sbatch")
     if cmd == "report":
