@@ -85,12 +85,15 @@ class TelemetryConf:
 
 
 # The names tracking.backend accepts (hpc_ft.train.tracking implements each).
-TRACKING_BACKENDS = ("tensorboard", "off")
+TRACKING_BACKENDS = ("tensorboard", "mlflow", "off")
 
 
 @dataclass
 class TrackingConf:
-    backend: str = "tensorboard"  # tensorboard | off: training and telemetry curves beside metrics.jsonl
+    # tensorboard | mlflow | off: training and telemetry curves beside metrics.jsonl (mlflow: TensorBoard too, and
+    # rank 0's curves in one MLflow run across requeues; needs the optional extra hpc_ft[mlflow])
+    backend: str = "tensorboard"
+    mlflow_uri: Optional[str] = None  # MLflow tracking URI; None: a local file store in the run dir (mlruns/)
 
 
 # The names sched.policy, sched.order and sched.objective accept. They live with the schema so validation

@@ -187,7 +187,13 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     need(conf.precision.dtype in PRECISIONS, "precision", conf.precision.dtype,
          f"must be one of {', '.join(PRECISIONS)}", "pass precision=auto (or bf16, fp32, fp16)")
     need(conf.tracking.backend in TRACKING_BACKENDS, "tracking", conf.tracking.backend,
-         f"must be one of {', '.join(TRACKING_BACKENDS)}", "pass tracking=tensorboard (or tracking=off)")
+         f"must be one of {', '.join(TRACKING_BACKENDS)}", "pass tracking=tensorboard (or mlflow, off)")
+    if conf.tracking.backend == "mlflow":
+        import importlib.util
+
+        need(importlib.util.find_spec("mlflow") is not None, "tracking", "mlflow",
+             "needs the mlflow package, which is an optional extra",
+             "pip install 'hpc_ft[mlflow]' (mlflow-skinny), or pass tracking=tensorboard")
     names = list(executors)
     need(rules is not None, "executor", ex.name, f"must be one of {', '.join(names)}",
          f"pass executor={names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:] else ""))

@@ -16,6 +16,7 @@ A run dir (``run.dir``)::
     report/                   report.json and the PNG plots of `hpc-ft report`
     tensorboard/train/        rank 0's TensorBoard curves (loss, lr, throughput, eval metrics; hpc_ft.rundir.events)
     tensorboard/node{r}/      node r's telemetry curves (per GPU, host)
+    mlruns/, mlflow_run.json  tracking=mlflow: the local MLflow store and the one MLflow run of this run dir
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
 
@@ -45,6 +46,8 @@ RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_TRAIN = "train"
+MLFLOW_STORE = "mlruns"
+MLFLOW_RUN_FILE = "mlflow_run.json"
 RUN_REPORT_FILE = "report.json"
 SUBMITIT_DIR = "submitit"
 SUBMITIT_SLURM_SCRIPT = "_submission.sh"  # submitit's JOBID_submission.sh: Slurm jobs only
@@ -261,6 +264,16 @@ class RunDir:
     def tensorboard_node(self, rank: int) -> Path:
         """Node ``rank``'s telemetry curves."""
         return self.tensorboard / node_dir_name(rank)
+
+    @property
+    def mlflow_store(self) -> Path:
+        """``tracking=mlflow``'s local file store (when ``tracking.mlflow_uri`` names no other)."""
+        return self.path / MLFLOW_STORE
+
+    @property
+    def mlflow_run(self) -> Path:
+        """The MLflow run this run dir logs to (its id and store), kept across requeues and resumes."""
+        return self.path / MLFLOW_RUN_FILE
 
     @property
     def run_report(self) -> Path:

@@ -79,3 +79,25 @@ def test_telemetry_curves_continue_across_a_requeue_without_repeating_a_tick(tmp
     steps = _scalars(run / "tensorboard" / "node0", "host/cpu_util_pct")
     assert len(steps) == len(set(steps)) and steps == sorted(steps)
     assert steps[:len(first)] == first and len(steps) > len(first) and steps[len(first)] > first[-1]
+
+
+def test_mlflow_keeps_one_run_across_a_preemption_and_resume(tmp_path, run_cli, synth):
+    """tracking=mlflow: the resumed attempt logs into the same MLflow run (local file store in the run dir)."""
+    from mlflow.tracking import MlflowClient
+
+    run = tmp_path / "run"
+    overrides = [*_overrides(synth, run), "tracking=mlflow"]
+    assert run_cli("submit", *overrides, env={"HPC_FT_STOP_AFTER_STEP": "7"}).returncode == 75
+    first = (run / "mlflow_run.json").read_text()
+    res = run_cli("submit", *overrides)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (run / "mlflow_run.json").read_text() == first
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's file store asks for an opt-in
+    client = MlflowClient(tracking_uri=(run / "mlruns").as_uri())
+    (exp,) = [e for e in client.search_experiments() if e.name == "hpc_ft"]
+    (mlrun,) = client.search_runs([exp.experiment_id])
+    assert mlrun.info.status == "FINISHED" and mlrun.data.params["optim.lr"] == "0.01"
+    steps = [m.step for m in client.get_metric_history(mlrun.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(1, STEPS + 1))
+    assert sorted(m.step for m in client.get_metric_history(mlrun.info.run_id, "eval/eval_accuracy")) == [4, 8, 12]
+    assert _scalars(run / "tensorboard" / "train", "train/loss") == list(range(1, STEPS + 1))  # TensorBoard too
