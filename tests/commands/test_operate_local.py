@@ -26,7 +26,8 @@ def _status(run_cli, path: Path) -> dict:
 @pytest.mark.slow
 def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
     run = tmp_path / "runs" / "held"
-    sub = run_cli("submit", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=5",
+    with_telemetry = [o for o in synth if o != "telemetry=off"] + ["telemetry.interval_s=0.5"]
+    sub = run_cli("submit", *with_telemetry, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=5",
                   "train.log_every_steps=1", f"hydra.run.dir={run}")
     assert sub.returncode == 0, sub.stdout + sub.stderr
     try:
@@ -35,7 +36,9 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
         assert st["state"] == "RUNNING" and st["probe"] == "process" and st["job_id"].isdigit()
         assert st["step"] == 5 and st["spec"]["max_steps"] == 20 and st["eta_s"] is not None
         assert [n["state"] for n in st["nodes"]] == ["running"]
+        assert st["last_sample"]["cpu_util_pct"] >= 0 and st["last_sample"]["t"] > 0  # node 0's newest sample
         text = run_cli("status", str(run)).stdout
+        assert "telemetry (node 0):" in text and "s ago" in text
         assert f"job {st['job_id']} (local process): RUNNING" in text and "step 5 of 20" in text and "ETA" in text
 
         listed = run_cli("list", str(tmp_path / "runs"))
