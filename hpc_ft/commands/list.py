@@ -1,7 +1,7 @@
 """`hpc-ft list [DIR ...] [--sort time|metric|steps|gpu_hours] [--json]`: recent runs and sweeps. No torch.
 
 Every run dir below the given dirs (default ./outputs and ./multirun) with its state, the task's metric, steps,
-GPU-hours and wall time, newest first (or sorted by ``--sort``); runs of a sweep name their sweep dir. Slurm is
+GPU-hours and wall time, newest first (or sorted by ``--sort``); a sweep's runs are listed by their paths. Slurm is
 asked only about runs whose dir still names a job in its lock record (one query per job).
 """
 
