@@ -18,7 +18,9 @@ DEFAULT_TASK = "hpc_ft.train.tasks.classification.SequenceClassification"
 
 @dataclass
 class PrecisionConf:
-    dtype: str = "bf16"  # fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler
+    # auto | fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler. auto: what each node's device computes
+    # natively (bf16 from CUDA compute capability 8.0 or a CPU with AVX512-BF16/AMX, fp16 on older GPUs, else fp32)
+    dtype: str = "auto"
 
 
 @dataclass
@@ -85,6 +87,18 @@ class TelemetryConf:
     gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
 
 
+# The names tracking.backend accepts (hpc_ft.train.tracking implements each).
+TRACKING_BACKENDS = ("tensorboard", "mlflow", "off")
+
+
+@dataclass
+class TrackingConf:
+    # tensorboard | mlflow | off: training and telemetry curves beside metrics.jsonl (mlflow: TensorBoard too, and
+    # rank 0's curves in one MLflow run across requeues; needs the optional extra hpc_ft[mlflow])
+    backend: str = "tensorboard"
+    mlflow_uri: Optional[str] = None  # MLflow tracking URI; None: a local file store in the run dir (mlruns/)
+
+
 # The names sched.policy, sched.order and sched.objective accept. They live with the schema so validation
 # needs no import of hpc_ft.sched (which sits above config); hpc_ft.sched implements each name.
 SCHED_POLICIES = ("equal", "priority", "proportional", "lp")
@@ -135,6 +149,7 @@ class JobConf:
     train: TrainConf = field(default_factory=TrainConf)
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     sched: SchedConf = field(default_factory=SchedConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
     run: RunConf = field(default_factory=RunConf)
     dry_run: bool = False  # print the job description and dispatch nothing
     wait: bool = True  # wait for the job and show its report

@@ -7,10 +7,11 @@ import re
 import signal
 from typing import Callable, Mapping, Protocol
 
-from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, JobConf, SchedConf
+from hpc_ft.config.schema import (SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, TRACKING_BACKENDS, JobConf,
+                                  SchedConf)
 from hpc_ft.errors import ConfigError, Problem
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -184,7 +185,15 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
             p.append(Problem(key, value, rule, fix))
 
     need(conf.precision.dtype in PRECISIONS, "precision", conf.precision.dtype,
-         f"must be one of {', '.join(PRECISIONS)}", "pass precision=bf16 (or fp32, fp16)")
+         f"must be one of {', '.join(PRECISIONS)}", "pass precision=auto (or bf16, fp32, fp16)")
+    need(conf.tracking.backend in TRACKING_BACKENDS, "tracking", conf.tracking.backend,
+         f"must be one of {', '.join(TRACKING_BACKENDS)}", "pass tracking=tensorboard (or mlflow, off)")
+    if conf.tracking.backend == "mlflow":
+        import importlib.util
+
+        need(importlib.util.find_spec("mlflow") is not None, "tracking", "mlflow",
+             "needs the mlflow package, which is an optional extra",
+             "pip install 'hpc_ft[mlflow]' (mlflow-skinny), or pass tracking=tensorboard")
     names = list(executors)
     need(rules is not None, "executor", ex.name, f"must be one of {', '.join(names)}",
          f"pass executor={names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:] else ""))

@@ -76,7 +76,7 @@ class NodeTask:
         env = worker_env(spec, place)
         ndir.torchrun_argv.write_text(json.dumps(argv))
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
-        sampler = _start_sampler(spec, ndir.path, _JobPids(self))
+        sampler = _start_sampler(spec, ndir, _JobPids(self))
         t0 = time.monotonic()
         with open(ndir.torchrun_log, "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
@@ -153,14 +153,16 @@ class NodeTask:
         return submitit.helpers.DelayedSubmission(type(self)(self.spec_path, self.requeues + 1))
 
 
-def _start_sampler(spec: JobSpec, ndir: Path, pids):
+def _start_sampler(spec: JobSpec, ndir: NodeDir, pids):
     if not spec.conf.telemetry.enabled:
         return None
     from hpc_ft.telemetry import NodeSampler
 
     t = spec.conf.telemetry
-    sampler = NodeSampler(out_dir=ndir, interval_s=t.interval_s, max_report_points=t.max_report_points,
-                          pids=pids, idle_util_pct=t.idle_util_pct)
+    from hpc_ft.train.tracking import telemetry_board_dir
+
+    sampler = NodeSampler(out_dir=ndir.path, interval_s=t.interval_s, max_report_points=t.max_report_points,
+                          pids=pids, idle_util_pct=t.idle_util_pct, board_dir=telemetry_board_dir(spec, ndir.rank))
     sampler.start()
     return sampler
 

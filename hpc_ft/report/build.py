@@ -156,10 +156,15 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     sps = _median([finite(t.samples_per_s) for t in trains])
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
-    precision = spec.conf.precision.dtype if spec else None
+    # The dtype trained in (precision=auto decides it on the nodes), else the configured one.
+    precision = next((t.precision for t in trains if t.precision), None) or (spec.conf.precision.dtype if spec
+                                                                             else None)
+    precision_reason = next((t.precision_reason for t in trains if t.precision_reason), None)
     name = next((g.name for g in gpus if g.name), None)
+    # precision=auto with no trained dtype recorded (a result from before auto): the table's bf16 peak, as before.
+    peak_dtype = precision if precision in ("fp32", "bf16", "fp16") else "bf16"
     peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
-        peak_tflops(name, precision or "bf16"), f"table ({name}, {precision})" if name else None)
+        peak_tflops(name, peak_dtype), f"table ({name}, {peak_dtype})" if name else None)
     achieved = fps * sps / 1e12 if fps and sps else None
     mfu = achieved / (peak * n_gpus) if achieved and peak and n_gpus else None
     why = None
@@ -169,6 +174,7 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     return {"samples_per_s": sps, "tokens_per_s": tps, "flops_per_sample": fps, "achieved_tflops": achieved,
             "peak_tflops_per_gpu": peak, "peak_source": peak_src if peak else None, "gpus": n_gpus,
             "precision": precision, "mfu": mfu, "mfu_unavailable": why,
+            **({"precision_reason": precision_reason} if precision_reason else {}),  # known since precision=auto
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
             "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),

@@ -99,6 +99,9 @@ def totals_lines(rr: RunReport) -> list[str]:
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
     if rr.evaluation:
         lines.append(f"training: final loss {fmt_num(tp['final_loss'], '.4f')}; {eval_summary(rr.evaluation)}")
+    if tp.get("precision"):
+        lines.append(f"precision: {tp['precision']}" + (f" ({tp['precision_reason']})"
+                                                        if tp.get("precision_reason") else ""))
     return lines
 
 

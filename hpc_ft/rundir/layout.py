@@ -14,6 +14,9 @@ A run dir (``run.dir``)::
         held_at_step            a test hook's marker: training holds at a step
     results.json              every node's report, in node order, once gathered
     report/                   report.json and the PNG plots of `hpc-ft report`
+    tensorboard/train/        rank 0's TensorBoard curves (loss, lr, throughput, eval metrics; hpc_ft.rundir.events)
+    tensorboard/node{r}/      node r's telemetry curves (per GPU, host)
+    mlruns/, mlflow_run.json  tracking=mlflow: the local MLflow store and the one MLflow run of this run dir
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
 
@@ -41,8 +44,14 @@ NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
 RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_TRAIN = "train"
+MLFLOW_STORE = "mlruns"
+MLFLOW_RUN_FILE = "mlflow_run.json"
 RUN_REPORT_FILE = "report.json"
 SUBMITIT_DIR = "submitit"
+SUBMITIT_SLURM_SCRIPT = "_submission.sh"  # submitit's JOBID_submission.sh: Slurm jobs only
+SUBMITIT_LOG_EXTS = ("_log.out", "_log.err")  # submitit's JOBID_TASK_log.out/.err: each node task's output
 CONTROLLER_LOG = "controller.log"  # in a submitit folder: a local job's controller output
 SBATCH_SCRIPT = "job.sbatch"
 SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
@@ -171,6 +180,19 @@ class RunDir:
     def submitit(self) -> Path:
         return self.path / SUBMITIT_DIR
 
+    def slurm_log_of(self, job_id: str) -> Path:
+        """The output of an ``hpc-ft sbatch`` script's job ``job_id`` (``slurm-JOBID.out``)."""
+        return self.path / SLURM_LOG.replace("%j", str(job_id))
+
+    def submitit_slurm_script(self, job_id: str) -> Path:
+        """The batch script submitit wrote for Slurm job ``job_id`` (only Slurm jobs have one)."""
+        return self.submitit / f"{job_id}{SUBMITIT_SLURM_SCRIPT}"
+
+    def submitit_logs(self, job_id: str | None = None) -> list[Path]:
+        """submitit's task logs (``JOBID_TASK_log.out``/``.err``; of ``job_id`` only when given), by name."""
+        pattern = f"{job_id}_*" if job_id else "*"
+        return sorted(p for ext in SUBMITIT_LOG_EXTS for p in self.submitit.glob(pattern + ext))
+
     @property
     def lock(self) -> Path:
         return self.path / LOCK_FILE
@@ -232,6 +254,31 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
+
+    # -- experiment tracking --------------------------------------------------------------------------------
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: point ``tensorboard --logdir`` here (one run per subdirectory)."""
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def tensorboard_train(self) -> Path:
+        """Rank 0's training curves."""
+        return self.tensorboard / TENSORBOARD_TRAIN
+
+    def tensorboard_node(self, rank: int) -> Path:
+        """Node ``rank``'s telemetry curves."""
+        return self.tensorboard / node_dir_name(rank)
+
+    @property
+    def mlflow_store(self) -> Path:
+        """``tracking=mlflow``'s local file store (when ``tracking.mlflow_uri`` names no other)."""
+        return self.path / MLFLOW_STORE
+
+    @property
+    def mlflow_run(self) -> Path:
+        """The MLflow run this run dir logs to (its id and store), kept across requeues and resumes."""
+        return self.path / MLFLOW_RUN_FILE
 
     @property
     def run_report(self) -> Path:

@@ -41,6 +41,7 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
     lines = [table,
              Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
+             *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else []),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:
         if not r.ok and not r.resumable and r.error_tail:
