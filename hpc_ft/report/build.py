@@ -170,7 +170,9 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
             "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),
-                                  None)}
+                                  None),
+            # Every metric the run reported by name (an objective's, or a user's script's through its progress).
+            "metrics": dict(next((t.metrics for t in trains if t.metrics), {}))}
 
 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:

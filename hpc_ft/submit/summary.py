@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpc_ft.job import JobSpec
+from hpc_ft.node.payload import is_script
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import NodeReport, TrainResult
 
@@ -36,6 +37,9 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
                   f"(majority baseline {_fmt(first.metric('majority_accuracy'), '.3f')})   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
              Text(f"run dir: {spec.run_dir}")]
+    if is_script(spec):  # a script's own metrics, by the names it reported (hpc_ft.script_api.report)
+        lines.insert(2, Text("script metrics: " + (", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in first.metrics.items())
+                                                   or "none reported")))
     for r in reports:
         if not r.ok and not r.resumable and r.error_tail:
             lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"
