@@ -37,6 +37,8 @@ class RunReport:
     advice: list[Advice]
     command: str | None  # the next submission with every advised override applied
     notes: list[str] = field(default_factory=list)
+    # Every metric the run reported by name (its objective's, or a user's script's through its progress file).
+    metrics: dict[str, float | None] = field(default_factory=dict)
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
     version: int = RUN_REPORT_VERSION
 
@@ -170,9 +172,13 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
             "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),
-                                  None),
-            # Every metric the run reported by name (an objective's, or a user's script's through its progress).
-            "metrics": dict(next((t.metrics for t in trains if t.metrics), {}))}
+                                  None)}
+
+
+def _metrics(nodes: list[NodeData]) -> dict[str, float | None]:
+    """The run's metrics by name from the first node that has any (every node reports the same global ones)."""
+    trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
+    return {k: finite(v) for k, v in next((t.metrics for t in trains if t.metrics), {}).items()}
 
 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
@@ -245,7 +251,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     return RunReport(run_dir=str(run_dir), job=job, nodes=node_rows, gpus=gpu_rows, totals=totals,
                      throughput=throughput, advice=advice,
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
-                     series={nd.rank: nd.series for nd in nodes if nd.series})
+                     metrics=_metrics(nodes), series={nd.rank: nd.series for nd in nodes if nd.series})
 
 
 def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:

@@ -96,8 +96,8 @@ def totals_lines(rr: RunReport) -> list[str]:
            else f"MFU: n/a ({tp['mfu_unavailable']})")
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
-    if tp.get("metrics"):
-        lines.append(f"metrics: {metrics_text(tp['metrics'])}")
+    if rr.metrics:
+        lines.append(f"metrics: {metrics_text(rr.metrics)}")
     return lines
 
 
@@ -152,6 +152,6 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
                   fmt_num(rr.totals["node_hours_requested"], ".2f", " node-h") if rr.totals.get("cpu_only")
                   else fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
                   fmt_num(rr.totals["cost_total"], ".2f"), fmt_num(rr.throughput["samples_per_s"], ".1f"),
-                  fmt_num(rr.throughput["final_loss"], ".4f"), metrics_text(rr.throughput.get("metrics") or {}),
+                  fmt_num(rr.throughput["final_loss"], ".4f"), metrics_text(rr.metrics),
                   " ".join(a.override for a in rr.advice) or "-")
     return t

@@ -48,7 +48,7 @@ def test_a_scripts_progress_shows_throughput_and_its_metric_in_the_report(tmp_pa
     assert train["eval_accuracy"] == pytest.approx(0.62) and train["flops_per_sample"] == 108
     report = json.loads(RunDir(run).run_report.read_text())
     assert report["throughput"]["samples_per_s"] == train["samples_per_s"]
-    assert report["throughput"]["metrics"] == {"eval_accuracy": pytest.approx(0.62)}
+    assert report["metrics"] == {"eval_accuracy": pytest.approx(0.62)}
     assert "metrics: eval_accuracy 0.62" in res.stdout and "script metrics: eval_accuracy 0.62" in res.stdout
 
 
@@ -61,7 +61,7 @@ def test_a_sweep_of_a_script_shows_each_jobs_metric_in_the_sweep_results(tmp_pat
     rep = run_cli("report", str(sweep), timeout_s=120)
     assert rep.returncode == 0, rep.stdout + rep.stderr
     jobs = json.loads((sweep / "report" / "sweep.json").read_text())
-    acc = {j["sweep_job"]: j["throughput"]["metrics"]["eval_accuracy"] for j in jobs}
+    acc = {j["sweep_job"]: j["metrics"]["eval_accuracy"] for j in jobs}
     assert acc == {"0": pytest.approx(0.56), "1": pytest.approx(0.58)}
     assert all(j["throughput"]["samples_per_s"] > 0 for j in jobs)
     assert "eval_accuracy 0.56" in rep.stdout and "eval_accuracy 0.58" in rep.stdout  # the metrics column
