@@ -74,5 +74,8 @@ def resume_command(spec: JobSpec) -> str:
 def preempted_notice(spec: JobSpec, reports: list[NodeReport]) -> str:
     """What happened to a preempted run and how to resume it (not a failure: the checkpoint is complete)."""
     step = max((r.train.steps or 0 for r in reports if r.resumable and r.train), default=0)
+    if is_script(spec):  # the script keeps its own checkpoint and knows its own number of steps
+        return (f"preempted at step {step}: the script asked to be requeued (exit 75) after its checkpoint. "
+                f"Not a failure; run it again in the same run dir with:")
     return (f"preempted at step {step} of {spec.conf.train.max_steps}: every rank stopped there and the checkpoint "
             f"is saved in {RunDir.of(spec).checkpoints}. Not a failure; resume at that step with:")

@@ -89,10 +89,21 @@ def _launcher_key(key: str) -> str:
     return f"hydra.launcher ({key})"
 
 
+_DOTTED = re.compile(r"\b(resources|executor|sched|telemetry)\.(\w+)")
+_BARE_EXECUTOR = re.compile(r"(?<![\w.])executor=")
+
+
+def _launcher_text(text: str) -> str:
+    """A rule or fix as the user of the launcher types it: ``resources.nodes=1`` -> ``hydra.launcher.nodes=1``."""
+    text = _DOTTED.sub(lambda m: _launcher_key(f"{m.group(1)}.{m.group(2)}"), text)
+    return _BARE_EXECUTOR.sub("hydra.launcher.executor=", text)
+
+
 def _refusal(exc: ConfigError) -> LauncherConfigError:
     import dataclasses
 
-    return LauncherConfigError([dataclasses.replace(p, key=_launcher_key(p.key)) for p in exc.problems])
+    return LauncherConfigError([dataclasses.replace(p, key=_launcher_key(p.key), rule=_launcher_text(p.rule),
+                                                    fix=_launcher_text(p.fix)) for p in exc.problems])
 
 
 class AppJob:

@@ -87,6 +87,7 @@ def test_a_script_asking_for_requeue_is_preempted_and_resumes_from_its_checkpoin
     assert first.returncode == 75, first.stdout + first.stderr
     (node,) = _results(run)
     assert node["preempted"] and node["train"]["preempted"] and node["train"]["steps"] == 3
+    assert "preempted at step 3: the script asked to be requeued" in first.stdout
     again = run_cli("submit", *args)
     assert again.returncode == 0, again.stdout + again.stderr
     (node,) = _results(run)

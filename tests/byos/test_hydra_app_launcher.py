@@ -81,7 +81,8 @@ def test_a_plain_apps_sweep_runs_with_telemetry_and_reports(tmp_path, run_cli):
 def test_a_bad_launcher_value_is_refused_naming_its_key(tmp_path):
     res = _app(tmp_path, "+lr=0.1", "hydra.launcher.nodes=0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert res.returncode != 0
-    assert "hydra.launcher.nodes" in res.stderr and "must be at least 1" in res.stderr
+    assert "hydra.launcher.nodes=0: must be at least 1" in res.stderr
+    assert "Fix: pass hydra.launcher.nodes=1" in res.stderr  # the fix in the launcher's own keys too
     assert "Traceback" not in res.stderr and not (tmp_path / "sweep" / "0").exists()
 
 
