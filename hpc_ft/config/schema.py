@@ -130,6 +130,20 @@ class SchedConf:
 
 
 @dataclass
+class ScriptConf:
+    """A user's own torchrun script as the payload instead of hpc_ft's loop (README "Bring your own script").
+
+    Set ``path`` (a .py file) or ``module`` (run as ``python -m``), not both; neither: hpc_ft's own loop. The
+    script is started by torchrun on every node with the usual RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT
+    and reads its own arguments from ``args``; model, data, optim and train.* are then not used.
+    """
+
+    path: Optional[str] = None  # the script file; made absolute at submission, so every node finds it
+    module: Optional[str] = None  # or a module on the workers' Python path, e.g. my_pkg.train
+    args: List[str] = field(default_factory=list)  # the script's own command-line arguments, passed as they are
+
+
+@dataclass
 class RunConf:
     name: str = "hpc_ft"  # job name shown by the scheduler
     dir: str = "${hydra:runtime.output_dir}"  # run directory: spec, checkpoints, telemetry, reports
@@ -151,6 +165,7 @@ class JobConf:
     sched: SchedConf = field(default_factory=SchedConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     run: RunConf = field(default_factory=RunConf)
+    script: ScriptConf = field(default_factory=ScriptConf)  # a user's own script as the payload (None: the loop)
     dry_run: bool = False  # print the job description and dispatch nothing
     wait: bool = True  # wait for the job and show its report
     preflight: bool = True  # check the request against the Slurm cluster before submitting

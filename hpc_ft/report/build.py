@@ -39,6 +39,8 @@ class RunReport:
     command: str | None  # the next submission with every advised override applied
     notes: list[str] = field(default_factory=list)
     evaluation: dict[str, float] = field(default_factory=dict)  # the task's eval metrics and baselines, by name
+    # Every metric the run reported by name (its objective's, or a user's script's through its progress file).
+    metrics: dict[str, float | None] = field(default_factory=dict)
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
     version: int = RUN_REPORT_VERSION
 
@@ -191,6 +193,12 @@ def evaluation(trains: list) -> dict[str, float]:
     return out
 
 
+def _metrics(nodes: list[NodeData]) -> dict[str, float | None]:
+    """The run's metrics by name from the first node that has any (every node reports the same global ones)."""
+    trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
+    return {k: finite(v) for k, v in next((t.metrics for t in trains if t.metrics), {}).items()}
+
+
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
     """The run report of one run from its loaded records (see ``load_run``)."""
     gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
@@ -262,7 +270,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
                      throughput=throughput, advice=advice,
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
                      evaluation=evaluation([nd.report.train for nd in nodes if nd.report and nd.report.train]),
-                     series={nd.rank: nd.series for nd in nodes if nd.series})
+                     metrics=_metrics(nodes), series={nd.rank: nd.series for nd in nodes if nd.series})
 
 
 def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:

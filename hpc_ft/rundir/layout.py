@@ -4,6 +4,7 @@ A run dir (``run.dir``)::
 
     job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
     metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
+    progress.jsonl            a user's script's progress (hpc_ft.script_api.report): step, samples, tokens, metrics
     checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
     nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
     nodes/node{r}/            everything of node r:
@@ -39,6 +40,7 @@ from pathlib import Path
 
 SPEC_FILE = "job.yaml"
 METRICS_FILE = "metrics.jsonl"
+PROGRESS_FILE = "progress.jsonl"  # a user's script's progress (hpc_ft.script_api); appended across requeues
 CHECKPOINT_DIR = "checkpoints"
 NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
@@ -209,6 +211,11 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINT_DIR
+
+    @property
+    def progress(self) -> Path:
+        """A user's script's progress records (hpc_ft.script_api), one JSON object per line."""
+        return self.path / PROGRESS_FILE
 
     # -- the nodes ------------------------------------------------------------------------------------------
     def export(self, step: int) -> Path:
