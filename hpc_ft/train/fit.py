@@ -36,14 +36,22 @@ class Fit:
     sharded: bool = False  # the model is fully_shard-ed (fsdp with a process group)
 
     @classmethod
-    def of(cls, conf: Any, d: Dist) -> "Fit":
+    def of(cls, conf: Any, d: Dist, precision: str) -> "Fit":
+        """The job's fitting options on worker ``d``, computing in ``precision`` (the dtype decided for this
+        device: ``precision=auto`` resolved). Raises ConfigError when FSDP2 would need fp16's loss scaler."""
         from hpc_ft.train.lora import _as_dict
 
         peft = _as_dict(conf.peft)
         t = conf.train
+        if t.strategy == "fsdp" and precision == "fp16":  # precision=auto chose fp16: a GPU without bf16
+            from hpc_ft.errors import ConfigError, Problem
+
+            raise ConfigError([Problem("precision", conf.precision.dtype, "came out as fp16 on this device, and "
+                                       "fp16's loss scaler is not supported with train.strategy=fsdp here",
+                                       "pass precision=fp32 (or train.strategy=ddp)")])
         return cls(peft=peft if peft.get("method") == "lora" else None,
                    activation_checkpointing=bool(t.activation_checkpointing), fsdp=t.strategy == "fsdp",
-                   precision=conf.precision.dtype, d=d)
+                   precision=precision, d=d)
 
     @property
     def quantized(self) -> bool:
