@@ -19,6 +19,7 @@ commands:
   sbatch [overrides]   write a standalone sbatch script for the same job into its run dir
   report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
+  tune [overrides]     search hyperparameters within a budget (Optuna, early stopping); see hpc-ft tune -h
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
@@ -42,7 +43,16 @@ sbatch command that submits it. Takes the same overrides as hpc-ft submit.""",
     "report": """usage: hpc-ft report RUN_DIR
 
 Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
-sweep dir, and write report/report.json and plots into it.""",
+sweep dir, and write report/report.json and plots into it. For a search (hpc-ft tune): its leaderboard,
+the best trial's hpc-ft submit line and plots.""",
+    "tune": """usage: hpc-ft tune [-m] [overrides...] [hydra.sweep.dir=DIR]
+
+Search hyperparameters within a budget: Optuna proposes trials, each a full hpc_ft job; bad trials are stopped
+at a checkpoint at an evaluation. The search space is Hydra's sweep grammar, e.g.
+  hpc-ft tune 'optim.lr=tag(log,interval(1e-5,1e-3))' 'train.warmup_steps=choice(0,20,100)' \\
+      tune.metric=eval_loss tune.direction=minimize tune.trials=32 sched.budget_gpu_hours=40
+  tune.sampler=tpe|random|grid  tune.pruner=asha|median|none  tune.parallelism=N
+Run it again with the same hydra.sweep.dir to continue a stopped search.""",
 }
 
 
@@ -50,6 +60,7 @@ sweep dir, and write report/report.json and plots into it.""",
 # so `hpc-ft --help` and the light commands stay fast): name -> (module, function taking argv, returning exit code).
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
+    "tune": ("hpc_ft.commands.tune", "tune_main"),
 }
 
 
@@ -375,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(rest) != 1 or rest[0].startswith("-"):
             print(COMMAND_USAGE["report"], file=sys.stderr)
             return EXIT_BAD_CONFIG
+        from hpc_ft.rundir.layout import SweepDir
+
+        if SweepDir(rest[0]).tune_journal.exists():  # a search: its leaderboard (hpc_ft.commands.tune)
+            from hpc_ft.commands.tune import report_main
+
+            return report_main(rest[0])
         from hpc_ft import report
 
         return report.main(rest[0])

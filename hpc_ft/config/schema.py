@@ -112,6 +112,32 @@ class SchedConf:
     history: List[str] = field(default_factory=list)  # earlier run or sweep dirs whose reports give durations
 
 
+# The names tune.sampler, tune.pruner and tune.direction accept (hpc_ft.tune implements each; `hpc-ft tune` and
+# Hydra's Optuna sweeper through the hpc_ft launcher read tune.metric).
+TUNE_SAMPLERS = ("tpe", "random", "grid")
+TUNE_PRUNERS = ("asha", "median", "none")
+TUNE_DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass
+class TuneConf:
+    """A hyperparameter search (`hpc-ft tune`): what is optimised, how trials are proposed and stopped early.
+
+    The budget is sched.*'s (budget_gpu_hours, budget_gpus, budget_money); a single run ignores all of it.
+    """
+
+    metric: str = "eval_loss"  # the eval metric the search optimises (a key of the objective's metrics)
+    direction: str = "minimize"  # minimize | maximize
+    trials: int = 16  # trials to run in all (pruned and failed ones count)
+    sampler: str = "tpe"  # tpe | random | grid: Optuna's sampler proposing each trial
+    pruner: str = "asha"  # asha (successive halving) | median | none: stops bad trials at an evaluation
+    min_steps: Optional[int] = None  # the pruner's first rung, in optimizer steps; None: train.eval_every_steps
+    reduction_factor: int = 3  # asha: 1 of every reduction_factor trials goes on at each rung
+    parallelism: Optional[int] = None  # trials at once; None: sched.budget_gpus // units per trial, else 1
+    seed: int = 0  # the sampler's seed
+    poll_interval_s: float = 0.5  # how often the driver reads running trials' metrics.jsonl
+
+
 @dataclass
 class RunConf:
     name: str = "hpc_ft"  # job name shown by the scheduler
@@ -129,6 +155,7 @@ class JobConf:
     train: TrainConf = field(default_factory=TrainConf)
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     sched: SchedConf = field(default_factory=SchedConf)
+    tune: TuneConf = field(default_factory=TuneConf)
     run: RunConf = field(default_factory=RunConf)
     dry_run: bool = False  # print the job description and dispatch nothing
     wait: bool = True  # wait for the job and show its report

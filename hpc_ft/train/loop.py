@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from hpc_ft.config.validate import split_problems
 from hpc_ft.errors import ConfigError, HpcFtError
 from hpc_ft.job import JobSpec
+from hpc_ft.rundir.evals import append_eval
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import TrainResult
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
@@ -287,6 +288,7 @@ class Trainer:
         """The objective's metrics over the whole test split; their time is left out of the throughput."""
         self.eval_metrics = evaluate(self.fwd, self.objective, self.data, self.t.eval_micro_batch_size, self.d,
                                      self.amp)
+        append_eval(self.metrics_f, self.step, self.eval_metrics)  # every evaluation: `hpc-ft tune` prunes on it
         self.progress.note(f"step {self.step}: {self.objective.describe(self.eval_metrics)}")
         self.meter.skip()
 

@@ -71,6 +71,7 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("executor", FREE, "how the job is dispatched"),
     ResumeRule("telemetry", FREE, "what is measured beside training"),
     ResumeRule("sched", FREE, "how sweeps are planned"),
+    ResumeRule("tune", FREE, "how a hyperparameter search runs"),
     ResumeRule("run", FREE, "the job's name and directory"),
     ResumeRule("dry_run", FREE, "a submit option"),
     ResumeRule("wait", FREE, "a submit option"),
