@@ -168,10 +168,11 @@ def _search(space, base, overrides: list[str], sweep_dir: Path) -> int:
 
 def report_main(sweep_dir: str) -> int:
     """`hpc-ft report SWEEP_DIR` for a search: the leaderboard, the best trial's submit line, the plots."""
+    from hpc_ft.rundir.layout import SweepDir
     from hpc_ft.tune.results import load_results, render_text, write_plots
 
     res = load_results(sweep_dir)
     print(render_text(res))
     paths = write_plots(sweep_dir, res)
-    print(f"wrote {len(paths)} plot(s) in {Path(sweep_dir) / 'report'}")
+    print(f"wrote {len(paths)} plot(s) in {SweepDir(sweep_dir).report_dir}")
     return 0

@@ -1,6 +1,6 @@
 """What a search may start: GPUs at once, GPU-hours and money (sched.*), never exceeded. Pure.
 
-Units are the planner's (``hpc_ft.sweep.plan.job_units``): a trial's GPUs, or one per node for a CPU-only trial,
+Units are the sweep planner's (as ``hpc_ft.sweep.plan.job_units`` counts them): a trial's GPUs, or one per node for a CPU-only trial,
 priced at telemetry.price_per_gpu_hour (per_node_hour for CPU). A trial is started only when the budget left can
 pay for it at its planned size: its units for its planned hours (sched.est_duration_h, else its time limit
 resources.timeout_min, which the scheduler enforces). A running trial holds the larger of its planned and its
@@ -13,7 +13,13 @@ import math
 from dataclasses import dataclass
 
 from hpc_ft.config.schema import JobConf
-from hpc_ft.sweep.plan import job_units
+
+
+def job_units(conf: JobConf) -> int:
+    """What a trial holds in the budget's units: its GPUs, or one per node for a CPU job (the sweep planner's
+    count; ``hpc_ft.sweep`` shares this layer, so it is not imported from there)."""
+    r = conf.resources
+    return r.nodes * r.gpus_per_node if r.gpus_per_node > 0 else r.nodes
 
 
 @dataclass(frozen=True)

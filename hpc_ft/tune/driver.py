@@ -78,6 +78,7 @@ class Driver:
         self.study = open_study(self.sweep_dir, self.conf, self.space)
         self.poll_s = float(self.conf.tune.poll_interval_s)
         self.metric = self.conf.tune.metric
+        self.wait_s = 0.0  # time spent waiting on trials; the rest of run() is the driver's own overhead
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -161,6 +162,13 @@ class Driver:
     # -- one trial ---------------------------------------------------------------------------------------------
     def _wait(self) -> None:
         """Wait up to one poll interval, returning early when a local trial's controller process ends."""
+        t0 = time.monotonic()
+        try:
+            self._wait_once()
+        finally:
+            self.wait_s += time.monotonic() - t0
+
+    def _wait_once(self) -> None:
         procs = [p for p in (t.process() for t in self.running.values()) if p is not None]
         if not procs:
             time.sleep(self.poll_s)

@@ -6,8 +6,9 @@ from pathlib import Path
 EXE = str(Path(sys.executable).with_name("hpc-ft"))
 # The synthetic task as a trial: seconds each, evaluated every 25 of 200 steps, one worker, no telemetry.
 TRIAL = ["model=mlp", "data=synthetic", "precision=fp32", "telemetry=off", "resources.workers_per_node=1",
-         "resources.timeout_min=1", "executor.preempt_signal_delay_s=30", "train.max_steps=200", "train.eval_every_steps=25", "train.ckpt_every_steps=25",
-         "train.log_every_steps=25", "train.warmup_steps=0", "tune.poll_interval_s=0.2"]
+         "resources.timeout_min=5", "executor.preempt_signal_delay_s=60", "train.max_steps=200",
+         "train.eval_every_steps=25", "train.ckpt_every_steps=25", "train.log_every_steps=25",
+         "train.warmup_steps=0", "tune.poll_interval_s=0.2"]
 
 
 def tune(args, cwd, timeout_s=600):

@@ -103,3 +103,30 @@ def test_the_job_return_value_for_hydras_optuna_sweeper_is_the_metric():
     assert final_metric([rep], "eval_loss") == 0.25
     with pytest.raises(ConfigError, match="tune.metric=eval_accuracy"):
         final_metric([rep], "perplexity")
+
+
+def test_a_trial_stopped_by_the_search_is_not_requeued(tmp_path):
+    from types import SimpleNamespace
+
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import resolve
+    from hpc_ft.node.preempt import NodePreemption
+    from hpc_ft.rundir.layout import RunDir
+
+    spec = resolve(compose_conf(["executor=slurm"], run_dir=tmp_path))
+    routine = NodePreemption(spec, SimpleNamespace(requeues=0, _proc=None))
+    assert routine.may_requeue()  # a real preemption: requeued
+    RunDir(tmp_path).stop_request.write_text("25\n")  # written by hpc-ft tune before it signals
+    assert not routine.may_requeue()
+
+
+def test_a_run_checkpointed_before_tune_settings_existed_resumes_with_them():
+    from hpc_ft.train.resume import compare
+
+    new = JobConf()
+    import dataclasses
+
+    new_conf = dataclasses.asdict(new)
+    old_conf = {k: v for k, v in new_conf.items() if k != "tune"}
+    check = compare(old_conf, new_conf, 2, 2, step=10, where="run")
+    assert check.problems == [] and check.warnings == []
