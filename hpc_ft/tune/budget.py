@@ -1,7 +1,7 @@
 """What a search may start: GPUs at once, GPU-hours and money (sched.*), never exceeded. Pure.
 
-Units are the sweep planner's (as ``hpc_ft.sweep.plan.job_units`` counts them): a trial's GPUs, or one per node for a CPU-only trial,
-priced at telemetry.price_per_gpu_hour (per_node_hour for CPU). A trial is started only when the budget left can
+Units are the sweep planner's (as ``hpc_ft.sweep.plan.job_units`` counts them): a trial's GPUs, or one per node
+for a CPU-only trial, priced at telemetry.price_per_gpu_hour (per_node_hour for CPU). A trial is started only when the budget left can
 pay for it at its planned size: its units for its planned hours (sched.est_duration_h, else its time limit
 resources.timeout_min, which the scheduler enforces). A running trial holds the larger of its planned and its
 elapsed unit-hours; a finished one what its node reports measured.

@@ -32,6 +32,7 @@ STUDY_NAME = "hpc_ft"
 # User attributes of a trial in the study (what a restarted driver and the report read).
 RUN_DIR, OVERRIDES, JOB_ID, STARTED, UNITS, UNIT_HOURS, STEPS, ERROR, STOPPED_AT = (
     "run_dir", "overrides", "job_id", "started_unix_s", "units", "unit_hours", "steps", "error", "stopped_at_step")
+BUDGET, BUDGET_UNIT = "budget_unit_hours", "budget_unit"  # the study's: its unit-hours limit (None: none), GPU|node
 
 
 def open_study(sweep_dir: Path, conf: Any, space: SearchSpace, create: bool = True) -> Any:
@@ -83,6 +84,9 @@ class Driver:
     # -- the loop ----------------------------------------------------------------------------------------------
     def run(self) -> Any:
         """Run the search to its end (trials done, or the budget spent); returns the study."""
+        # What the report sets the spending against (the study's own record of its budget).
+        self.study.set_user_attr(BUDGET, self.budget.unit_hours)
+        self.study.set_user_attr(BUDGET_UNIT, self.budget.unit)
         self._reattach()
         while True:
             self._start_what_fits()
@@ -127,7 +131,7 @@ class Driver:
             job, job_id = submit_trial(spec)
         except Exception as exc:  # noqa: BLE001 - one trial's refusal or failed submission fails that trial
             trial.set_user_attr(ERROR, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            self._tell(trial, state=optuna.trial.TrialState.FAIL)
             self.say(f"trial {trial.number} failed to start: {exc}")
             if isinstance(exc, ConfigError):
                 raise
@@ -212,17 +216,26 @@ class Driver:
         t.trial.set_user_attr(STEPS, steps)
         values = [p.metrics[self.metric] for p in t.points if self.metric in p.metrics]
         if t.stop_requested_at is not None:
-            self.study.tell(t.trial, state=optuna.trial.TrialState.PRUNED)
+            self._tell(t.trial, state=optuna.trial.TrialState.PRUNED)
             self.say(f"trial {t.number} stopped at step {steps} ({out.unit_hours:.4f} {self.budget.unit}-hours)")
         elif out.ok and values:
-            self.study.tell(t.trial, values[-1])
+            self._tell(t.trial, values[-1])
             self.say(f"trial {t.number} complete: {self.metric} {values[-1]:.4g} at step {steps}")
         else:
             why = out.error or ("no evaluation reported" if out.ok else "preempted and not resumed"
                                 if out.preempted else "the job failed")
             t.trial.set_user_attr(ERROR, why)
-            self.study.tell(t.trial, state=optuna.trial.TrialState.FAIL)
+            self._tell(t.trial, state=optuna.trial.TrialState.FAIL)
             self.say(f"trial {t.number} failed: {why}")
+
+    def _tell(self, trial: Any, value: float | None = None, state: Any = None) -> None:
+        """``study.tell``. Optuna's GridSampler asks the study to stop once the last grid point has been told,
+        which raises outside ``study.optimize`` after the trial is stored; here the search ends by its count."""
+        try:
+            self.study.tell(trial, value, state=state)
+        except RuntimeError as exc:
+            if "stop" not in str(exc).lower():
+                raise
 
     def stop_all(self) -> None:
         """Ask every running trial to stop at a checkpoint (the search is ending early)."""

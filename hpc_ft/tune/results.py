@@ -15,7 +15,8 @@ from typing import Any
 from hpc_ft.rundir.atomic import atomic_write
 from hpc_ft.rundir.evals import EvalPoint, read_evals
 from hpc_ft.rundir.layout import RunDir, SweepDir
-from hpc_ft.tune.driver import ERROR, OVERRIDES, RUN_DIR, STEPS, STOPPED_AT, STUDY_NAME, UNIT_HOURS, journal_storage
+from hpc_ft.tune.driver import (BUDGET, BUDGET_UNIT, ERROR, OVERRIDES, RUN_DIR, STEPS, STOPPED_AT, STUDY_NAME,
+                                UNIT_HOURS, journal_storage)
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
 
@@ -45,6 +46,8 @@ class SearchResults:
     metric: str
     best: TrialRow | None
     spent_unit_hours: float
+    budget_unit_hours: float | None = None  # sched.* as unit-hours (None: no limit)
+    unit: str = "GPU"  # GPU, or node for CPU-only trials
 
 
 def is_search(sweep_dir: str | Path) -> bool:
@@ -78,7 +81,9 @@ def load_results(sweep_dir: str | Path, metric: str | None = None) -> SearchResu
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     best = (max if direction == "maximize" else min)(done, key=lambda r: r.value) if done else None
     spent = sum(r.unit_hours or 0.0 for r in rows)
-    return SearchResults(rows=rows, direction=direction, metric=metric, best=best, spent_unit_hours=spent)
+    return SearchResults(rows=rows, direction=direction, metric=metric, best=best, spent_unit_hours=spent,
+                         budget_unit_hours=study.user_attrs.get(BUDGET),
+                         unit=study.user_attrs.get(BUDGET_UNIT, "GPU"))
 
 
 def _metric_of(rows: list[TrialRow]) -> str:
@@ -108,14 +113,15 @@ def render_text(res: SearchResults) -> str:
         return (order.get(r.state, 4), sign * v, r.number)
 
     keys = list(dict.fromkeys(k for r in res.rows for k in r.params))
-    head = ["trial", *keys, res.metric, "steps", "unit-hours", "state"]
+    head = ["trial", *keys, res.metric, "steps", f"{res.unit}-hours", "state"]
     body = [[str(r.number), *(_fmt(r.params.get(k)) for k in keys), _fmt(r.value),
              "" if r.steps is None else str(r.steps), "" if r.unit_hours is None else f"{r.unit_hours:.4f}",
              r.state + (f" ({r.error})" if r.error else "")] for r in sorted(res.rows, key=key)]
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
     lines = [f"search: {len(res.rows)} trial(s), {res.direction} {res.metric}; "
              f"{sum(r.state == 'pruned' for r in res.rows)} pruned, "
-             f"{res.spent_unit_hours:.4f} unit-hours spent (GPU-hours; node-hours for CPU trials)",
+             f"{res.spent_unit_hours:.4f} {res.unit}-hours spent"
+             + (f" of a {res.budget_unit_hours:g} {res.unit}-hour budget" if res.budget_unit_hours else ""),
              "  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
     if res.best is not None:

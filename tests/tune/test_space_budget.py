@@ -19,7 +19,8 @@ def test_hydra_sweep_grammar_becomes_optuna_distributions():
                          "train.seed=range(0,6,2)", "precision=fp32,bf16", "model=mlp"])
     p = space.params
     assert p["optim.lr"] == FloatDistribution(1e-5, 1e-3, log=True)
-    assert isinstance(p["train.warmup_steps"], CategoricalDistribution) and p["train.warmup_steps"].choices == (0, 20, 100)
+    assert isinstance(p["train.warmup_steps"], CategoricalDistribution)
+    assert p["train.warmup_steps"].choices == (0, 20, 100)
     assert p["train.seed"] == IntDistribution(0, 4, step=2)  # Hydra's range leaves out its stop
     assert p["precision"].choices == ("fp32", "bf16")
     assert space.fixed == ["model=mlp"]
