@@ -37,7 +37,7 @@ from benchmarks.common import (  # noqa: E402
 )
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
-CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "tune")
+CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "data", "tune")
 # Scripts other owners keep in benchmarks/, run as they are; each one's JSON is read back into rows.
 EXTERNAL = {"plan": ("bench_plan.py", "--out"), "report": ("bench_report.py", "--json"),
             "telemetry": ("bench_telemetry.py", "--json"), "tune": ("bench_tune.py", "--json")}
@@ -112,7 +112,12 @@ def group_fns(quick: bool) -> dict[str, Callable[[], list[Row]]]:
 
         return bench_submit.measure(quick)
 
-    fns: dict[str, Callable[[], list[Row]]] = {"cold": cold, "step": step, "submit": submit}
+    def data() -> list[Row]:
+        from benchmarks import bench_data
+
+        return bench_data.measure(quick)
+
+    fns: dict[str, Callable[[], list[Row]]] = {"cold": cold, "step": step, "submit": submit, "data": data}
     for g in EXTERNAL:
         fns[g] = lambda g=g: run_external(g, quick)
     return fns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
@@ -98,6 +99,7 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
         Hydra.get_mode = original  # type: ignore[method-assign]
 
 
+@functools.lru_cache(maxsize=1)
 def _console():
     from rich.console import Console
 
@@ -145,7 +147,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         _State.exit_code = max(_State.exit_code, code or 0)
         return code
 
-    sys.argv = [prog, *argv]
+    hydra_argv = list(argv)
+    if "dry_run=true" in argv and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in argv):
+        hydra_argv.append("hydra.output_subdir=null")  # a dry run leaves nothing: don't write .hydra/ to delete it
+    sys.argv = [prog, *hydra_argv]
     try:
         try:
             with _compose_once(argv):
@@ -277,10 +282,9 @@ def _submit_task(cfg) -> int:
     if sweep is not None and sweep.take(cfg):  # -m: the hpc_ft launcher submits every job, as planned
         return 0
     spec, warnings = _compose_spec(cfg)
-    con = _console()
     for w in warnings:
-        con.print(f"[yellow]warning:[/] {w}")
-    if spec.conf.dry_run:
+        _console().print(f"[yellow]warning:[/] {w}")
+    if spec.conf.dry_run:  # plain JSON: a dry run does not pay for importing rich (a tenth of its cold start)
         print(json.dumps(describe(spec), indent=2))
         _discard_unused_run_dir()  # a dry run leaves nothing behind
         return 0
@@ -292,7 +296,7 @@ def _submit_task(cfg) -> int:
     # RunDirInUse (exit 2) while another live submission uses the dir.
     lock.acquire(spec.conf.executor.name, executor_of(spec).liveness)
     try:
-        return _submit_locked(spec, con, lock)
+        return _submit_locked(spec, _console(), lock)
     finally:
         lock.release()  # no-op once detached: a wait=false job holds the dir while it runs
 

@@ -220,7 +220,7 @@ class Trainer:
                 if stop:
                     self.stop_for_preemption()
                     break
-                self.preempt.cast_vote(d.control)  # read after the next step: its round trip overlaps that step
+                self.preempt.cast_vote(d.control, self.step)  # when due; read after the next step (overlapped)
                 if t.ckpt_every_steps and self.step % t.ckpt_every_steps == 0:
                     self.save()
             if not self.preempted:
