@@ -35,6 +35,7 @@ def final_eval_loss(run_dir):
     return read_evals(RunDir(run_dir).metrics)[-1].metrics["eval_loss"]
 
 
+@pytest.mark.timeout(1800)  # 24 trials of a few seconds' training, each with a few seconds of start-up
 def test_pruned_search_nears_the_best_of_a_16_point_grid_at_half_its_node_hours(tmp_path):
     import numpy as np
 
