@@ -21,6 +21,7 @@ commands:
   report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
   tune [overrides]     search hyperparameters within a budget (Optuna, early stopping); see hpc-ft tune -h
+  export RUN_DIR       the trained model in Hugging Face format (save_pretrained, tokenizer, model card)
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
@@ -54,6 +55,11 @@ at a checkpoint at an evaluation. The search space is Hydra's sweep grammar, e.g
       tune.metric=eval_loss tune.direction=minimize tune.trials=32 sched.budget_gpu_hours=40
   tune.sampler=tpe|random|grid  tune.pruner=asha|median|none  tune.parallelism=N
 Run it again with the same hydra.sweep.dir to continue a stopped search.""",
+    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N]
+
+Write a run's model (model=hf) in Hugging Face format: safetensors weights, config, tokenizer and a model
+card, loadable with AutoModelFor...from_pretrained(DIR). Default --out: RUN_DIR/export/step_<N>; the newest
+checkpoint unless --step N. An existing --out is never overwritten.""",
 }
 
 
@@ -62,6 +68,7 @@ Run it again with the same hydra.sweep.dir to continue a stopped search.""",
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
     "tune": ("hpc_ft.commands.tune", "tune_main"),
+    "export": ("hpc_ft.commands.export", "export_main"),
 }
 
 

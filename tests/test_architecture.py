@@ -15,19 +15,20 @@ rank  packages                                    why there
 1     ``config``                                  structured configs and their validation
 2     ``job``                                     the resolved JobSpec
 3     ``rundir``                                  the run-dir contract: paths, atomic writes, records
-4     ``telemetry``, ``train``, ``data``          what runs under a node task: the sampler, the loop
-5     ``node``                                    the node task: runs the sampler and torchrun (and, for
+4     ``telemetry``, ``data``                     what runs under a node task: the sampler, file datasets
+5     ``train``                                   the loop and its tasks (which read ``data``)
+6     ``node``                                    the node task: runs the sampler and torchrun (and, for
                                                   the debug executor, the loop in-process)
-6     ``report``, ``estimate``, ``sched``         read specs and records, never launch anything
-7     ``submit``                                  executors, sbatch rendering, gathering
-8     ``sweep``, ``tune``                         sweeps and searches: plan, then submit
-9     ``commands``, ``hydra_plugins``             the commands and Hydra's launcher: print, compose Hydra
-10    ``cli``                                     the ``hpc-ft`` entry point, dispatching to commands
-11    ``testing``                                 fixtures for tests and benchmarks; nothing imports it
+7     ``report``, ``estimate``, ``sched``         read specs and records, never launch anything
+8     ``submit``                                  executors, sbatch rendering, gathering
+9     ``sweep``, ``tune``                         sweeps and searches: plan, then submit
+10    ``commands``, ``hydra_plugins``             the commands and Hydra's launcher: print, compose Hydra
+11    ``cli``                                     the ``hpc-ft`` entry point, dispatching to commands
+12    ``testing``                                 fixtures for tests and benchmarks; nothing imports it
 ====  ==========================================  =====================================================
 
-The documented ``{node, telemetry, train}`` is split in two (rank 4 and 5) because the node task starts the
-sampler and the training loop; ``telemetry`` and ``train`` never import ``node``. Two rules are narrower than
+The documented ``{node, telemetry, train}`` is split in three (ranks 4 to 6) because the node task starts the
+sampler and the training loop, and the loop's tasks read file datasets; ``telemetry`` and ``train`` never import ``node``. Two rules are narrower than
 the ranks:
 
 - ``telemetry`` imports nothing of the job (``ONLY``): the node task hands it paths and intervals.
@@ -62,7 +63,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("job",),
     ("rundir",),
-    ("telemetry", "train", "data"),
+    ("telemetry", "data"),
+    ("train",),
     ("node",),
     ("report", "estimate", "sched"),
     ("submit",),

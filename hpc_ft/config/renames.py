@@ -90,6 +90,11 @@ def upgrade_conf(conf: dict[str, Any]) -> dict[str, Any]:
         target = _node(out, new_path)
         if isinstance(target, dict):
             target.setdefault(new_leaf, value)
+    if isinstance(out, dict) and "model" in out and "task" not in out:
+        # Recorded before tasks were a config group: every such job was a sequence classification.
+        from hpc_ft.config.schema import DEFAULT_TASK
+
+        out["task"] = {"_target_": DEFAULT_TASK, "labels": None}  # as conf/task/sequence_classification.yaml
     return out
 
 

@@ -13,6 +13,9 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 
+DEFAULT_TASK = "hpc_ft.train.tasks.classification.SequenceClassification"
+
+
 @dataclass
 class PrecisionConf:
     dtype: str = "bf16"  # fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler
@@ -146,8 +149,11 @@ class RunConf:
 
 @dataclass
 class JobConf:
-    model: Any = MISSING  # {_target_: ..., kwargs}; called with num_labels=
-    data: Any = MISSING  # {_target_: ..., kwargs}; returns a TaskData
+    # {_target_: ...}: the training task (hpc_ft/train/tasks/): builds data and model, loss, metrics, baseline.
+    # Defaulted so job.yaml files written before tasks existed read as the sequence classification they were.
+    task: Any = field(default_factory=lambda: {"_target_": DEFAULT_TASK})
+    model: Any = MISSING  # {_target_: ..., kwargs}; built by the task (num_labels=, or model=hf's head)
+    data: Any = MISSING  # {_target_: ..., kwargs}; a TaskData, or data=files (hpc_ft.data.FileDataSpec)
     optim: Any = MISSING  # {_target_: torch.optim.X, lr: ..., ...}; called with params=
     precision: PrecisionConf = field(default_factory=PrecisionConf)
     resources: ResourcesConf = field(default_factory=ResourcesConf)

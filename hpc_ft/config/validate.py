@@ -218,7 +218,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     need(ex.max_restarts >= 0, "executor.max_restarts", ex.max_restarts, "must be 0 or more",
          "pass executor.max_restarts=0")
 
-    for group in ("model", "data", "optim"):
+    for group in ("task", "model", "data", "optim"):
         node = getattr(conf, group)
         ok = isinstance(node, dict) and isinstance(node.get("_target_"), str) and node["_target_"]
         need(bool(ok), f"{group}._target_", node.get("_target_") if isinstance(node, dict) else node,

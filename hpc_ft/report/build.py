@@ -12,6 +12,7 @@ from typing import Any
 from hpc_ft.job import JobSpec
 from hpc_ft.report.advice import Advice, advise, next_command
 from hpc_ft.report.load import NodeData, finite
+from hpc_ft.rundir.records import EVAL_METRICS
 from hpc_ft.report.peaks import peak_tflops
 from hpc_ft.report.rows import GpuRow, NodeRow
 from hpc_ft.rundir.records import TrainResult
@@ -37,6 +38,7 @@ class RunReport:
     advice: list[Advice]
     command: str | None  # the next submission with every advised override applied
     notes: list[str] = field(default_factory=list)
+    evaluation: dict[str, float] = field(default_factory=dict)  # the task's eval metrics and baselines, by name
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
     version: int = RUN_REPORT_VERSION
 
@@ -173,6 +175,16 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
                                   None)}
 
 
+def evaluation(trains: list) -> dict[str, float]:
+    """The task's final evaluation metrics and baselines (EVAL_METRICS that any node's result holds)."""
+    out = {}
+    for key, _, _ in EVAL_METRICS:
+        value = next((t.metric(key) for t in trains if t.metric(key) is not None), None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
     """The run report of one run from its loaded records (see ``load_run``)."""
     gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
@@ -243,6 +255,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     return RunReport(run_dir=str(run_dir), job=job, nodes=node_rows, gpus=gpu_rows, totals=totals,
                      throughput=throughput, advice=advice,
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
+                     evaluation=evaluation([nd.report.train for nd in nodes if nd.report and nd.report.train]),
                      series={nd.rank: nd.series for nd in nodes if nd.series})
 
 

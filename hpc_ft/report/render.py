@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpc_ft.report.build import RunReport, fmt_num, sampling_gaps
+from hpc_ft.rundir.records import eval_summary
 
 MAX_GPU_ROWS = 64  # a 64-node x 8-GPU run lists idle or notable GPUs beyond this, not all 512
 
@@ -96,6 +97,8 @@ def totals_lines(rr: RunReport) -> list[str]:
            else f"MFU: n/a ({tp['mfu_unavailable']})")
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
+    if rr.evaluation:
+        lines.append(f"training: final loss {fmt_num(tp['final_loss'], '.4f')}; {eval_summary(rr.evaluation)}")
     return lines
 
 
@@ -131,7 +134,7 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
 
     t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left")
     for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
-                "energy", "cost", "samples/s", "final loss", "advice"):
+                "energy", "cost", "samples/s", "final loss", "eval", "advice"):
         t.add_column(col, justify="left" if col in ("job", "overrides", "status", "advice") else "right")
     for name, rr in jobs:
         res = rr.job.get("resources") or {}
@@ -145,5 +148,6 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
                   fmt_num(rr.totals["node_hours_requested"], ".2f", " node-h") if rr.totals.get("cpu_only")
                   else fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
                   fmt_num(rr.totals["cost_total"], ".2f"), fmt_num(rr.throughput["samples_per_s"], ".1f"),
-                  fmt_num(rr.throughput["final_loss"], ".4f"), " ".join(a.override for a in rr.advice) or "-")
+                  fmt_num(rr.throughput["final_loss"], ".4f"), eval_summary(rr.evaluation),
+                  " ".join(a.override for a in rr.advice) or "-")
     return t

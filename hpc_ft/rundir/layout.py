@@ -66,6 +66,7 @@ SWEEP_REPORT_FILE = "sweep.json"
 SWEEP_SUBMITIT_DIR = ".submitit"
 TUNE_JOURNAL_FILE = "tune.journal"
 TUNE_PLOTS = ("tune_metric_over_trials.png", "tune_metric_vs_params.png", "tune_curves.png")
+EXPORT_DIR = "export"  # hpc-ft export's default output: export/step_<N> (Hugging Face format)
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
 _LEGACY_NODE_REPORT = re.compile(r"^node_(\d+)\.json$")
@@ -199,6 +200,10 @@ class RunDir:
         return self.path / CHECKPOINT_DIR
 
     # -- the nodes ------------------------------------------------------------------------------------------
+    def export(self, step: int) -> Path:
+        """Where ``hpc-ft export`` writes the model of checkpoint ``step`` by default."""
+        return self.path / EXPORT_DIR / f"step_{step:08d}"
+
     @property
     def nodes(self) -> Path:
         return self.path / NODES_DIR

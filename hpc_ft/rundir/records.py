@@ -74,6 +74,19 @@ def _load_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+# The tasks' evaluation metrics and baselines as reports and sweep tables show them: (key, label, format).
+EVAL_METRICS = (("eval_accuracy", "eval accuracy", ".3f"), ("majority_accuracy", "majority baseline", ".3f"),
+                ("eval_loss", "eval loss", ".4f"), ("eval_perplexity", "perplexity", ".2f"),
+                ("eval_token_accuracy", "token accuracy", ".3f"), ("unigram_perplexity", "unigram baseline", ".2f"))
+
+
+def eval_summary(metrics: dict[str, Any]) -> str:
+    """``metrics`` (a TrainResult's, or a report's) in words, in EVAL_METRICS order; "-" when none is set."""
+    parts = [f"{label} {format(metrics[key], fmt)}" for key, label, fmt in EVAL_METRICS
+             if isinstance(metrics.get(key), (int, float))]
+    return ", ".join(parts) or "-"
+
+
 @dataclass
 class TrainResult:
     """What training reports on one node (``train.json``), written once training stops, preempted or not.
@@ -100,8 +113,14 @@ class TrainResult:
     flops_per_sample: float | None = None  # forward + backward
     model_params: int | None = None
     warnings: list[str] = field(default_factory=list)  # resumed with changes, data smaller than a batch, ...
+    truncated_examples: int | None = None  # data=files: examples cut at data.max_length (None: not from files)
     metrics: dict[str, float | None] = field(default_factory=dict)  # the objective's (see above), by name
     version: int = TRAIN_RESULT_VERSION
+
+    def eval_summary(self) -> str:
+        """The task's evaluation in words, e.g. ``eval loss 0.512, perplexity 1.67, token accuracy 0.803`` (for a
+        classification, ``eval accuracy 0.875 (majority baseline 0.470), eval loss 0.40``); "-" without any."""
+        return eval_summary(self.metrics)
 
     def metric(self, name: str) -> float | None:
         """The objective's metric ``name`` (e.g. ``eval_accuracy``); None when this run's objective has none."""

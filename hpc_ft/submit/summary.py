@@ -15,6 +15,14 @@ def _fmt(v: Any, spec: str = "") -> str:
     return format(v, spec) if spec and isinstance(v, (int, float)) else str(v)
 
 
+def _eval_line(t: TrainResult) -> str:
+    """Classification as it always read (accuracy against the majority baseline); other tasks their metrics."""
+    if t.metric("eval_accuracy") is not None or not t.metrics:
+        return (f"eval accuracy: {_fmt(t.metric('eval_accuracy'), '.3f')} "
+                f"(majority baseline {_fmt(t.metric('majority_accuracy'), '.3f')})")
+    return t.eval_summary()
+
+
 def render_results(spec: JobSpec, reports: list[NodeReport]):
     """A rich renderable: per-node table, final loss, eval accuracy, run dir, failed nodes' error tails."""
     from rich.console import Group
@@ -31,9 +39,7 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
                       _fmt(t.samples_per_s, ".1f"))
     first = next((r.train for r in reports if r.train), None) or TrainResult(steps=None)
     lines = [table,
-             Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   "
-                  f"eval accuracy: {_fmt(first.metric('eval_accuracy'), '.3f')} "
-                  f"(majority baseline {_fmt(first.metric('majority_accuracy'), '.3f')})   "
+             Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
              Text(f"run dir: {spec.run_dir}")]
     for r in reports:

@@ -11,10 +11,10 @@
         save()                       every train.ckpt_every_steps and at the end
     write_result()               this node's train.json
 
-What depends on the task (the forward pass, the loss, the evaluation metrics, the baseline, FLOPs) is the
-objective's (``hpc_ft.train.objective``); ranks and devices are ``hpc_ft.train.distributed``'s; the preemption
-vote and its test hooks are ``hpc_ft.train.preempt``'s. Runs as one torchrun worker or in-process for the debug
-executor (world size 1, no process group).
+What depends on the task (data, model, the forward pass, the loss, the evaluation metrics, the baseline, FLOPs)
+is the task's (``hpc_ft.train.tasks``, built from the ``task`` config group); ranks and devices are
+``hpc_ft.train.distributed``'s; the preemption vote and its test hooks are ``hpc_ft.train.preempt``'s. Runs as one
+torchrun worker or in-process for the debug executor (world size 1, no process group).
 """
 
 from __future__ import annotations
@@ -34,19 +34,20 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hpc_ft.config.validate import split_problems
-from hpc_ft.errors import ConfigError, HpcFtError
+from hpc_ft.errors import ConfigError
 from hpc_ft.job import JobSpec
 from hpc_ft.rundir.evals import append_eval
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import TrainResult
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
-from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches
+from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches, take
 from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teardown_dist, to_device
 from hpc_ft.train.meter import Meter, Progress
-from hpc_ft.train.objective import Classification, Objective
+from hpc_ft.train.objective import Objective
 from hpc_ft.train.optim import build_schedule, lr_lambda, restore_optimizer
 from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag, StopHooks
 from hpc_ft.train.resume import compare_with_checkpoint
+from hpc_ft.train.tasks.base import instantiate as _instantiate
 
 __all__ = ["EXIT_BAD_CONFIG", "Trainer", "evaluate", "lr_lambda", "train"]
 
@@ -84,7 +85,7 @@ class Trainer:
     def __init__(self, spec: JobSpec, d: Dist, t_start: float, objective: Objective | None = None):
         self.spec, self.d, self.t_start = spec, d, t_start
         self.t = spec.conf.train
-        self.objective: Objective = objective or Classification()
+        self.objective: Objective = objective or _instantiate(spec.conf.task)
         self.preempt = PreemptFlag(StopHooks.from_env())
         self.conf_record = spec.to_dict()["conf"]  # recorded in every checkpoint: what a resumed run compares with
         self.node_dir = RunDir.of(spec).node(d.node_rank)
@@ -110,12 +111,15 @@ class Trainer:
         self._wrap_model()
 
     def _setup_data(self) -> None:
-        self.data: TaskData = _instantiate(self.spec.conf.data)
+        self.data: TaskData = self.objective.build_data(self.spec.conf)
         self.warnings += _check_data(self.data, self.spec, self.d)
+        if self.data.info.get("truncated_examples") and self.d.is_main:
+            log.warning("warning: %d example(s) cut at data.max_length", self.data.info["truncated_examples"])
 
     def _setup_model(self) -> None:
-        model_kwargs = self.objective.model_kwargs(self.data)
-        self.model: torch.nn.Module = _instantiate(self.spec.conf.model, **model_kwargs).to(self.d.device)
+        self.model_kwargs = self.objective.model_kwargs(self.data)  # recorded in checkpoints: export rebuilds it
+        self.model: torch.nn.Module = self.objective.build_model(self.spec.conf.model, self.model_kwargs)
+        self.model.to(self.d.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
 
     def _setup_optimizer(self) -> None:
@@ -180,7 +184,7 @@ class Trainer:
         step; parameters, optimizer and RNG are untouched.
         """
         micro = self.t.global_batch_size // (self.d.world_size * self.t.grad_accum_steps)
-        batch = to_device({k: v[:micro] for k, v in self.data.train.items()}, self.d.device)
+        batch = to_device(take(self.data.train, torch.arange(micro)), self.d.device)
         self.ddp.eval()
         self.objective.loss(self.objective.forward(self.ddp, batch), batch).backward()
         self.ddp.zero_grad(set_to_none=True)
@@ -312,7 +316,8 @@ class Trainer:
         if d.is_main:
             state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record}
+                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record,
+                     "model_kwargs": self.model_kwargs}
             save_checkpoint(self.spec.run_dir, self.step, state, keep=self.t.keep_checkpoints)
         if d.world_size > 1:
             dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
@@ -332,7 +337,7 @@ class Trainer:
             world_size=self.d.world_size, precision=self.spec.conf.precision.dtype, device=str(self.d.device),
             preempted=self.preempted, wall_s=time.monotonic() - self.t_start,
             flops_per_sample=self.flops, model_params=self.n_params,
-            warnings=self.warnings,
+            warnings=self.warnings, truncated_examples=self.data.info.get("truncated_examples"),
         )
 
     def write_result(self) -> int:
@@ -379,23 +384,6 @@ def _seed_everything(spec: JobSpec, d: Dist) -> None:
     # Same seed on every rank for the model init (DDP broadcasts rank 0's anyway); per-rank for dropout.
     random.seed(t.seed)
     torch.manual_seed(t.seed)
-
-
-def _instantiate(conf: Any, **kwargs: Any) -> Any:
-    """Build the user's ``_target_`` object (Hydra semantics: nested targets, _partial_, _args_).
-
-    An hpc_ft error raised by the target (a dataset refusing its sizes) comes out as itself, not wrapped
-    in Hydra's InstantiationException, so it is reported as one clear message.
-    """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(conf, **kwargs)
-    except InstantiationException as exc:
-        if isinstance(exc.__cause__, HpcFtError):
-            raise exc.__cause__ from None
-        raise
 
 
 def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:

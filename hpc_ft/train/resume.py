@@ -40,6 +40,7 @@ class ResumeRule:
 
 RULES: tuple[ResumeRule, ...] = (
     # What the checkpoint means: refused.
+    ResumeRule("task", REFUSE, "the checkpointed steps trained another task: its loss, labels and head differ"),
     ResumeRule("model", REFUSE, "the checkpointed weights belong to the old model: they would not load, or not mean "
                                 "the same"),
     ResumeRule("data", REFUSE, "the checkpointed steps read the old data: another dataset, size or split changes "

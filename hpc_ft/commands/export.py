@@ -1,0 +1,133 @@
+"""`hpc-ft export RUN_DIR [--out DIR] [--step N]`: a run's model in Hugging Face format.
+
+Writes ``save_pretrained`` (safetensors) weights and config, the tokenizer, and a short model card (README.md: the
+run's task, model, data, steps and final metrics) for ``AutoModelFor...from_pretrained(DIR)``. The model is
+rebuilt by the run's task from its job.yaml and loaded with the checkpoint's weights, so the export computes the
+logits the run's evaluation computed. The output is written into a temporary directory renamed into place: an
+existing directory is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+USAGE = "hpc-ft export RUN_DIR [--out DIR] [--step N]"
+EXIT_BAD_CONFIG = 2
+
+
+class ExportError(Exception):
+    """What keeps a run from being exported (its message names the cause and the fix)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpc-ft export", usage=USAGE, description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", help="the run dir (holds job.yaml and checkpoints/)")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/export/step_<N>); must not exist")
+    p.add_argument("--step", type=int, help="the checkpoint's step (default: the newest)")
+    return p
+
+
+def _checkpoint(run_dir: Path, step: int | None):
+    import torch
+
+    from hpc_ft.train.checkpoint import list_checkpoints
+
+    ckpts = dict(list_checkpoints(run_dir))
+    if not ckpts:
+        raise ExportError(f"{run_dir} holds no checkpoint: train the run first (hpc-ft submit hydra.run.dir=...)")
+    chosen = max(ckpts) if step is None else step
+    if chosen not in ckpts:
+        raise ExportError(f"--step {step}: {run_dir} has no checkpoint of that step (steps: "
+                          f"{', '.join(map(str, sorted(ckpts)))}); pass one of them")
+    return chosen, torch.load(ckpts[chosen], map_location="cpu", weights_only=False)
+
+
+def model_card(spec, step: int, metrics: dict) -> str:
+    """The README.md of an export: what was trained, on what, for how long, and how it scored."""
+    from omegaconf import OmegaConf
+
+    conf = spec.to_dict()["conf"]
+    shown = {k: conf[k] for k in ("task", "model", "data", "optim", "precision", "train") if k in conf}
+    lines = ["---", "library_name: transformers", "tags: [hpc_ft]", "---", "",
+             f"# Fine-tuned with hpc_ft ({conf['task'].get('_target_', '?').rsplit('.', 1)[-1]})", "",
+             f"- base model: `{conf['model'].get('path')}`",
+             f"- data: `{conf['data'].get('path', conf['data'].get('_target_'))}`"
+             + (f" (eval: `{conf['data']['eval_path']}`)" if conf['data'].get('eval_path') else ""),
+             f"- optimizer steps: {step} of {conf['train']['max_steps']}, global batch "
+             f"{conf['train']['global_batch_size']}", ""]
+    if metrics:
+        lines += ["## Final evaluation", "", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.6g} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+                  for k, v in metrics.items()]
+        lines.append("")
+    lines += ["## Job", "", "```yaml", OmegaConf.to_yaml(OmegaConf.create(shown)).rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def export(run_dir: Path, out: Path | None, step: int | None) -> Path:
+    """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written.
+
+    Raises ExportError when the run has no checkpoint of that step, was not trained from a Hugging Face model
+    (model=hf), or ``out`` exists.
+    """
+    from hpc_ft.job import JobSpec
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.records import RecordError, TrainResult
+    from hpc_ft.train.tasks.base import instantiate, is_hf_model, plain
+
+    rd = RunDir(run_dir)
+    if not rd.spec.is_file():
+        raise ExportError(f"{run_dir} is not a run dir (no {rd.spec.name}): pass the directory hpc-ft submit "
+                          f"printed")
+    spec = JobSpec.load(rd.spec)
+    if not is_hf_model(spec.conf.model):
+        raise ExportError(f"{run_dir} trained model._target_={spec.conf.model.get('_target_')}, not a Hugging Face "
+                          f"checkpoint: export writes Hugging Face format, so train with model=hf model.path=DIR")
+    chosen, state = _checkpoint(run_dir, step)
+    out = Path(out) if out else rd.export(chosen)
+    if out.exists():
+        raise ExportError(f"--out {out} exists: pass a new directory (nothing is overwritten)")
+    task = instantiate(spec.conf.task)
+    model = task.build_model(spec.conf.model, dict(state.get("model_kwargs") or {}))
+    model.load_state_dict(state["model"])
+    from hpc_ft.train.tasks.hf import load_tokenizer
+
+    model_conf = plain(spec.conf.model)
+    tok = load_tokenizer(model_conf["path"], bool(model_conf.get("trust_remote_code", False)))
+    metrics: dict = {}
+    try:
+        result = TrainResult.load(rd.node(0).train_result)
+        if result.steps == chosen:
+            metrics = {k: v for k, v in result.metrics.items() if v is not None}
+    except (OSError, ValueError, RecordError):
+        pass  # no result (or another step's): the card says nothing of metrics
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(spec, chosen, metrics))
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def export_main(argv: list[str]) -> int:
+    """Entry point of `hpc-ft export`; returns the exit status (2 when the run cannot be exported)."""
+    args = _parser().parse_args(argv)
+    from hpc_ft.errors import HpcFtError
+
+    try:
+        out = export(Path(args.run_dir), Path(args.out) if args.out else None, args.step)
+    except (ExportError, HpcFtError) as exc:
+        print(f"hpc-ft export: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"exported to {out} (load with AutoModelFor...from_pretrained({str(out)!r}))")
+    return 0

@@ -1,0 +1,44 @@
+"""model=hf's checks before dispatch (no torch) and its tokenizer at run time: a tokenizer without a pad token
+pads with its EOS token, noted before dispatch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from hpc_ft.train.tasks.hf_checks import model_problems
+
+
+def _without_pad(tmp_path, llama_dir):
+    d = tmp_path / "no_pad"
+    shutil.copytree(llama_dir, d)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        f = d / name
+        if f.is_file():
+            cfg = json.loads(f.read_text())
+            cfg["pad_token"] = None  # (absent, the tokenizer class's own default would apply)
+            f.write_text(json.dumps(cfg))
+    tok = json.loads((d / "tokenizer.json").read_text())
+    tok["padding"] = None
+    (d / "tokenizer.json").write_text(json.dumps(tok))
+    return d
+
+
+def test_a_tokenizer_without_a_pad_token_is_noted_and_pads_with_eos(tmp_path, llama_dir):
+    from hpc_ft.train.tasks.hf import load_tokenizer
+
+    conf = {"path": str(llama_dir), "dtype": "float32", "attn_implementation": "sdpa", "trust_remote_code": False}
+    assert model_problems(conf) == ([], [])
+    no_pad = _without_pad(tmp_path, llama_dir)
+    problems, notes = model_problems({**conf, "path": str(no_pad)})
+    assert problems == [] and len(notes) == 1 and "no pad token" in notes[0] and "EOS" in notes[0]
+    tok = load_tokenizer(str(no_pad))
+    assert tok.pad_token is not None and tok.pad_token_id == tok.eos_token_id
+
+
+def test_bad_settings_each_name_their_key(tmp_path, llama_dir):
+    problems, _ = model_problems({"path": str(llama_dir), "dtype": "float64", "attn_implementation": "magic",
+                                  "trust_remote_code": "yes"})
+    assert [p.key for p in problems] == ["model.dtype", "model.attn_implementation", "model.trust_remote_code"]
+    (missing,), _ = model_problems({"path": None})
+    assert missing.key == "model.path" and "needs the checkpoint directory" in missing.rule
