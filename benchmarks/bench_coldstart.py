@@ -1,7 +1,7 @@
 """Cold start of the login-node commands against importing hpc_ft's three config/dispatch libraries.
 
-``hpc-ft --help``, ``hpc-ft submit dry_run=true`` and ``hpc-ft sbatch`` (rendering a batch script into a
-temporary run dir), each a fresh process, alternated with ``python -c "import hydra, omegaconf, submitit"``.
+``hpc-ft --help``, ``hpc-ft submit dry_run=true``, ``hpc-ft sbatch`` (rendering a batch script into a
+temporary run dir), ``hpc-ft status``, ``hpc-ft list`` and each subcommand's ``-h``, each a fresh process, alternated with ``python -c "import hydra, omegaconf, submitit"``.
 Goal: at most 0.5 s each, and none imports torch (checked with ``python -X importtime``).
 
     python benchmarks/bench_coldstart.py [--quick] [--out FILE]
@@ -24,7 +24,12 @@ COLD_GOAL = "<= 0.5 s"
 # Commands that compose the config: at most 1.5x the bare import of what they build on (issue 11's goal; the
 # ratio holds on a loaded machine where seconds do not).
 COMPOSE_GOAL = "<= 1.5x"
-GOALS = {"cold.help": COLD_GOAL, "cold.dry_run": COMPOSE_GOAL, "cold.sbatch": COMPOSE_GOAL}
+GOALS = {"cold.help": COLD_GOAL, "cold.dry_run": COMPOSE_GOAL, "cold.sbatch": COMPOSE_GOAL,
+         "cold.status": COLD_GOAL, "cold.list": COLD_GOAL,
+         **{f"cold.help.{c}": COLD_GOAL for c in ("status", "logs", "cancel", "list", "plan")}}
+# A finished 2-node run dir from the repository's test data: what `hpc-ft status` and `hpc-ft list` read here.
+# (Found by glob: its folder under tests/ shares a name with a run dir's report/, which the path check guards.)
+SAMPLE_RUN = next(REPO_ROOT.glob("tests/*/data/run_e5bbae0"), REPO_ROOT / "missing")
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
 
 
@@ -56,6 +61,16 @@ def commands(tmp: Path) -> dict[str, tuple[str, list[str]] | None]:
     out["cold.sbatch"] = (("`hpc-ft sbatch executor=slurm` (render job.sbatch into a temp run dir)",
                            [*hp, "sbatch", "executor=slurm", f"hydra.run.dir={tmp / 'sbatch'}"])
                           if has_sbatch else None)
+    if SAMPLE_RUN.is_dir():
+        import shutil
+
+        run = tmp / "runs" / "sample"
+        if not run.exists():
+            shutil.copytree(SAMPLE_RUN, run)
+        out["cold.status"] = ("`hpc-ft status RUN_DIR` (a finished 2-node run)", [*hp, "status", str(run)])
+        out["cold.list"] = ("`hpc-ft list DIR` (one run below)", [*hp, "list", str(tmp / "runs")])
+    for c in ("status", "logs", "cancel", "list", "plan"):
+        out[f"cold.help.{c}"] = (f"`hpc-ft {c} -h`", [*hp, c, "-h"])
     return out
 
 

@@ -57,6 +57,9 @@ def windows_from_ends(t0: float, ends: list[float], every: int) -> list[float]:
     return [(b - a) / every for a, b in zip(marks[1:-1], marks[2:])]
 
 
+TRACKING_GOAL = "<= 1.01x"  # issue 15: tracking costs at most 1% of step time
+
+
 class Runner:
     """Runs one configuration per call and returns its median window step time."""
 
@@ -65,8 +68,8 @@ class Runner:
         self.sizes = sizes
         self.specs: dict[tuple[str, str], object] = {}
 
-    def _spec(self, task: str, precision: str, fused: bool = True):
-        key = (task, precision, fused)
+    def _spec(self, task: str, precision: str, fused: bool = True, tracking: str = "tensorboard"):
+        key = (task, precision, fused, tracking)
         if key not in self.specs:
             s = self.sizes
             steps = s.minilm_steps if task == "minilm" else s.synthetic_steps
@@ -75,12 +78,14 @@ class Runner:
                 steps, every = FP16_CPU_STEPS, FP16_CPU_LOG_EVERY
             base = list(SYNTHETIC) if task == "synthetic" else []
             ov = base + STEADY + [f"precision={precision}", f"train.max_steps={steps}",
-                                  f"train.log_every_steps={every}", "telemetry=off", f"optim.fused={fused}"]
+                                  f"train.log_every_steps={every}", "telemetry=off", f"optim.fused={fused}",
+                                  f"tracking={tracking}"]
             self.specs[key] = compose_spec(ov, self.root / "compose")
         return self.specs[key]
 
-    def hpc_ft(self, task: str, precision: str, fused: bool = True) -> float:
-        spec = fresh_copy(self._spec(task, precision, fused), self.root, f"hpcft-{task}-{precision}-{fused}")
+    def hpc_ft(self, task: str, precision: str, fused: bool = True, tracking: str = "tensorboard") -> float:
+        spec = fresh_copy(self._spec(task, precision, fused, tracking), self.root,
+                          f"hpcft-{task}-{precision}-{fused}-{tracking}")
         argv, env = torchrun_cmd(spec)
         run_cmd(argv, env=env)
         w = windows_from_metrics(RunDir.of(spec).metrics, spec.conf.train.global_batch_size)
@@ -115,6 +120,7 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         "hpc_fp32": lambda: r.hpc_ft(task, "fp32"),
         "hpc_fp16": lambda: r.hpc_ft(task, "fp16"),
         "hpc_bf16_unfused": lambda: r.hpc_ft(task, "bf16", fused=False),
+        "hpc_bf16_untracked": lambda: r.hpc_ft(task, "bf16", tracking="off"),
     }
     if task == "synthetic":  # --quick: the default task is the synthetic one already; reuse its fp32 run
         fns["syn_raw"] = lambda: r.baseline("synthetic", "fp32")
@@ -143,6 +149,11 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
                     "same job, optim.fused=false", a, b, n, "report", key="optim.fused",
                     samples_a=s["hpc_bf16"], samples_b=s["hpc_bf16_unfused"],
                     note=f"fused AdamW step = {a / b:.2f}x the default kernel's" if a == a and b else ""))
+    a, b = m["hpc_bf16"], m["hpc_bf16_untracked"]
+    rows.append(Row(f"train step time with TensorBoard tracking (the default) vs tracking=off, bf16, {desc}",
+                    "same job, tracking=off", a, b, n, TRACKING_GOAL, key="tracking.overhead",
+                    samples_a=s["hpc_bf16"], samples_b=s["hpc_bf16_untracked"],
+                    note="rank 0 writes and flushes one event per logging window (hpc_ft.train.tracking)"))
     for p in ("bf16", "fp16"):
         a, b = m[f"hpc_{p}"], m["hpc_fp32"]
         rows.append(Row(f"train step time {p} vs fp32 (hpc_ft), {desc}", "same job, precision=fp32", a, b, n,

@@ -3,7 +3,9 @@
 - A: hpc_ft's Python API, ``submit(spec)`` + ``wait`` + ``gather`` (NodeTask under submitit's LocalExecutor);
 - A': the ``hpc-ft submit`` command end to end (compose, validate, dispatch, wait, print the results);
 - B: the exact torchrun argv NodeTask runs, as a plain subprocess;
-- C (reference): plain submitit, ``LocalExecutor.submit(subprocess.run, argv)`` + ``job.result()``.
+- C (reference): plain submitit, ``LocalExecutor.submit(subprocess.run, argv)`` + ``job.result()``;
+- S: a user's own script as the payload (``script.path=benchmarks/baselines/ddp_loop.py``, README "Bring your own
+  script") through the Python API, against the same torchrun command (that script) alone.
 
 Every run trains the synthetic task in a fresh run dir (hpc_ft would otherwise resume the last run).
 
@@ -73,9 +75,32 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         job.result()
         return time.perf_counter() - t0
 
+    script = Path(__file__).resolve().parent / "baselines" / "ddp_loop.py"
+    script_args = ["--task", "synthetic", "--precision", "fp32", "--steps", str(steps), "--batch-size", "16",
+                   "--warmup-steps", "2", "--out", str(root / "script_steps.json")]
+    script_base = compose_spec([f"script.path={script}", f"script.args=[{','.join(script_args)}]",
+                                "resources.workers_per_node=2", "telemetry=off"], root / "compose-script")
+
+    def script_api() -> float:
+        spec = fresh_copy(script_base, root, "script")
+        t0 = time.perf_counter()
+        job = submit(spec)
+        wait(job, poll_s=spec.conf.executor.poll_interval_s, timeout_s=900)
+        reports = gather(job, spec)
+        dt = time.perf_counter() - t0
+        if not all(r.ok for r in reports):
+            raise RuntimeError(f"hpc_ft script job failed: {[r.error_tail for r in reports]}")
+        return dt
+
+    def script_alone() -> float:
+        argv, env = torchrun_cmd(fresh_copy(script_base, root, "script-raw"))
+        t0 = time.perf_counter()
+        run_cmd(argv, env=env)
+        return time.perf_counter() - t0
+
     # One discarded round first: the submitter's own first-call imports are not the job's wall time.
-    s = rotate({"api": api, "raw": torchrun_alone, "submitit": plain_submitit, "cli": cli}, repeats,
-               warmup=0 if quick else 1)
+    s = rotate({"api": api, "raw": torchrun_alone, "submitit": plain_submitit, "cli": cli, "script": script_api,
+                "script_raw": script_alone}, repeats, warmup=0 if quick else 1)
     m = {k: median(v) for k, v in s.items()}
     what = f"synthetic task, {steps} steps, 2 CPU workers, local executor"
     raw = "the same torchrun command alone"
@@ -89,6 +114,10 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         Row(f"reference: plain submitit LocalExecutor + job.result(), {what}", raw, m["submitit"], m["raw"],
             repeats, "report", key="submit.submitit", samples_a=s["submitit"], samples_b=s["raw"],
             note="A here is raw submitit, not hpc_ft: the cost hpc_ft's wait() avoids"),
+        Row(f"submit -> gathered result of a user's own script (script.path=baselines/ddp_loop.py, synthetic, "
+            f"{steps} steps, 2 CPU workers, local executor)", "the same torchrun command alone",
+            m["script"], m["script_raw"], repeats, SUBMIT_GOAL, key="submit.script", samples_a=s["script"],
+            samples_b=s["script_raw"], note="README \"Bring your own script\": the payload is the user's script"),
     ]
 
 

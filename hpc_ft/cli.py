@@ -22,6 +22,10 @@ commands:
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
   tune [overrides]     search hyperparameters within a budget (Optuna, early stopping); see hpc-ft tune -h
   export RUN_DIR       the trained model in Hugging Face format (save_pretrained, tokenizer, model card)
+  status [DIR]         where a run or sweep stands (Slurm state and reason, step, ETA, telemetry, nodes)
+  logs RUN_DIR [-f]    the run's node task and torchrun logs (--node N), followed with -f
+  cancel DIR [--yes]   cancel a run's job or a sweep's jobs; submitting again resumes
+  list [DIR...]        recent runs and sweeps: state, metric, steps, GPU-hours, wall time
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
@@ -36,6 +40,8 @@ Compose conf/ with the Hydra overrides, validate, dispatch (executor=local | deb
   dry_run=true          print the job description; dispatch and leave nothing
   --cfg job             print the composed config
   -m a=1,2              a sweep (planned by hpc_ft.sched)
+  --from RUN_DIR        that run's job again, in a new run dir (its overrides, then yours)
+  --apply-advice        with --from: the right-sizing overrides of its run report applied
   +executor.env.NAME=v  export NAME=v on every node ('+': the names are your own)
 Hydra's own help: hpc-ft submit --hydra-help""",
     "sbatch": """usage: hpc-ft sbatch [overrides...]
@@ -69,6 +75,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
     "tune": ("hpc_ft.commands.tune", "tune_main"),
     "export": ("hpc_ft.commands.export", "export_main"),
+    "status": ("hpc_ft.commands.status", "status_main"),
+    "logs": ("hpc_ft.commands.logs", "logs_main"),
+    "cancel": ("hpc_ft.commands.cancel", "cancel_main"),
+    "list": ("hpc_ft.commands.list", "list_main"),
 }
 
 
@@ -390,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         print(COMMAND_USAGE[cmd])
         return 0
     if cmd == "submit":
-        return _hydra_run(_submit_task, rest, "hpc-ft submit")
+        from hpc_ft.commands.resubmit import expand_argv
+
+        rest = expand_argv(rest)  # --from RUN_DIR [--apply-advice]: that run's (advised) overrides
+        return EXIT_BAD_CONFIG if rest is None else _hydra_run(_submit_task, rest, "hpc-ft submit")
     if cmd == "sbatch":
         return _hydra_run(_sbatch_task, rest, "hpc-ft sbatch")
     if cmd == "report":

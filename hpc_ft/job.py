@@ -64,6 +64,8 @@ class JobSpec:
 def resolve(conf: JobConf, overrides: list[str] | None = None) -> JobSpec:
     """Make a JobSpec from a validated conf: absolute run dir, workers per node pinned."""
     conf.run.dir = str(Path(conf.run.dir).expanduser().resolve())
+    if conf.script.path:  # every node (and the requeued job) starts the script from its own working directory
+        conf.script.path = str(Path(conf.script.path).expanduser().resolve())
     conf.resources.workers_per_node = workers_per_node(conf)
     return JobSpec(conf=conf, overrides=list(overrides or []))
 

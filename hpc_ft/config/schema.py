@@ -18,7 +18,9 @@ DEFAULT_TASK = "hpc_ft.train.tasks.classification.SequenceClassification"
 
 @dataclass
 class PrecisionConf:
-    dtype: str = "bf16"  # fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler
+    # auto | fp32 | bf16 | fp16: autocast dtype; fp16 adds a GradScaler. auto: what each node's device computes
+    # natively (bf16 from CUDA compute capability 8.0 or a CPU with AVX512-BF16/AMX, fp16 on older GPUs, else fp32)
+    dtype: str = "auto"
 
 
 @dataclass
@@ -85,6 +87,18 @@ class TelemetryConf:
     gpu_peak_tflops: Optional[float] = None  # dense bf16 peak for MFU (None: looked up from the GPU name)
 
 
+# The names tracking.backend accepts (hpc_ft.train.tracking implements each).
+TRACKING_BACKENDS = ("tensorboard", "mlflow", "off")
+
+
+@dataclass
+class TrackingConf:
+    # tensorboard | mlflow | off: training and telemetry curves beside metrics.jsonl (mlflow: TensorBoard too, and
+    # rank 0's curves in one MLflow run across requeues; needs the optional extra hpc_ft[mlflow])
+    backend: str = "tensorboard"
+    mlflow_uri: Optional[str] = None  # MLflow tracking URI; None: a local file store in the run dir (mlruns/)
+
+
 # The names sched.policy, sched.order and sched.objective accept. They live with the schema so validation
 # needs no import of hpc_ft.sched (which sits above config); hpc_ft.sched implements each name.
 SCHED_POLICIES = ("equal", "priority", "proportional", "lp")
@@ -142,6 +156,20 @@ class TuneConf:
 
 
 @dataclass
+class ScriptConf:
+    """A user's own torchrun script as the payload instead of hpc_ft's loop (README "Bring your own script").
+
+    Set ``path`` (a .py file) or ``module`` (run as ``python -m``), not both; neither: hpc_ft's own loop. The
+    script is started by torchrun on every node with the usual RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT
+    and reads its own arguments from ``args``; model, data, optim and train.* are then not used.
+    """
+
+    path: Optional[str] = None  # the script file; made absolute at submission, so every node finds it
+    module: Optional[str] = None  # or a module on the workers' Python path, e.g. my_pkg.train
+    args: List[str] = field(default_factory=list)  # the script's own command-line arguments, passed as they are
+
+
+@dataclass
 class RunConf:
     name: str = "hpc_ft"  # job name shown by the scheduler
     dir: str = "${hydra:runtime.output_dir}"  # run directory: spec, checkpoints, telemetry, reports
@@ -162,7 +190,9 @@ class JobConf:
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     sched: SchedConf = field(default_factory=SchedConf)
     tune: TuneConf = field(default_factory=TuneConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
     run: RunConf = field(default_factory=RunConf)
+    script: ScriptConf = field(default_factory=ScriptConf)  # a user's own script as the payload (None: the loop)
     dry_run: bool = False  # print the job description and dispatch nothing
     wait: bool = True  # wait for the job and show its report
     preflight: bool = True  # check the request against the Slurm cluster before submitting

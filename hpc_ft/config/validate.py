@@ -7,10 +7,12 @@ import re
 import signal
 from typing import Callable, Mapping, Protocol
 
-from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, JobConf, SchedConf
+from hpc_ft.config.script import script_problems, uses_script
+from hpc_ft.config.schema import (SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, TRACKING_BACKENDS, JobConf,
+                                  SchedConf)
 from hpc_ft.errors import ConfigError, Problem
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Job names reach sbatch, squeue and file names: keep them to a safe alphabet rather than quote everywhere.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -184,7 +186,15 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
             p.append(Problem(key, value, rule, fix))
 
     need(conf.precision.dtype in PRECISIONS, "precision", conf.precision.dtype,
-         f"must be one of {', '.join(PRECISIONS)}", "pass precision=bf16 (or fp32, fp16)")
+         f"must be one of {', '.join(PRECISIONS)}", "pass precision=auto (or bf16, fp32, fp16)")
+    need(conf.tracking.backend in TRACKING_BACKENDS, "tracking", conf.tracking.backend,
+         f"must be one of {', '.join(TRACKING_BACKENDS)}", "pass tracking=tensorboard (or mlflow, off)")
+    if conf.tracking.backend == "mlflow":
+        import importlib.util
+
+        need(importlib.util.find_spec("mlflow") is not None, "tracking", "mlflow",
+             "needs the mlflow package, which is an optional extra",
+             "pip install 'hpc_ft[mlflow]' (mlflow-skinny), or pass tracking=tensorboard")
     names = list(executors)
     need(rules is not None, "executor", ex.name, f"must be one of {', '.join(names)}",
          f"pass executor={names[0]}" + (f" (or {', '.join(names[1:])})" if names[1:] else ""))
@@ -218,41 +228,9 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     need(ex.max_restarts >= 0, "executor.max_restarts", ex.max_restarts, "must be 0 or more",
          "pass executor.max_restarts=0")
 
-    for group in ("task", "model", "data", "optim"):
-        node = getattr(conf, group)
-        ok = isinstance(node, dict) and isinstance(node.get("_target_"), str) and node["_target_"]
-        need(bool(ok), f"{group}._target_", node.get("_target_") if isinstance(node, dict) else node,
-             "must name the callable that builds it", f"pick a {group} config, e.g. {group}=<name> from conf/{group}/")
-    optim = conf.optim if isinstance(conf.optim, dict) else {}
-    if "lr" in optim:
-        lr = optim["lr"]
-        need(isinstance(lr, (int, float)) and lr > 0, "optim.lr", lr, "must be a positive number",
-             "pass optim.lr=3e-5")
-
-    need(t.max_steps >= 1, "train.max_steps", t.max_steps, "must be at least 1", "pass train.max_steps=200")
-    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "must be at least 1",
-         "pass train.grad_accum_steps=1")
     workers = rules.workers_per_node(conf) if rules is not None else workers_per_node(conf)
-    world = max(r.nodes, 1) * max(workers, 1)
-    per_step = world * max(t.grad_accum_steps, 1)
-    if t.global_batch_size < 1 or t.global_batch_size % per_step:
-        fit = max(per_step, (t.global_batch_size // per_step) * per_step)
-        p.append(Problem("train.global_batch_size", t.global_batch_size,
-                         f"must be a positive multiple of grad_accum_steps x workers = {t.grad_accum_steps} x "
-                         f"{world} = {per_step}", f"pass train.global_batch_size={fit}"))
-    need(t.eval_micro_batch_size >= 1, "train.eval_micro_batch_size", t.eval_micro_batch_size, "must be at least 1",
-         "pass train.eval_micro_batch_size=64")
-    for key in ("eval_every_steps", "ckpt_every_steps", "warmup_steps"):
-        v = getattr(t, key)
-        need(v >= 0, f"train.{key}", v, "must be 0 or more", f"pass train.{key}=0")
-    need(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, "must be at least 1",
-         "pass train.log_every_steps=10")
-    need(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be at least 1",
-         "pass train.keep_checkpoints=2")
-    need(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio, "must be within [0, 1]",
-         "pass train.min_lr_ratio=0.1")
-    need(t.grad_clip_norm >= 0, "train.grad_clip_norm", t.grad_clip_norm, "must be 0 (off) or positive",
-         "pass train.grad_clip_norm=1.0")
+    # A user's script reads its own model, data and schedule: only hpc_ft's loop reads those keys.
+    p += script_problems(conf) if uses_script(conf) else loop_problems(conf, workers)
 
     tel = conf.telemetry
     need(math.isfinite(tel.interval_s) and tel.interval_s > 0, "telemetry.interval_s", tel.interval_s,
@@ -281,6 +259,52 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     if p:
         raise ConfigError(p)
     return warnings
+
+
+def loop_problems(conf: JobConf, workers: int) -> list[Problem]:
+    """Problems of what only hpc_ft's own loop reads: model, data, optim and train.* (``workers`` per node)."""
+    p: list[Problem] = []
+    r, t = conf.resources, conf.train
+
+    def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:
+        if not ok:
+            p.append(Problem(key, value, rule, fix))
+
+    for group in ("task", "model", "data", "optim"):
+        node = getattr(conf, group)
+        ok = isinstance(node, dict) and isinstance(node.get("_target_"), str) and node["_target_"]
+        need(bool(ok), f"{group}._target_", node.get("_target_") if isinstance(node, dict) else node,
+             "must name the callable that builds it", f"pick a {group} config, e.g. {group}=<name> from conf/{group}/")
+    optim = conf.optim if isinstance(conf.optim, dict) else {}
+    if "lr" in optim:
+        lr = optim["lr"]
+        need(isinstance(lr, (int, float)) and lr > 0, "optim.lr", lr, "must be a positive number",
+             "pass optim.lr=3e-5")
+
+    need(t.max_steps >= 1, "train.max_steps", t.max_steps, "must be at least 1", "pass train.max_steps=200")
+    need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps, "must be at least 1",
+         "pass train.grad_accum_steps=1")
+    world = max(r.nodes, 1) * max(workers, 1)
+    per_step = world * max(t.grad_accum_steps, 1)
+    if t.global_batch_size < 1 or t.global_batch_size % per_step:
+        fit = max(per_step, (t.global_batch_size // per_step) * per_step)
+        p.append(Problem("train.global_batch_size", t.global_batch_size,
+                         f"must be a positive multiple of grad_accum_steps x workers = {t.grad_accum_steps} x "
+                         f"{world} = {per_step}", f"pass train.global_batch_size={fit}"))
+    need(t.eval_micro_batch_size >= 1, "train.eval_micro_batch_size", t.eval_micro_batch_size, "must be at least 1",
+         "pass train.eval_micro_batch_size=64")
+    for key in ("eval_every_steps", "ckpt_every_steps", "warmup_steps"):
+        v = getattr(t, key)
+        need(v >= 0, f"train.{key}", v, "must be 0 or more", f"pass train.{key}=0")
+    need(t.log_every_steps >= 1, "train.log_every_steps", t.log_every_steps, "must be at least 1",
+         "pass train.log_every_steps=10")
+    need(t.keep_checkpoints >= 1, "train.keep_checkpoints", t.keep_checkpoints, "must be at least 1",
+         "pass train.keep_checkpoints=2")
+    need(0.0 <= t.min_lr_ratio <= 1.0, "train.min_lr_ratio", t.min_lr_ratio, "must be within [0, 1]",
+         "pass train.min_lr_ratio=0.1")
+    need(t.grad_clip_norm >= 0, "train.grad_clip_norm", t.grad_clip_norm, "must be 0 (off) or positive",
+         "pass train.grad_clip_norm=1.0")
+    return p
 
 
 def split_problems(num_train: int, num_test: int, key: str, value: object, fix: str,

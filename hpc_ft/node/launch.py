@@ -6,9 +6,9 @@ import os
 import sys
 
 from hpc_ft.job import JobSpec
+from hpc_ft.node.payload import contract_env, worker_command
 from hpc_ft.node.preempt import PreemptTiming, signal_name
 from hpc_ft.node.rendezvous import Placement
-from hpc_ft.rundir.spec import spec_path
 
 # torchrun forwards only these by default; add the preemption signal so workers can checkpoint.
 DEFAULT_FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
@@ -35,7 +35,7 @@ def torchrun_argv(spec: JobSpec, place: Placement, python: str = sys.executable)
     # --shutdown-timeout flag: torch releases before the flag existed (2.11 on a GPU image, for one) refuse the
     # whole command line over it, while every release ignores an environment variable it does not know.
     argv += [f"--max-restarts={c.executor.max_restarts}", f"--signals-to-handle={','.join(forwarded)}",
-             "-m", "hpc_ft.train", str(spec_path(spec))]
+             *worker_command(spec)]  # hpc_ft's loop, or the user's script and its arguments
     return argv
 
 
@@ -55,6 +55,7 @@ def worker_env(spec: JobSpec, place: Placement, base: dict[str, str] | None = No
     env = dict(os.environ if base is None else base)
     threads = c.train.num_threads or max(1, c.resources.cpus_per_task // spec.workers_per_node)
     env.update({str(k): str(v) for k, v in c.executor.env.items()})
+    env.update(contract_env(spec))  # the run dir and progress file of hpc_ft.script_api
     env.update({
         "HPC_FT_NODE_RANK": str(place.node_rank),
         "HPC_FT_PREEMPT_SIGNAL": signal_name(c.executor.preempt_signal),

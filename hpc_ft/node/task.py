@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from hpc_ft.errors import LaunchError
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import torchrun_argv, worker_env
+from hpc_ft.node.payload import is_script, run_script_in_process, script_result
 from hpc_ft.node.preempt import NodePreemption
 from hpc_ft.node.rdzv_store import agree_endpoint
 from hpc_ft.node.rendezvous import Placement, placement_from_env
@@ -76,8 +77,8 @@ class NodeTask:
         env = worker_env(spec, place)
         ndir.torchrun_argv.write_text(json.dumps(argv))
         tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
-        sampler = _start_sampler(spec, ndir.path, _JobPids(self))
-        t0 = time.monotonic()
+        sampler = _start_sampler(spec, ndir, _JobPids(self))
+        t0, started_unix_s = time.monotonic(), time.time()
         with open(ndir.torchrun_log, "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
             self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -88,7 +89,8 @@ class NodeTask:
             pump.join(timeout=10)
         wall_s = time.monotonic() - t0
         telemetry = sampler.stop() if sampler else {}
-        train = _read_train(ndir)
+        train = (script_result(spec, since_unix_s=started_unix_s, wall_s=wall_s, exit_code=code)
+                 if is_script(spec) else _read_train(ndir))
         preempted = _preempted(code, train)
         # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
         # (torchrun.log keeps it).
@@ -101,8 +103,6 @@ class NodeTask:
 
     # -- debug: train in this very process so breakpoints work ----------------------------------
     def _run_in_process(self, spec: JobSpec, place: Placement) -> NodeReport:
-        from hpc_ft.train.loop import train
-
         ndir = RunDir.of(spec).node(place.node_rank)
         ndir.path.mkdir(parents=True, exist_ok=True)
         ndir.train_result.unlink(missing_ok=True)
@@ -110,18 +110,25 @@ class NodeTask:
                   "HPC_FT_NODE_RANK": str(place.node_rank)}
         saved = {k: os.environ.get(k) for k in single}
         os.environ.update(single)
-        t0 = time.monotonic()
+        t0, started_unix_s, error_tail = time.monotonic(), time.time(), ""
         try:
-            code = train(spec)
+            if is_script(spec):
+                code, error_tail = run_script_in_process(spec)
+            else:
+                from hpc_ft.train.loop import train
+
+                code = train(spec)
         finally:
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-        train = _read_train(ndir)
+        wall_s = time.monotonic() - t0
+        train = (script_result(spec, since_unix_s=started_unix_s, wall_s=wall_s, exit_code=code)
+                 if is_script(spec) else _read_train(ndir))
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
-                            wall_s=time.monotonic() - t0, train=train,
+                            wall_s=wall_s, train=train, error_tail=_error_tail(error_tail.splitlines(True)),
                             preempted=_preempted(code, train))
         report.save(ndir.report)
         return report
@@ -153,14 +160,16 @@ class NodeTask:
         return submitit.helpers.DelayedSubmission(type(self)(self.spec_path, self.requeues + 1))
 
 
-def _start_sampler(spec: JobSpec, ndir: Path, pids):
+def _start_sampler(spec: JobSpec, ndir: NodeDir, pids):
     if not spec.conf.telemetry.enabled:
         return None
     from hpc_ft.telemetry import NodeSampler
 
     t = spec.conf.telemetry
-    sampler = NodeSampler(out_dir=ndir, interval_s=t.interval_s, max_report_points=t.max_report_points,
-                          pids=pids, idle_util_pct=t.idle_util_pct)
+    from hpc_ft.train.tracking import telemetry_board_dir
+
+    sampler = NodeSampler(out_dir=ndir.path, interval_s=t.interval_s, max_report_points=t.max_report_points,
+                          pids=pids, idle_util_pct=t.idle_util_pct, board_dir=telemetry_board_dir(spec, ndir.rank))
     sampler.start()
     return sampler
 

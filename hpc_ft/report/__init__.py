@@ -64,7 +64,7 @@ def write_sweep_report(sweep_dir: str | Path, jobs: list[tuple[str, RunReport]])
     sd = SweepDir(sweep_dir)
     out = sd.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    keys = ("run_dir", "job", "totals", "throughput", "evaluation", "advice", "command")
+    keys = ("run_dir", "job", "totals", "throughput", "evaluation", "metrics", "advice", "command")
     payload = [{"sweep_job": name, **{k: rr.to_dict()[k] for k in keys}} for name, rr in jobs]
     atomic_write_text(sd.sweep_report, json.dumps(json_safe(payload), indent=1, allow_nan=False))
     return out

@@ -39,6 +39,8 @@ class RunReport:
     command: str | None  # the next submission with every advised override applied
     notes: list[str] = field(default_factory=list)
     evaluation: dict[str, float] = field(default_factory=dict)  # the task's eval metrics and baselines, by name
+    # Every metric the run reported by name (its objective's, or a user's script's through its progress file).
+    metrics: dict[str, float | None] = field(default_factory=dict)
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
     version: int = RUN_REPORT_VERSION
 
@@ -156,10 +158,15 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     sps = _median([finite(t.samples_per_s) for t in trains])
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
-    precision = spec.conf.precision.dtype if spec else None
+    # The dtype trained in (precision=auto decides it on the nodes), else the configured one.
+    precision = next((t.precision for t in trains if t.precision), None) or (spec.conf.precision.dtype if spec
+                                                                             else None)
+    precision_reason = next((t.precision_reason for t in trains if t.precision_reason), None)
     name = next((g.name for g in gpus if g.name), None)
+    # precision=auto with no trained dtype recorded (a result from before auto): the table's bf16 peak, as before.
+    peak_dtype = precision if precision in ("fp32", "bf16", "fp16") else "bf16"
     peak, peak_src = (conf_peak, "telemetry.gpu_peak_tflops") if conf_peak else (
-        peak_tflops(name, precision or "bf16"), f"table ({name}, {precision})" if name else None)
+        peak_tflops(name, peak_dtype), f"table ({name}, {peak_dtype})" if name else None)
     achieved = fps * sps / 1e12 if fps and sps else None
     mfu = achieved / (peak * n_gpus) if achieved and peak and n_gpus else None
     why = None
@@ -169,6 +176,7 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     return {"samples_per_s": sps, "tokens_per_s": tps, "flops_per_sample": fps, "achieved_tflops": achieved,
             "peak_tflops_per_gpu": peak, "peak_source": peak_src if peak else None, "gpus": n_gpus,
             "precision": precision, "mfu": mfu, "mfu_unavailable": why,
+            **({"precision_reason": precision_reason} if precision_reason else {}),  # known since precision=auto
             "step_time_s": _median([finite(t.step_time_s) for t in trains]),
             "final_loss": next((t.final_loss for t in trains if t.final_loss is not None), None),
             "eval_accuracy": next((t.metric("eval_accuracy") for t in trains if t.metric("eval_accuracy") is not None),
@@ -183,6 +191,12 @@ def evaluation(trains: list) -> dict[str, float]:
         if value is not None:
             out[key] = value
     return out
+
+
+def _metrics(nodes: list[NodeData]) -> dict[str, float | None]:
+    """The run's metrics by name from the first node that has any (every node reports the same global ones)."""
+    trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
+    return {k: finite(v) for k, v in next((t.metrics for t in trains if t.metrics), {}).items()}
 
 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
@@ -256,7 +270,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
                      throughput=throughput, advice=advice,
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
                      evaluation=evaluation([nd.report.train for nd in nodes if nd.report and nd.report.train]),
-                     series={nd.rank: nd.series for nd in nodes if nd.series})
+                     metrics=_metrics(nodes), series={nd.rank: nd.series for nd in nodes if nd.series})
 
 
 def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:

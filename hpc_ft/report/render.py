@@ -99,7 +99,18 @@ def totals_lines(rr: RunReport) -> list[str]:
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
     if rr.evaluation:
         lines.append(f"training: final loss {fmt_num(tp['final_loss'], '.4f')}; {eval_summary(rr.evaluation)}")
+    if tp.get("precision"):
+        lines.append(f"precision: {tp['precision']}" + (f" ({tp['precision_reason']})"
+                                                        if tp.get("precision_reason") else ""))
+    extra = {k: v for k, v in rr.metrics.items() if k not in rr.evaluation}  # a user's script's own metrics
+    if extra:
+        lines.append(f"metrics: {metrics_text(extra)}")
     return lines
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """``name value`` pairs of a run's metrics, in the order reported (the sweep table's metrics column)."""
+    return ", ".join(f"{k} {fmt_num(v, '.4g')}" for k, v in metrics.items()) or "-"
 
 
 def render_text(rr: RunReport):
@@ -134,8 +145,8 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
 
     t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left")
     for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
-                "energy", "cost", "samples/s", "final loss", "eval", "advice"):
-        t.add_column(col, justify="left" if col in ("job", "overrides", "status", "advice") else "right")
+                "energy", "cost", "samples/s", "final loss", "metrics", "advice"):
+        t.add_column(col, justify="left" if col in ("job", "overrides", "status", "metrics", "advice") else "right")
     for name, rr in jobs:
         res = rr.job.get("resources") or {}
         statuses = sorted({n.status for n in rr.nodes}) or ["-"]
@@ -148,6 +159,7 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
                   fmt_num(rr.totals["node_hours_requested"], ".2f", " node-h") if rr.totals.get("cpu_only")
                   else fmt_num(rr.totals["gpu_hours_requested"], ".2f"), fmt_num(rr.totals["energy_kwh"], ".3f"),
                   fmt_num(rr.totals["cost_total"], ".2f"), fmt_num(rr.throughput["samples_per_s"], ".1f"),
-                  fmt_num(rr.throughput["final_loss"], ".4f"), eval_summary(rr.evaluation),
+                  fmt_num(rr.throughput["final_loss"], ".4f"),
+                  eval_summary(rr.evaluation) if rr.evaluation else metrics_text(rr.metrics),
                   " ".join(a.override for a in rr.advice) or "-")
     return t

@@ -4,6 +4,7 @@ A run dir (``run.dir``)::
 
     job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
     metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
+    progress.jsonl            a user's script's progress (hpc_ft.script_api.report): step, samples, tokens, metrics
     checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
     nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
     nodes/node{r}/            everything of node r:
@@ -14,6 +15,9 @@ A run dir (``run.dir``)::
         held_at_step            a test hook's marker: training holds at a step
     results.json              every node's report, in node order, once gathered
     report/                   report.json and the PNG plots of `hpc-ft report`
+    tensorboard/train/        rank 0's TensorBoard curves (loss, lr, throughput, eval metrics; hpc_ft.rundir.events)
+    tensorboard/node{r}/      node r's telemetry curves (per GPU, host)
+    mlruns/, mlflow_run.json  tracking=mlflow: the local MLflow store and the one MLflow run of this run dir
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
     .hpc_ft.stop              `hpc-ft tune` stopped this trial early (pruned): not requeued after its checkpoint
@@ -39,13 +43,20 @@ from pathlib import Path
 
 SPEC_FILE = "job.yaml"
 METRICS_FILE = "metrics.jsonl"
+PROGRESS_FILE = "progress.jsonl"  # a user's script's progress (hpc_ft.script_api); appended across requeues
 CHECKPOINT_DIR = "checkpoints"
 NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
 RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
+TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_TRAIN = "train"
+MLFLOW_STORE = "mlruns"
+MLFLOW_RUN_FILE = "mlflow_run.json"
 RUN_REPORT_FILE = "report.json"
 SUBMITIT_DIR = "submitit"
+SUBMITIT_SLURM_SCRIPT = "_submission.sh"  # submitit's JOBID_submission.sh: Slurm jobs only
+SUBMITIT_LOG_EXTS = ("_log.out", "_log.err")  # submitit's JOBID_TASK_log.out/.err: each node task's output
 CONTROLLER_LOG = "controller.log"  # in a submitit folder: a local job's controller output
 SBATCH_SCRIPT = "job.sbatch"
 SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
@@ -177,6 +188,19 @@ class RunDir:
     def submitit(self) -> Path:
         return self.path / SUBMITIT_DIR
 
+    def slurm_log_of(self, job_id: str) -> Path:
+        """The output of an ``hpc-ft sbatch`` script's job ``job_id`` (``slurm-JOBID.out``)."""
+        return self.path / SLURM_LOG.replace("%j", str(job_id))
+
+    def submitit_slurm_script(self, job_id: str) -> Path:
+        """The batch script submitit wrote for Slurm job ``job_id`` (only Slurm jobs have one)."""
+        return self.submitit / f"{job_id}{SUBMITIT_SLURM_SCRIPT}"
+
+    def submitit_logs(self, job_id: str | None = None) -> list[Path]:
+        """submitit's task logs (``JOBID_TASK_log.out``/``.err``; of ``job_id`` only when given), by name."""
+        pattern = f"{job_id}_*" if job_id else "*"
+        return sorted(p for ext in SUBMITIT_LOG_EXTS for p in self.submitit.glob(pattern + ext))
+
     @property
     def lock(self) -> Path:
         return self.path / LOCK_FILE
@@ -198,6 +222,11 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINT_DIR
+
+    @property
+    def progress(self) -> Path:
+        """A user's script's progress records (hpc_ft.script_api), one JSON object per line."""
+        return self.path / PROGRESS_FILE
 
     # -- the nodes ------------------------------------------------------------------------------------------
     def export(self, step: int) -> Path:
@@ -243,6 +272,31 @@ class RunDir:
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
+
+    # -- experiment tracking --------------------------------------------------------------------------------
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: point ``tensorboard --logdir`` here (one run per subdirectory)."""
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def tensorboard_train(self) -> Path:
+        """Rank 0's training curves."""
+        return self.tensorboard / TENSORBOARD_TRAIN
+
+    def tensorboard_node(self, rank: int) -> Path:
+        """Node ``rank``'s telemetry curves."""
+        return self.tensorboard / node_dir_name(rank)
+
+    @property
+    def mlflow_store(self) -> Path:
+        """``tracking=mlflow``'s local file store (when ``tracking.mlflow_uri`` names no other)."""
+        return self.path / MLFLOW_STORE
+
+    @property
+    def mlflow_run(self) -> Path:
+        """The MLflow run this run dir logs to (its id and store), kept across requeues and resumes."""
+        return self.path / MLFLOW_RUN_FILE
 
     @property
     def run_report(self) -> Path:

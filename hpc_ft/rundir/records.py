@@ -26,7 +26,7 @@ from typing import Any
 from hpc_ft.errors import PREEMPTED_EXIT_CODE  # noqa: F401  re-exported: the node's modules read it from here
 from hpc_ft.rundir.atomic import atomic_write_text
 
-TRAIN_RESULT_VERSION = 2  # 1: unversioned (before the run-dir contract)
+TRAIN_RESULT_VERSION = 3  # 1: unversioned (before the run-dir contract); 3: precision_reason
 NODE_REPORT_VERSION = 2  # 1: unversioned, the field ``preempted`` was called ``requeued``
 LEGACY_VERSION = 1
 
@@ -106,7 +106,8 @@ class TrainResult:
     step_time_s: float | None = None  # median optimizer step time
     final_loss: float | None = None  # the last logged training loss (NaN when none was logged)
     world_size: int | None = None
-    precision: str | None = None  # precision.dtype
+    precision: str | None = None  # the dtype trained in (precision=auto: decided on the device at start)
+    precision_reason: str | None = None  # why that dtype (auto's decision, or "as configured")
     device: str | None = None
     preempted: bool = False  # stopped at a preemption checkpoint before max_steps
     wall_s: float | None = None  # the training function's wall time on this node

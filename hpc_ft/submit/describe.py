@@ -34,6 +34,8 @@ def describe(spec: JobSpec) -> dict[str, Any]:
                       "world_size": spec.world_size, "cpus_per_task": r.cpus_per_task, "mem_gb": r.mem_gb,
                       "timeout_min": r.timeout_min, "partition": r.partition},
         "precision": c.precision.dtype,
+        "script": ({"path": c.script.path, "module": c.script.module, "args": list(c.script.args)}
+                   if c.script.path or c.script.module else None),  # the payload instead of hpc_ft's loop
         "model": c.model.get("_target_"),
         "data": c.data.get("_target_"),
         # The global batch is split over every worker and accumulation step: show what one forward pass sees.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpc_ft.job import JobSpec
+from hpc_ft.node.payload import is_script
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import NodeReport, TrainResult
 
@@ -41,7 +42,11 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
     lines = [table,
              Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
                   f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
+             *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else []),
              Text(f"run dir: {spec.run_dir}")]
+    if is_script(spec):  # a script's own metrics, by the names it reported (hpc_ft.script_api.report)
+        lines.insert(2, Text("script metrics: " + (", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in first.metrics.items())
+                                                   or "none reported")))
     for r in reports:
         if not r.ok and not r.resumable and r.error_tail:
             lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"
@@ -76,5 +81,8 @@ def resume_command(spec: JobSpec) -> str:
 def preempted_notice(spec: JobSpec, reports: list[NodeReport]) -> str:
     """What happened to a preempted run and how to resume it (not a failure: the checkpoint is complete)."""
     step = max((r.train.steps or 0 for r in reports if r.resumable and r.train), default=0)
+    if is_script(spec):  # the script keeps its own checkpoint and knows its own number of steps
+        return (f"preempted at step {step}: the script asked to be requeued (exit 75) after its checkpoint. "
+                f"Not a failure; run it again in the same run dir with:")
     return (f"preempted at step {step} of {spec.conf.train.max_steps}: every rank stopped there and the checkpoint "
             f"is saved in {RunDir.of(spec).checkpoints}. Not a failure; resume at that step with:")

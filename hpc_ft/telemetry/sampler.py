@@ -43,7 +43,8 @@ class NodeSampler:
 
     def __init__(self, out_dir: str | Path, interval_s: float = 1.0, max_report_points: int = 600,
                  pids: Callable[[], Iterable[int]] | None = None, idle_util_pct: float = 5.0,
-                 env: Mapping[str, str] | None = None, node_rank: int | None = None):
+                 env: Mapping[str, str] | None = None, node_rank: int | None = None,
+                 board_dir: str | Path | None = None):
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
         self.out_dir = Path(out_dir)
@@ -62,6 +63,8 @@ class NodeSampler:
         self.summary: NodeSummary | None = None
         self.down: Downsampler | None = None
         self.errors = 0
+        self.board_dir = board_dir  # TensorBoard curves of every sample go here (None: none)
+        self.board = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> "NodeSampler":
@@ -81,6 +84,13 @@ class NodeSampler:
             self.writer = SeriesWriter(new_series_path(self.out_dir), header)
         except OSError as exc:  # e.g. a full or read-only run dir: keep the in-memory summary going
             self._notice(f"cannot write the telemetry series in {self.out_dir} ({exc}); summary only")
+        if self.board_dir is not None:
+            try:
+                from hpc_ft.telemetry.board import TelemetryBoard
+
+                self.board = TelemetryBoard(self.board_dir, self.out_dir, self.interval_s)
+            except Exception as exc:  # noqa: BLE001 - no tensorboard: the series file and summary go on
+                self._notice(f"no TensorBoard telemetry curves ({type(exc).__name__}: {exc})")
         self.summary = NodeSummary(gpu_info, self.idle_util_pct, self.interval_s, host=host_info)
         self.down = Downsampler(report_columns(len(gpu_info)), self.max_report_points)
         self.sample_now()
@@ -101,6 +111,8 @@ class NodeSampler:
         with self._lock:
             if self.writer is not None:
                 self.writer.close()
+            if self.board is not None:
+                self.board.close()
             if self.gpus is not None:
                 self.gpus.close()
             return self.result()
@@ -160,6 +172,8 @@ class NodeSampler:
         assert self.summary is not None and self.down is not None
         if self.writer is not None:
             self.writer.append(row)
+        if self.board is not None:
+            self.board.add_row(row)
         self.summary.add_row(row)
         nan = math.nan
         self.down.add(row.get(c, nan) for c in self.down.cols)

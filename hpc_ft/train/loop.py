@@ -45,9 +45,11 @@ from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teard
 from hpc_ft.train.meter import Meter, Progress
 from hpc_ft.train.objective import Objective
 from hpc_ft.train.optim import build_schedule, lr_lambda, restore_optimizer
+from hpc_ft.train.precision import for_worker
 from hpc_ft.train.preempt import EXIT_PREEMPTED, PreemptFlag, StopHooks
 from hpc_ft.train.resume import compare_with_checkpoint
 from hpc_ft.train.tasks.base import instantiate as _instantiate
+from hpc_ft.train.tracking import Tracker, open_tracking
 
 __all__ = ["EXIT_BAD_CONFIG", "Trainer", "evaluate", "lr_lambda", "train"]
 
@@ -94,6 +96,7 @@ class Trainer:
         self.last_loss = float("nan")
         self.eval_metrics: dict[str, float | None] = dict.fromkeys(self.objective.METRICS)
         self.preempted = False
+        self.tracker = Tracker()  # TensorBoard on rank 0 once train() opens it (hpc_ft.train.tracking)
 
     # --- setup ------------------------------------------------------------------------------------------------
 
@@ -126,7 +129,9 @@ class Trainer:
         c = self.spec.conf
         self.optimizer = _instantiate(c.optim, params=self.model.parameters())
         self.scheduler = build_schedule(self.optimizer, self.t)
-        self.amp_dtype = AMP_DTYPES[c.precision.dtype]
+        self.precision = for_worker(c.precision.dtype, self.d)  # auto: what this device computes natively
+        self.warnings += [self.precision.warning] if self.precision.warning else []
+        self.amp_dtype = AMP_DTYPES[self.precision.dtype]
         self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.amp_dtype is torch.float16)
 
     def _resume(self) -> None:
@@ -203,6 +208,7 @@ class Trainer:
         preemption; write this node's result. Returns 0 when done, 75 (EXIT_PREEMPTED) to be requeued."""
         d, t = self.d, self.t
         self.metrics_f = open(RunDir.of(self.spec).metrics, "a") if d.is_main else None
+        self.tracker = open_tracking(self.spec, d, self.start_step)
         self.progress = Progress(d.is_main, self.start_step, t.max_steps)
         self.meter = Meter()
         self.loss_sum = torch.zeros((), device=d.device)  # summed on the device over a logging window: no sync
@@ -231,6 +237,7 @@ class Trainer:
                 self.save()  # the final weights, always
         finally:
             self.progress.close()
+            self.tracker.close()
             if self.metrics_f:
                 self.metrics_f.close()
         return self.write_result()
@@ -286,6 +293,7 @@ class Trainer:
         if self.metrics_f:
             self.metrics_f.write(json.dumps(record) + "\n")
             self.metrics_f.flush()
+        self.tracker.log(self.step, record)
         self.progress.update(self.step, record)
 
     def evaluate(self) -> None:
@@ -293,6 +301,7 @@ class Trainer:
         self.eval_metrics = evaluate(self.fwd, self.objective, self.data, self.t.eval_micro_batch_size, self.d,
                                      self.amp)
         append_eval(self.metrics_f, self.step, self.eval_metrics)  # every evaluation: `hpc-ft tune` prunes on it
+        self.tracker.log(self.step, self.eval_metrics, prefix="eval")
         self.progress.note(f"step {self.step}: {self.objective.describe(self.eval_metrics)}")
         self.meter.skip()
 
@@ -316,7 +325,7 @@ class Trainer:
         if d.is_main:
             state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                      "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record,
+                     "world_size": d.world_size, "precision": self.precision.dtype, "conf": self.conf_record,
                      "model_kwargs": self.model_kwargs}
             save_checkpoint(self.spec.run_dir, self.step, state, keep=self.t.keep_checkpoints)
         if d.world_size > 1:
@@ -334,7 +343,8 @@ class Trainer:
             tokens_per_s=statistics.median(r[1] for r in rates) if rates else None,
             step_time_s=statistics.median(st) if st else None,
             final_loss=self.last_loss, metrics={**self.eval_metrics, **self.objective.baseline(self.data)},
-            world_size=self.d.world_size, precision=self.spec.conf.precision.dtype, device=str(self.d.device),
+            world_size=self.d.world_size, precision=self.precision.dtype, device=str(self.d.device),
+            precision_reason=self.precision.reason,
             preempted=self.preempted, wall_s=time.monotonic() - self.t_start,
             flops_per_sample=self.flops, model_params=self.n_params,
             warnings=self.warnings, truncated_examples=self.data.info.get("truncated_examples"),

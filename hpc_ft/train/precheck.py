@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpc_ft.config.script import uses_script
 from hpc_ft.config.validate import split_problems
 from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.train.resume import check_before_dispatch as resume_check
@@ -56,7 +57,10 @@ def check_before_dispatch(spec: Any) -> list[str]:
     """Raise ConfigError with every data and resume problem of a validated JobSpec; return its warnings.
 
     Reads the run dir (job.yaml, checkpoint names) and writes nothing, so a refused job leaves it as it was.
+    A user's script (``script.*``) has neither hpc_ft's data nor its checkpoints: nothing to check.
     """
+    if uses_script(spec.conf):
+        return []
     problems, warnings = data_problems(spec)
     p, w = task_problems(spec)
     problems += p

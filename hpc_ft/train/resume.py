@@ -73,6 +73,7 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("telemetry", FREE, "what is measured beside training"),
     ResumeRule("sched", FREE, "how sweeps are planned"),
     ResumeRule("tune", FREE, "how a hyperparameter search runs"),
+    ResumeRule("tracking", FREE, "where curves are logged beside training"),
     ResumeRule("run", FREE, "the job's name and directory"),
     ResumeRule("dry_run", FREE, "a submit option"),
     ResumeRule("wait", FREE, "a submit option"),

@@ -1,5 +1,7 @@
 """HpcFtLauncher: every job of a -m sweep composed, validated and planned before any is submitted.
 
+For hpc_ft's own jobs (a config with JobConf's keys); any other Hydra app goes to hydra_plugins.hpc_ft_launcher.app.
+
 1. compose every job (Hydra's sweep config), validate all of them, plan the sweep (hpc_ft.sched: GPUs per
    job, order, parallelism; an infeasible budget is refused naming the smallest one that fits);
 2. Hydra's per-job setup (output dir hydra.sweep.dir/hydra.sweep.subdir, .hydra/ with the overrides) runs
@@ -17,9 +19,9 @@ import copy
 import logging
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -36,16 +38,43 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class HpcFtLauncherConf:
-    # Everything else comes from the job config: executor.*, sched.*, wait.
+    """hpc_ft's own jobs take everything from the job config (executor.*, sched.*, wait) and ignore the fields
+    below; a Hydra app of one's own takes its request from them (hydra_plugins.hpc_ft_launcher.app)."""
+
     _target_: str = "hydra_plugins.hpc_ft_launcher.launcher.HpcFtLauncher"
+    executor: str = "local"  # local | debug | slurm
+    nodes: int = 1  # nodes per job; the task function runs once per node
+    gpus_per_node: int = 0
+    gpu_type: Optional[str] = None  # Slurm GRES type, e.g. a100 (None: any)
+    cpus_per_task: int = 2
+    mem_gb: float = 8.0  # memory per node
+    timeout_min: int = 60  # wall-clock limit of each job
+    partition: Optional[str] = None  # Slurm partition (None: the cluster default)
+    account: Optional[str] = None
+    qos: Optional[str] = None
+    constraint: Optional[str] = None  # Slurm node features
+    preempt_signal: str = "USR2"  # sent before the time limit; submitit then requeues the job
+    preempt_signal_delay_s: int = 120
+    max_requeues: int = 3  # requeues after preemption or time-out
+    setup: List[str] = field(default_factory=list)  # shell lines before the job, e.g. "module load cuda"
+    env: Dict[str, str] = field(default_factory=dict)  # environment variables exported to every node
+    extra_sbatch: Dict[str, Any] = field(default_factory=dict)  # other sbatch options, e.g. {mail-type: END}
+    array_parallelism: Optional[int] = None  # jobs at once (None: from the plan and its budget)
+    budget_gpus: Optional[int] = None  # GPUs in use at once for the whole sweep (CPU jobs count a node each)
+    budget_gpu_hours: Optional[float] = None  # GPU-hours for the whole sweep
+    est_duration_h: Optional[float] = None  # each job's wall hours, for the plan (None: 1 h assumed)
+    telemetry: bool = True  # sample GPUs and the host beside the task function on every node
+    telemetry_interval_s: float = 1.0
+    preflight: bool = True  # Slurm: check the request against the cluster's partitions first
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="hpc_ft", node=HpcFtLauncherConf, provider="hpc_ft")
 
 
 class HpcFtLauncher(Launcher):
-    def __init__(self) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
+        self.params = params  # the launcher's own fields: a Hydra app's request (hpc_ft's jobs ignore them)
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -63,6 +92,13 @@ class HpcFtLauncher(Launcher):
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        from hydra_plugins.hpc_ft_launcher.app import is_hpc_ft_config, launch_app
+
+        if not is_hpc_ft_config(self.config):  # a Hydra app of the user's own: its task function is the payload
+            params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                      for k, v in self.params.items()}
+            return launch_app(params, self.config, self.hydra_context, self.task_function, job_overrides,
+                              initial_job_idx)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         nums = [initial_job_idx + i for i in range(len(job_overrides))]

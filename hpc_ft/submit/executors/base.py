@@ -114,6 +114,14 @@ class Executor(ABC):
     def make_executor(self, spec: JobSpec) -> Any:
         """The configured submitit executor for ``spec`` (submitit imported here: it is not needed to plan)."""
 
+    def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
+        """A submitit executor for a batch of jobs that all make ``spec``'s request, its files in ``folder``,
+        at most ``parallelism`` running at once where the scheduler can bound it (a Hydra app's sweep:
+        hydra_plugins.hpc_ft_launcher.app). Default: ``make_executor``'s, moved to ``folder``."""
+        ex = self.make_executor(spec)
+        ex.folder = Path(folder).expanduser().absolute()  # submitit reads it at each submission
+        return ex
+
     def submitting(self, spec: JobSpec) -> ContextManager[Any]:
         """Wraps ``make_executor(spec).submit(...)``; default: nothing."""
         return contextlib.nullcontext()

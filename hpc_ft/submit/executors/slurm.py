@@ -78,6 +78,12 @@ class SlurmExecutor(Executor):
             log.warning("scancel --signal=%s %s failed: %s", sig, job_id, proc.stderr.strip())
         return proc.returncode == 0
 
+    def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
+        """One Slurm job array (``%parallelism``) for a batch of jobs with ``spec``'s request."""
+        from hpc_ft.submit.slurm import make_slurm_executor
+
+        return make_slurm_executor(spec, folder=folder, array_parallelism=parallelism)
+
     def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
                      poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
         submit_arrays(entries, parallelism, sweep_dir, self.node_task)

@@ -1,0 +1,173 @@
+"""`hpc-ft cancel RUN_DIR|SWEEP_DIR [--yes]`: stop a job (or every job of a sweep); the run dir stays.
+
+Slurm: ``scancel`` of the job, or of the whole job array of a sweep. Local executor: SIGTERM to each node's
+torchrun process group: the workers finish their step, checkpoint and exit, as on a preemption (without a
+torchrun yet, to submitit's local controller, which forwards it); anything still alive after the grace period
+is killed. Either way nothing in the run dir is removed: ``hpc-ft submit`` with the same ``hydra.run.dir``
+resumes from the newest checkpoint. Asks for confirmation unless ``--yes``; without a terminal to ask on,
+``--yes`` is required.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.rundir.lock import PROCESS, SLURM_JOB
+
+EXIT_BAD_INPUT = 2
+GRACE_S = 60.0  # local: how long the workers get to checkpoint before what is left is killed
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpc-ft cancel", description=__doc__.split("\n\n")[0])
+    p.add_argument("path", help="a run dir or a sweep dir")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--grace-s", type=float, default=GRACE_S,
+                   help=f"local executor: seconds the workers get to checkpoint (default {GRACE_S:g})")
+    return p
+
+
+# --- local jobs: the controller's process tree ----------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children first)."""
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(0), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _is_torchrun(pid: int) -> bool:
+    try:
+        return "torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def cancel_local(job_id: str, grace_s: float) -> str:
+    """Stop the local job whose submitit controller has pid ``job_id``; returns what was done."""
+    pid = int(job_id)
+    tree = descendants(pid)
+    torchruns = [p for p in tree if _is_torchrun(p)]
+    if torchruns:
+        for p in torchruns:  # torchrun leads its own process group (the node task starts it in a new session)
+            try:
+                os.killpg(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    else:
+        os.kill(pid, signal.SIGTERM)  # submitit's controller forwards it to the node tasks
+    deadline = time.monotonic() + grace_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the controller ends once every node task has reported
+    if not _alive(pid):
+        return f"stopped local job {job_id} (SIGTERM: checkpoint at the current step)"
+    for p in [pid, *descendants(pid)]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return f"killed local job {job_id}: it did not stop within {grace_s:g} s (resumes from the newest checkpoint)"
+
+
+def cancel_slurm(job_ids: list[str]) -> str:
+    """``scancel`` the job ids (an array's id cancels every task); raises RuntimeError when scancel fails."""
+    proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scancel {' '.join(map(shlex.quote, job_ids))} failed: {proc.stderr.strip()}")
+    return f"scancel {' '.join(job_ids)}"
+
+
+def _confirm(what: str, yes: bool) -> bool | None:
+    """True to go on, False when the user said no, None when there is no terminal to ask on."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return None
+    answer = input(f"cancel {what}? [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def cancel_main(argv: list[str]) -> int:
+    """Cancel a run's or a sweep's live jobs; 0 when done (or nothing was live), 1 when cancelling failed,
+    2 for a bad path or a missing --yes."""
+    args = _parser().parse_args(argv)
+    path = Path(args.path)
+    from hpc_ft.rundir.layout import RunDir
+
+    if RunDir(path).spec.exists():
+        states = [run_state(path)]
+    elif path.is_dir() and is_sweep_dir(path):
+        states = sweep_states(path)[1]
+    else:
+        print(f"error: {path}: neither a run dir nor a sweep dir. Fix: pass the directory hpc-ft submit printed "
+              "(hpc-ft list shows them)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    live = [s for s in states if s.live and s.job_id]
+    if not live:
+        print(f"nothing to cancel: no pending or running job in {path} "
+              f"({', '.join(sorted({s.state for s in states})) or 'no jobs'})")
+        return 0
+    what = ", ".join(f"job {s.job_id} ({PROBE_NAMES.get(s.probe, s.probe)}, {s.state})" for s in live)
+    ok = _confirm(what, args.yes)
+    if ok is None:
+        print(f"error: cancel needs confirmation and there is no terminal to ask on. Fix: hpc-ft cancel "
+              f"{shlex.quote(str(path))} --yes", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not ok:
+        print("not cancelled")
+        return 0
+    return _cancel(live, path, args.grace_s)
+
+
+def _cancel(live: list[RunState], path: Path, grace_s: float) -> int:
+    code = 0
+    slurm = sorted({s.job_id.split("_")[0] for s in live if s.probe == SLURM_JOB})
+    try:
+        if slurm:
+            print(cancel_slurm(slurm))
+        for s in live:
+            if s.probe == PROCESS:
+                print(cancel_local(s.job_id, grace_s))
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    print(f"the run dir is kept; to resume: hpc-ft submit ... hydra.run.dir={shlex.quote(str(path))} "
+          "(the same overrides: it continues from the newest checkpoint)")
+    return code

@@ -1,0 +1,344 @@
+"""Where a run or a sweep stands, from its run dir plus one scheduler query: ``hpc-ft status``, ``list``, ``cancel``.
+
+Light on purpose (login nodes): no torch, no OmegaConf, no executor registry. ``job.yaml`` is read with PyYAML
+into ``SpecView`` (the few keys the commands show); the rest comes from the run dir's records (owner, node
+reports, ``metrics.jsonl``, telemetry) and, for a Slurm job, one ``scontrol show job`` (``sacct`` once Slurm
+has forgotten the job).
+
+A job is Slurm's when its run dir says so: the lock's owner names the ``slurm_job`` liveness probe, submitit's
+``JOBID_submission.sh`` or an sbatch script's ``slurm-JOBID.out`` is there. Otherwise its id is the pid of
+submitit's local controller on the host that submitted it (``hpc_ft.rundir.lock``'s ``process`` probe).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
+from hpc_ft.rundir.lock import NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock, detached_job_alive
+from hpc_ft.rundir.records import NodeReport, RecordError, SweepManifest
+
+SLURM_TIMEOUT_S = 20
+# Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
+PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED, UNKNOWN = (
+    "PENDING", "RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "CANCELLED", "UNKNOWN")
+PROBE_NAMES = {SLURM_JOB: "Slurm", PROCESS: "local process"}  # how status names where a job runs
+LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+                         "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
+
+
+@dataclass(frozen=True)
+class SpecView:
+    """The keys of ``job.yaml`` the commands show (read without OmegaConf)."""
+
+    name: str
+    executor: str
+    nodes: int
+    gpus_per_node: int
+    max_steps: int
+    global_batch_size: int
+    overrides: tuple[str, ...]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SpecView":
+        """Raises OSError (no file) or ValueError (not a job.yaml)."""
+        import yaml
+
+        d = yaml.safe_load(Path(path).read_text())
+        try:
+            c = d["conf"]
+            return cls(name=str(c["run"]["name"]), executor=str(c["executor"]["name"]),
+                       nodes=int(c["resources"]["nodes"]), gpus_per_node=int(c["resources"]["gpus_per_node"]),
+                       max_steps=int(c["train"]["max_steps"]),
+                       global_batch_size=int(c["train"].get("global_batch_size") or c["train"].get("batch_size")),
+                       overrides=tuple(d.get("overrides") or ()))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a job.yaml of hpc_ft ({exc!r} missing)") from exc
+
+
+@dataclass(frozen=True)
+class SlurmJob:
+    """One Slurm job (or array task) as ``scontrol show job`` / ``sacct`` report it."""
+
+    job_id: str  # 123, or 123_4 for an array task
+    state: str  # Slurm's JobState: PENDING, RUNNING, COMPLETED, CANCELLED, ...
+    reason: str | None = None  # why it pends (Resources, Priority, ...); None when it does not
+    restarts: int = 0  # requeues so far
+
+
+@dataclass
+class NodeState:
+    rank: int
+    state: str  # running | completed | preempted | failed (exit N) | not started
+    host: str | None = None
+    steps: int | None = None
+
+
+@dataclass
+class RunState:
+    """One run dir's state, as ``hpc-ft status`` and ``hpc-ft list`` show it."""
+
+    run_dir: Path
+    spec: SpecView | None
+    job_id: str | None = None
+    probe: str = NO_PROBE  # how its job is found: SLURM_JOB (a Slurm id), PROCESS (a local pid), NO_PROBE (none)
+    state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | CANCELLED | UNKNOWN
+    reason: str | None = None  # Slurm's pending reason
+    requeues: int = 0
+    step: int | None = None
+    samples_per_s: float | None = None
+    eta_s: float | None = None
+    nodes: list[NodeState] = field(default_factory=list)
+    last_sample: dict[str, float] | None = None  # the newest telemetry row of node 0
+    metric: tuple[str, float] | None = None  # the task's first evaluation metric
+    gpu_hours: float | None = None
+    wall_s: float | None = None
+    updated_unix_s: float | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.state in (PENDING, RUNNING)
+
+
+# --- reading the run dir --------------------------------------------------------------------------------------
+
+def _last_metrics(path: Path) -> dict[str, Any] | None:
+    """The last whole JSON line of metrics.jsonl (read from its end: the file grows with the run)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue  # a torn last line, or the cut first one
+        if isinstance(d, dict) and "step" in d:
+            return d
+    return None
+
+
+def _node_reports(rd: RunDir) -> dict[int, NodeReport]:
+    out: dict[int, NodeReport] = {}
+    for rank in sorted(rd.node_ranks()):
+        try:
+            out[rank] = NodeReport.load(rd.node_report(rank))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def last_telemetry(rd: RunDir, rank: int = 0) -> dict[str, float] | None:
+    """The newest row of node ``rank``'s newest telemetry segment (None without one)."""
+    files = rd.node(rank).series_files()
+    if not files:
+        return None
+    from hpc_ft.telemetry.records import SeriesFile
+
+    try:
+        sf = SeriesFile(files[-1])
+        if not sf.rows:
+            return None
+        import numpy as np
+
+        with open(sf.path, "rb") as f:
+            f.seek(sf.offset + (sf.rows - 1) * sf.dtype.itemsize)
+            row = np.frombuffer(f.read(sf.dtype.itemsize), dtype=sf.dtype)[0]
+        return {c: float(row[c]) for c in sf.cols}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def is_slurm_job(rd: RunDir, job_id: str, owner: LockOwner | None) -> bool:
+    """Whether ``job_id`` of this run dir is a Slurm job (see the module docstring)."""
+    if owner is not None and owner.job_id == job_id:
+        return owner.liveness == SLURM_JOB
+    base = job_id.split("_")[0]
+    return rd.submitit_slurm_script(base).exists() or rd.slurm_log_of(base).exists()
+
+
+# --- asking Slurm ---------------------------------------------------------------------------------------------
+
+def slurm_jobs(job_id: str) -> list[SlurmJob]:
+    """Every job (array tasks each) Slurm knows under ``job_id``: ``scontrol show job``, else ``sacct`` once
+    slurmctld has forgotten it. [] when neither knows it or Slurm's commands are missing; raises nothing."""
+    if shutil.which("scontrol") is None:
+        return []
+    try:
+        proc = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True,
+                              timeout=SLURM_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if proc.returncode == 0 and proc.stdout.strip():
+        return [_from_scontrol(line) for line in proc.stdout.splitlines() if line.strip()]
+    return _sacct(job_id)
+
+
+def _from_scontrol(line: str) -> SlurmJob:
+    kv = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
+    job_id = kv.get("JobId", "?")
+    if kv.get("ArrayJobId") and kv.get("ArrayTaskId"):
+        job_id = f"{kv['ArrayJobId']}_{kv['ArrayTaskId']}"
+    state = kv.get("JobState", UNKNOWN)
+    reason = kv.get("Reason")
+    return SlurmJob(job_id, state, reason if state == PENDING and reason not in (None, "None") else None,
+                    int(kv.get("Restarts", "0") or 0))
+
+
+def _sacct(job_id: str) -> list[SlurmJob]:
+    if shutil.which("sacct") is None:
+        return []
+    try:
+        proc = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-j", job_id, "-o", "JobID,State"],
+                              capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    runs: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        jid, _, state = line.partition("|")
+        if jid.strip():
+            runs.setdefault(jid.strip(), []).append(state.split()[0] if state.split() else UNKNOWN)
+    # -D lists every run of a requeued job: the earlier ones as REQUEUED (or PREEMPTED), the last one last.
+    return [SlurmJob(jid, states[-1], None, len(states) - 1) for jid, states in runs.items()]
+
+
+# --- one run --------------------------------------------------------------------------------------------------
+
+def _node_state(report: NodeReport | None, rank: int, rd: RunDir, live: bool) -> NodeState:
+    if report is not None and not live:
+        state = ("completed" if report.ok else "preempted" if report.resumable else f"failed (exit {report.exit_code})")
+        return NodeState(rank, state, report.host, report.train.steps if report.train else None)
+    started = rd.node(rank).torchrun_log.exists()
+    return NodeState(rank, "running" if live and started else "pending" if live else "not started")
+
+
+def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
+    """The state of the run dir ``path`` (see ``RunState``); ``query_slurm=False`` skips the Slurm query
+    (``hpc-ft list`` asks once for all runs). Raises nothing for a partial or old run dir."""
+    rd = RunDir(path)
+    try:
+        spec: SpecView | None = SpecView.load(rd.spec)
+    except (OSError, ValueError):
+        spec = None
+    st = RunState(rd.path, spec)
+    owner = RunDirLock(rd.path).read_owner()
+    reports = _node_reports(rd)
+    st.job_id = (owner.job_id if owner and owner.job_id else
+                 next((r.job_id for r in reports.values() if r.job_id), None))
+    if st.job_id:
+        st.probe = SLURM_JOB if is_slurm_job(rd, st.job_id, owner) else PROCESS
+    alive = None
+    if st.probe == SLURM_JOB and query_slurm:
+        jobs = slurm_jobs(st.job_id)
+        if jobs:
+            job = jobs[0]
+            st.reason, st.requeues = job.reason, job.restarts
+            alive = job.state in LIVE_STATES
+            st.state = PENDING if job.state == PENDING else RUNNING if alive else job.state
+    elif st.probe == PROCESS and owner is not None and owner.job_id == st.job_id and owner.liveness == PROCESS:
+        alive = bool(detached_job_alive(owner))
+        st.state = RUNNING if alive else UNKNOWN
+    if not alive and st.state in (UNKNOWN, COMPLETED, "CANCELLED", "FAILED", "TIMEOUT") and reports:
+        # The node reports say how training ended (Slurm's COMPLETED covers a preempted, resumable run too).
+        oks = [r.ok for r in reports.values()]
+        if st.state != "CANCELLED":
+            st.state = (COMPLETED if all(oks) else PREEMPTED if all(r.ok or r.resumable for r in reports.values())
+                        else FAILED)
+    n_nodes = spec.nodes if spec else max(reports, default=-1) + 1
+    st.nodes = [_node_state(reports.get(r), r, rd, bool(alive)) for r in range(n_nodes)]
+    last = _last_metrics(rd.metrics)
+    if last is not None:
+        st.step = int(last["step"])
+        st.samples_per_s = last.get("samples_per_s")
+        if alive and spec and st.samples_per_s:
+            st.eta_s = max(0, spec.max_steps - st.step) * spec.global_batch_size / st.samples_per_s
+    trains = [r.train for r in reports.values() if r.train]
+    if trains:
+        st.step = max(st.step or 0, max(t.steps for t in trains))
+        metrics = {k: v for k, v in trains[0].metrics.items() if v is not None and not k.startswith("majority")}
+        if metrics:
+            name = next(iter(sorted(metrics, key=lambda k: (not k.endswith("accuracy"), k))))
+            st.metric = (name, metrics[name])
+    if reports:
+        st.wall_s = max(r.wall_s for r in reports.values())
+        if spec:
+            st.gpu_hours = sum(r.wall_s for r in reports.values()) * spec.gpus_per_node / 3600
+    elif alive and owner is not None:
+        st.wall_s = time.time() - owner.started_unix_s
+    st.last_sample = last_telemetry(rd) if alive else None
+    mtimes = [p.stat().st_mtime for p in (rd.metrics, rd.spec) if p.exists()]
+    st.updated_unix_s = max(mtimes) if mtimes else None
+    return st
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+def is_sweep_dir(path: str | os.PathLike) -> bool:
+    return SweepDir(path).manifest.exists() or (not RunDir(path).spec.exists() and bool(SweepDir(path).job_run_dirs()))
+
+
+def sweep_states(path: str | os.PathLike) -> tuple[SweepManifest | None, list[RunState]]:
+    """The sweep's manifest (None when unreadable) and the state of each of its run dirs, with one Slurm query
+    per job array."""
+    sd = SweepDir(path)
+    try:
+        manifest: SweepManifest | None = SweepManifest.load(sd.manifest)
+    except (OSError, ValueError, RecordError):
+        manifest = None
+    run_dirs = [Path(j.run_dir) for j in manifest.jobs] if manifest else sd.job_run_dirs()
+    states = [run_state(p, query_slurm=False) for p in run_dirs]
+    if manifest:
+        for st, job in zip(states, manifest.jobs):
+            # The sweep's own id of each job: a Slurm array task's is ARRAY_TASK (its nodes see another).
+            st.job_id = job.job_id or st.job_id
+            if st.job_id and "_" in st.job_id:  # submitit names array tasks so; local job ids are pids
+                st.probe = SLURM_JOB
+    apply_slurm(states)
+    return manifest, states
+
+
+def apply_slurm(states: list[RunState]) -> None:
+    """Fill the Slurm state of every Slurm run in ``states``: one query per job (array) id."""
+    by_base: dict[str, list[RunState]] = {}
+    for st in states:
+        if st.probe == SLURM_JOB and st.job_id:
+            by_base.setdefault(st.job_id.split("_")[0], []).append(st)
+    for base, group in by_base.items():
+        jobs = {j.job_id: j for j in slurm_jobs(base)}
+        for st in group:
+            job = jobs.get(st.job_id) or _pending_array_task(jobs, st.job_id)
+            if job is None:
+                continue
+            live = job.state in LIVE_STATES
+            st.reason, st.requeues = job.reason, job.restarts
+            if live:
+                st.state = PENDING if job.state == PENDING else RUNNING
+                st.nodes = [NodeState(n.rank, "running" if st.state == RUNNING else "pending") for n in st.nodes]
+            elif st.state == UNKNOWN:
+                st.state = job.state
+
+
+def _pending_array_task(jobs: dict[str, SlurmJob], job_id: str) -> SlurmJob | None:
+    """A pending array task is listed in a range (``123_[4-9%2]``): the entry whose range holds ``job_id``."""
+    base, _, task = job_id.partition("_")
+    if not task.isdigit():
+        return None
+    for jid, job in jobs.items():
+        b, _, rng = jid.partition("_")
+        if b != base or not rng.startswith("["):
+            continue
+        for part in rng.strip("[]").split("%")[0].split(","):
+            lo, _, hi = part.partition("-")
+            if lo.isdigit() and int(lo) <= int(task) <= int(hi or lo):
+                return job
+    return None

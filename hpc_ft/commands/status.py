@@ -1,0 +1,118 @@
+"""`hpc-ft status [RUN_DIR|SWEEP_DIR] [--json]`: where a run or a sweep stands. No torch; one Slurm query.
+
+A run: its job and state (pending with Slurm's reason, running, requeued N times, preempted, completed,
+failed, cancelled), the current step of max, throughput, ETA, the last telemetry sample and each node's state.
+A sweep or search dir: one line per job. Without a path: the newest run or sweep under ./outputs and ./multirun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
+
+EXIT_BAD_INPUT = 2
+DEFAULT_ROOTS = ("outputs", "multirun")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpc-ft status", description=__doc__.split("\n\n")[0])
+    p.add_argument("path", nargs="?", help="a run dir or a sweep dir (default: the newest under outputs/, multirun/)")
+    p.add_argument("--json", action="store_true", help="print the state as JSON")
+    return p
+
+
+def fmt_duration(s: float | None) -> str:
+    """``s`` seconds as 45 s, 12 min, 3.2 h; '-' when unknown."""
+    if s is None:
+        return "-"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def state_text(st: RunState) -> str:
+    """PENDING (Resources), RUNNING, requeued 2x, ..."""
+    text = st.state + (f" ({st.reason})" if st.reason else "")
+    return text + (f", requeued {st.requeues}x" if st.requeues else "")
+
+
+def _sample_text(row: dict[str, float]) -> str:
+    age = time.time() - row.get("t", time.time())
+    parts = [f"{age:.0f} s ago"]
+    for col, label, unit in (("cpu_util_pct", "cpu", "%"), ("job_rss_gb", "rss", " GB")):
+        if col in row and row[col] == row[col]:
+            parts.append(f"{label} {row[col]:.{0 if unit == '%' else 2}f}{unit}")
+    for col in sorted(c for c in row if c.startswith("gpu") and c.endswith(("_util_pct", "_mem_used_gb"))):
+        if row[col] == row[col]:
+            parts.append(f"{col} {row[col]:.1f}")
+    return ", ".join(parts)
+
+
+def render_run(st: RunState) -> str:
+    spec = st.spec
+    lines = [f"run dir: {st.run_dir}"]
+    job = f"job {st.job_id} ({PROBE_NAMES.get(st.probe, st.probe)})" if st.job_id else "no job recorded"
+    lines.append(f"{job}: {state_text(st)}")
+    if st.step is not None or spec:
+        of = f" of {spec.max_steps}" if spec else ""
+        sps = f", {st.samples_per_s:.1f} samples/s" if st.samples_per_s else ""
+        eta = f", ETA {fmt_duration(st.eta_s)}" if st.eta_s is not None else ""
+        lines.append(f"step {st.step if st.step is not None else 0}{of}{sps}{eta}")
+    if st.metric:
+        lines.append(f"{st.metric[0]}: {st.metric[1]:.4g}")
+    if st.last_sample:
+        lines.append(f"telemetry (node 0): {_sample_text(st.last_sample)}")
+    for n in st.nodes:
+        extra = ", ".join(x for x in (n.host, f"{n.steps} steps" if n.steps is not None else None) if x)
+        lines.append(f"  node {n.rank}: {n.state}" + (f" ({extra})" if extra else ""))
+    return "\n".join(lines)
+
+
+def render_sweep(path: Path, states: list[RunState]) -> str:
+    lines = [f"sweep dir: {path} ({len(states)} job(s))",
+             f"{'job':>4}  {'job id':<12} {'state':<28} {'step':>11}  {'metric':<22} run dir"]
+    for i, st in enumerate(states):
+        step = f"{st.step if st.step is not None else '-'}/{st.spec.max_steps if st.spec else '-'}"
+        metric = f"{st.metric[0]}={st.metric[1]:.4g}" if st.metric else "-"
+        lines.append(f"{i:>4}  {st.job_id or '-':<12} {state_text(st):<28} {step:>11}  {metric:<22} {st.run_dir}")
+    return "\n".join(lines)
+
+
+def newest_dir(roots: tuple[str, ...] = DEFAULT_ROOTS) -> Path | None:
+    """The newest run or sweep dir under ``roots`` (outputs/DATE/TIME, multirun/DATE/TIME)."""
+    found = [p for r in roots if Path(r).is_dir() for p in Path(r).glob("*/*") if p.is_dir()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def _to_json(st: RunState) -> dict:
+    d = dataclasses.asdict(st)
+    d["run_dir"] = str(st.run_dir)
+    return d
+
+
+def status_main(argv: list[str]) -> int:
+    """Print the state of a run or sweep dir; 0, or 2 when the path is not one."""
+    args = _parser().parse_args(argv)
+    path = Path(args.path) if args.path else newest_dir()
+    if path is None or not path.is_dir():
+        print(f"error: {args.path or 'no run under outputs/ or multirun/'}: not a directory. Fix: pass a run dir "
+              "or a sweep dir (hpc-ft list shows them)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from hpc_ft.rundir.layout import RunDir
+
+    if RunDir(path).spec.exists():
+        st = run_state(path)
+        print(json.dumps(_to_json(st), indent=1, default=str) if args.json else render_run(st))
+        return 0
+    if is_sweep_dir(path):
+        _, states = sweep_states(path)
+        print(json.dumps([_to_json(s) for s in states], indent=1, default=str) if args.json
+              else render_sweep(path, states))
+        return 0
+    print(f"error: {path}: neither a run dir (no job.yaml) nor a sweep dir (no manifest.json, no run dirs below). "
+          "Fix: pass the directory hpc-ft submit printed (hpc-ft list shows them)", file=sys.stderr)
+    return EXIT_BAD_INPUT

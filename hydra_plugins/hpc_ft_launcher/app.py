@@ -1,0 +1,241 @@
+"""The hpc_ft launcher for any Hydra application (README "Use the launcher in your own Hydra app").
+
+A Hydra app that is not hpc_ft's own selects ``hydra/launcher=hpc_ft``: each job of its ``-m`` sweep runs its
+task function as a submitit job on ``hydra.launcher.executor`` (local, debug, slurm), with the launcher's own
+resources (nodes, gpus_per_node, cpus_per_task, mem_gb, timeout_min, partition, ... as Hydra's submitit launcher
+names them). The request is validated by hpc_ft's rules before anything is submitted (a bad value is one error
+naming ``hydra.launcher.<key>``), the sweep is planned by hpc_ft.sched within ``budget_gpus``/``budget_gpu_hours``
+(its array parallelism, plan.txt in the sweep dir), Slurm runs it as one job array, a telemetry sampler runs
+beside the task function on every node (``nodes/node{r}/`` in the job's output dir, ``hpc-ft report SWEEP_DIR``
+reads it), and every job's return value goes back to Hydra. On preemption or time-out submitit's checkpointing
+requeues the job (the task function runs again: the app resumes from its own checkpoint).
+"""
+
+import logging
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
+from hydra.errors import CompactHydraException
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hpc_ft.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# hydra.launcher.<key> -> the JobConf key that carries it (validation names the launcher's key back).
+RESOURCE_KEYS = ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem_gb", "timeout_min", "partition",
+                 "account", "qos", "constraint")
+EXECUTOR_KEYS = ("preempt_signal", "preempt_signal_delay_s", "max_requeues", "setup", "env", "extra_sbatch")
+SCHED_KEYS = ("array_parallelism", "budget_gpus", "budget_gpu_hours", "est_duration_h")
+TELEMETRY_KEYS = {"telemetry": "enabled", "telemetry_interval_s": "interval_s"}
+
+
+class LauncherConfigError(ConfigError, CompactHydraException):
+    """A refused hydra.launcher.* request: Hydra prints this message alone (no traceback)."""
+
+
+def is_hpc_ft_config(cfg: DictConfig) -> bool:
+    """Whether a composed config is hpc_ft's own job (it has every top-level key of JobConf)."""
+    import dataclasses
+
+    from hpc_ft.config.schema import JobConf
+
+    keys = set(cfg.keys()) - {"hydra"}
+    return {f.name for f in dataclasses.fields(JobConf)} <= keys
+
+
+def app_job_conf(params: Dict[str, Any], run_dir: str, name: str, module: str):
+    """The JobConf of one app job: the launcher's request in hpc_ft's terms, so hpc_ft validates and plans it."""
+    from hpc_ft.config.schema import JobConf
+
+    conf = JobConf(model={}, data={}, optim={})
+    conf.executor.name = str(params.get("executor", "local"))
+    for key in RESOURCE_KEYS:
+        if key in params:
+            setattr(conf.resources, key, params[key])
+    conf.resources.workers_per_node = 1  # one task function per node: the app starts its own processes
+    for key in EXECUTOR_KEYS:
+        if key in params:
+            setattr(conf.executor, key, params[key])
+    for key in SCHED_KEYS:
+        if key in params:
+            setattr(conf.sched, key, params[key])
+    for key, field in TELEMETRY_KEYS.items():
+        if key in params:
+            setattr(conf.telemetry, field, params[key])
+    conf.run.dir, conf.run.name = run_dir, name
+    conf.script.module = module  # the payload is the app's task function (validated as a module name)
+    conf.wait, conf.preflight = True, bool(params.get("preflight", True))
+    return conf
+
+
+def _launcher_key(key: str) -> str:
+    """A JobConf key as the launcher's own (what the user typed)."""
+    head, _, tail = key.partition(".")
+    if head == "executor" and not tail:
+        return "hydra.launcher.executor"
+    if head in ("resources", "executor", "sched"):
+        return f"hydra.launcher.{tail}"
+    if head == "telemetry":
+        return "hydra.launcher." + {v: k for k, v in TELEMETRY_KEYS.items()}.get(tail, f"telemetry_{tail}")
+    return f"hydra.launcher ({key})"
+
+
+_DOTTED = re.compile(r"\b(resources|executor|sched|telemetry)\.(\w+)")
+_BARE_EXECUTOR = re.compile(r"(?<![\w.])executor=")
+
+
+def _launcher_text(text: str) -> str:
+    """A rule or fix as the user of the launcher types it: ``resources.nodes=1`` -> ``hydra.launcher.nodes=1``."""
+    text = _DOTTED.sub(lambda m: _launcher_key(f"{m.group(1)}.{m.group(2)}"), text)
+    return _BARE_EXECUTOR.sub("hydra.launcher.executor=", text)
+
+
+def _refusal(exc: ConfigError) -> LauncherConfigError:
+    import dataclasses
+
+    return LauncherConfigError([dataclasses.replace(p, key=_launcher_key(p.key), rule=_launcher_text(p.rule),
+                                                    fix=_launcher_text(p.fix)) for p in exc.problems])
+
+
+class AppJob:
+    """One sweep job of a Hydra app as a submitit callable: the task function through Hydra's run_job, with
+    the telemetry sampler beside it. Picklable (submitit ships it; a preempted job is resubmitted as is)."""
+
+    def __init__(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig,
+                 overrides: List[str], num: int, run_dir: str, telemetry: Dict[str, Any]) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        self.overrides, self.num, self.run_dir, self.telemetry = list(overrides), num, run_dir, telemetry
+        self.singleton_state = Singleton.get_state()
+
+    def __call__(self) -> JobReturn:
+        import submitit
+
+        Singleton.set_state(self.singleton_state)
+        setup_globals()
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(self.overrides))
+        env = submitit.JobEnvironment()
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.id = env.job_id
+            cfg.hydra.job.num = self.num
+        sampler = self._start_sampler(env.global_rank)
+        t0 = time.monotonic()
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        self._report(env, ret, time.monotonic() - t0, sampler.stop() if sampler else {})
+        return ret
+
+    def _start_sampler(self, rank: int):
+        if not self.telemetry.get("enabled"):
+            return None
+        from hpc_ft.rundir.layout import RunDir
+        from hpc_ft.telemetry import NodeSampler
+
+        ndir = RunDir(self.run_dir).node(rank)
+        ndir.path.mkdir(parents=True, exist_ok=True)
+        pid = os.getpid()
+        return NodeSampler(out_dir=ndir.path, interval_s=self.telemetry["interval_s"],
+                           max_report_points=self.telemetry["max_report_points"], pids=lambda: [pid],
+                           idle_util_pct=self.telemetry["idle_util_pct"]).start()
+
+    def _report(self, env: Any, ret: JobReturn, wall_s: float, telemetry: Dict[str, Any]) -> None:
+        """This node's NodeReport (exit 0, or 1 with the task's error), as hpc_ft's own jobs leave one."""
+        from hpc_ft.rundir.layout import RunDir
+        from hpc_ft.rundir.records import NodeReport
+
+        failed = ret.status != JobStatus.COMPLETED
+        error = ""
+        if failed:
+            exc = ret._return_value  # the task function's exception (return_value would raise it)
+            error = f"{type(exc).__name__}: {exc}"
+        ndir = RunDir(self.run_dir).node(env.global_rank)
+        ndir.path.mkdir(parents=True, exist_ok=True)
+        NodeReport(host=socket.gethostname(), node_rank=env.global_rank, job_id=str(env.job_id),
+                   exit_code=1 if failed else 0, wall_s=wall_s, telemetry=telemetry,
+                   error_tail=error).save(ndir.report)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """submitit's hook on preemption or time-out: run this job again (the app resumes from its checkpoint)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _run_dir(sweep_config: DictConfig) -> str:
+    """The job's output dir (hydra.sweep.dir/hydra.sweep.subdir) resolved as run_job will resolve it."""
+    hc = HydraConfig.instance()
+    before = hc.cfg
+    hc.set_config(sweep_config)
+    try:
+        out = os.path.join(str(OmegaConf.select(sweep_config, "hydra.sweep.dir")),
+                           str(OmegaConf.select(sweep_config, "hydra.sweep.subdir")))
+    finally:
+        hc.cfg = before
+    return os.path.abspath(out)
+
+
+def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraContext,
+               task_function: TaskFunction, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> List[JobReturn]:
+    """Validate, plan and submit every job of an app's sweep, wait, and return every job's JobReturn."""
+    from hpc_ft.config.script import MODULE_RE
+    from hpc_ft.job import resolve
+    from hpc_ft.rundir.atomic import atomic_write_text
+    from hpc_ft.rundir.layout import SweepDir
+    from hpc_ft.rundir.spec import save_spec
+    from hpc_ft.sched import plan_table
+    from hpc_ft.submit.executors import executor_named, validate
+    from hpc_ft.sweep.plan import plan_confs, varying
+
+    setup_globals()
+    sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    module = str(getattr(task_function, "__module__", None) or "")
+    module = module if MODULE_RE.match(module) else "hydra_app"
+    # The job name reaches sbatch and squeue: hpc_ft's safe alphabet (hpc_ft.config.validate.NAME_RE).
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", str(config.hydra.job.name)).lstrip("._-")[:64] or "hydra_app"
+    nums = [initial_job_idx + i for i in range(len(job_overrides))]
+    specs = {}
+    for n, ov in zip(nums, job_overrides):
+        cfg = hydra_context.config_loader.load_sweep_config(config, list(ov))
+        with open_dict(cfg):
+            cfg.hydra.job.id, cfg.hydra.job.num = n, n
+        conf = app_job_conf(params, _run_dir(cfg), name, module)
+        try:
+            validate(conf)
+        except ConfigError as exc:
+            raise _refusal(exc) from None
+        specs[n] = resolve(conf, [str(o) for o in ov])
+    executor = executor_named(specs[nums[0]].conf.executor.name)
+    try:
+        executor.check_sweep([specs[n].conf for n in nums])
+        plan = plan_confs([specs[n].conf for n in nums], varying([filter_overrides(o) for o in job_overrides]),
+                          [], first_num=nums[0])
+    except ConfigError as exc:
+        raise _refusal(exc) from None
+    atomic_write_text(SweepDir(sweep_dir).plan, plan_table(plan) + "\n")
+    tel = specs[nums[0]].conf.telemetry
+    telemetry = {"enabled": tel.enabled, "interval_s": tel.interval_s, "max_report_points": tel.max_report_points,
+                 "idle_util_pct": tel.idle_util_pct}
+
+    order = [int(x) for x in plan.order]
+    ex = executor.array_executor(specs[nums[0]], SweepDir(sweep_dir).array_submitit(0), plan.array_parallelism)
+    log.info(f"hpc_ft: {len(nums)} job(s) of {name} on executor={executor.name}, at most "
+             f"{plan.array_parallelism} at once; sweep dir {sweep_dir}")
+    jobs = {}
+    with ex.batch():
+        for n in order:
+            log.info(f"\t#{n} : {' '.join(filter_overrides(job_overrides[n - initial_job_idx]))}")
+            save_spec(specs[n])  # the job's request, for `hpc-ft report` (its nodes/ hold the telemetry)
+            jobs[n] = ex.submit(AppJob(hydra_context, task_function, config,
+                                       list(job_overrides[n - initial_job_idx]), n, str(specs[n].run_dir),
+                                       telemetry))
+    return [jobs[n].results()[0] for n in nums]

@@ -1,0 +1,94 @@
+"""hydra/launcher=hpc_ft in any Hydra application: Hydra's own launcher test suites, for the local executor.
+
+As Hydra's own launcher plugins use them (hydra_submitit_launcher's tests): ``LauncherTestSuite`` runs sweeps
+of Hydra's test apps through the launcher in this process; ``IntegrationTestSuite`` writes apps to files and
+runs them as ``python app.py -m hydra/launcher=hpc_ft ...``. Each job is a real submitit local job.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+
+from hydra_plugins.hpc_ft_launcher.launcher import HpcFtLauncher
+
+pytestmark = pytest.mark.slow
+
+LOCAL = ["hydra.launcher.executor=local", "hydra.launcher.timeout_min=5", "hydra.launcher.telemetry=false",
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+
+
+def test_discovery():
+    assert HpcFtLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [("hpc_ft", LOCAL)])
+class TestHpcFtLauncher(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [
+    ({}, ["-m", "hydra/hydra_logging=disabled", "hydra/job_logging=disabled", "hydra/launcher=hpc_ft", *LOCAL]),
+])
+class TestHpcFtLauncherIntegration(IntegrationTestSuite):
+    pass
+
+
+APP = '''
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base=None, config_path=None, config_name=None)
+def main(cfg: DictConfig) -> float:
+    if cfg.get("fail"):
+        raise ValueError("lr too large (on purpose)")
+    return float(cfg.lr) * 10
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def _app(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    app = tmp_path / "my_app.py"
+    app.write_text(APP)
+    return subprocess.run([sys.executable, str(app), "-m", "hydra/launcher=hpc_ft", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_plain_apps_sweep_runs_with_telemetry_and_reports(tmp_path, run_cli):
+    sweep = tmp_path / "sweep"
+    res = _app(tmp_path, "+lr=0.1,0.2", "hydra.launcher.telemetry_interval_s=0.2", "hydra.launcher.cpus_per_task=1",
+               f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for n in (0, 1):
+        node = json.loads((sweep / str(n) / "nodes" / "node0" / "node_report.json").read_text())
+        assert node["exit_code"] == 0 and node["telemetry"], node  # the sampler ran beside the task function
+    assert "sweep plan: 2 jobs" in (sweep / "plan.txt").read_text()
+    rep = run_cli("report", str(sweep), timeout_s=120)
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+
+
+def test_a_bad_launcher_value_is_refused_naming_its_key(tmp_path):
+    res = _app(tmp_path, "+lr=0.1", "hydra.launcher.nodes=0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode != 0
+    assert "hydra.launcher.nodes=0: must be at least 1" in res.stderr
+    assert "Fix: pass hydra.launcher.nodes=1" in res.stderr  # the fix in the launcher's own keys too
+    assert "Traceback" not in res.stderr and not (tmp_path / "sweep" / "0").exists()
+
+
+def test_a_failing_job_fails_the_sweep_with_its_error(tmp_path):
+    res = _app(tmp_path, "+lr=0.1", "+fail=true", "hydra.launcher.telemetry=false",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert res.returncode == 1 and "lr too large (on purpose)" in res.stderr
+    node = json.loads((tmp_path / "sweep" / "0" / "nodes" / "node0" / "node_report.json").read_text())
+    assert node["exit_code"] == 1 and "lr too large" in node["error_tail"]

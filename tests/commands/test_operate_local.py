@@ -1,0 +1,137 @@
+"""hpc-ft status, logs, cancel and list on the local executor, with real detached jobs (issue 15.1-4)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import job_processes, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+OLD_RUN = REPO / "tests" / "report" / "data" / "run_e5bbae0"
+
+
+def _status(run_cli, path: Path) -> dict:
+    res = run_cli("status", str(path), "--json", timeout_s=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.mark.slow
+def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
+    run = tmp_path / "runs" / "held"
+    with_telemetry = [o for o in synth if o != "telemetry=off"] + ["telemetry.interval_s=0.5"]
+    sub = run_cli("submit", *with_telemetry, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=5",
+                  "train.log_every_steps=1", f"hydra.run.dir={run}")
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    try:
+        wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold at step 5")
+        st = _status(run_cli, run)
+        assert st["state"] == "RUNNING" and st["probe"] == "process" and st["job_id"].isdigit()
+        assert st["step"] == 5 and st["spec"]["max_steps"] == 20 and st["eta_s"] is not None
+        assert [n["state"] for n in st["nodes"]] == ["running"]
+        assert st["last_sample"]["cpu_util_pct"] >= 0 and st["last_sample"]["t"] > 0  # node 0's newest sample
+        text = run_cli("status", str(run)).stdout
+        assert "telemetry (node 0):" in text and "s ago" in text
+        assert f"job {st['job_id']} (local process): RUNNING" in text and "step 5 of 20" in text and "ETA" in text
+
+        listed = run_cli("list", str(tmp_path / "runs"))
+        assert listed.returncode == 0 and "RUNNING" in listed.stdout and str(run) in listed.stdout
+
+        logs = run_cli("logs", str(run))
+        assert logs.returncode == 0 and "torchrun.log <==" in logs.stdout and "step 5" in logs.stdout, logs.stdout
+        follow = subprocess.Popen([str(Path(sys.executable).with_name("hpc-ft")), "logs", str(run), "-f"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  stdin=subprocess.DEVNULL)
+
+        refused = run_cli("cancel", str(run))  # no terminal to confirm on
+        assert refused.returncode == 2 and "--yes" in refused.stderr and "Traceback" not in refused.stderr
+        assert _status(run_cli, run)["state"] == "RUNNING"
+        cancelled = run_cli("cancel", str(run), "--yes", timeout_s=120)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert f"stopped local job {st['job_id']}" in cancelled.stdout
+        out, _ = follow.communicate(timeout=60)  # -f returns once the job has ended
+        assert follow.returncode == 0 and "preempted" in out, out
+    finally:
+        for pid in job_processes(run / "job.yaml"):
+            with __import__("contextlib").suppress(ProcessLookupError):
+                __import__("os").kill(pid, 9)
+    st = _status(run_cli, run)
+    assert st["state"] == "PREEMPTED" and [n["state"] for n in st["nodes"]] == ["preempted"], st
+    assert run_cli("cancel", str(run), "--yes").stdout.startswith("nothing to cancel")
+    assert (run / "checkpoints").is_dir() and (run / "metrics.jsonl").exists()  # the run dir stays
+
+    resumed = run_cli("submit", *synth, f"hydra.run.dir={run}")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    st = _status(run_cli, run)
+    assert st["state"] == "COMPLETED" and st["step"] == 20 and st["metric"][0] == "eval_accuracy"
+    listed = run_cli("list", str(tmp_path / "runs"), "--sort", "metric")
+    assert "COMPLETED" in listed.stdout and "eval_accuracy=" in listed.stdout and "20/20" in listed.stdout
+
+
+@pytest.mark.slow
+def test_status_of_a_local_sweep_has_one_line_per_job(tmp_path, run_cli, synth):
+    sweep = tmp_path / "sweep"
+    res = run_cli("submit", "-m", *synth, "train.max_steps=3", "optim.lr=0.01,0.02", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = run_cli("status", str(sweep)).stdout
+    lines = [ln for ln in out.splitlines() if "COMPLETED" in ln]
+    assert len(lines) == 2 and all("3/3" in ln for ln in lines), out
+    assert "sweep dir:" in out and "(2 job(s))" in out
+
+
+def test_bad_paths_are_refused_with_exit_2(tmp_path, run_cli):
+    for cmd in (["status", str(tmp_path / "nope")], ["logs", str(tmp_path)], ["cancel", str(tmp_path), "--yes"],
+                ["list", str(tmp_path / "nope")]):
+        res = run_cli(*cmd, timeout_s=60)
+        assert res.returncode == 2, (cmd, res.stdout, res.stderr)
+        assert "error:" in res.stderr and "Fix:" in res.stderr and "Traceback" not in res.stderr
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    res = run_cli("logs", str(run), "--node", "7")
+    assert res.returncode == 2 and "--node 0 to --node 1" in res.stderr
+
+
+def test_status_and_list_of_a_preempted_run_dir_written_by_an_earlier_version(tmp_path, run_cli):
+    run = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run)
+    st = _status(run_cli, run)
+    # A 2-node run stopped for preemption at step 2 of 4 (tests/report/test_old_run_dir.py).
+    assert st["state"] == "PREEMPTED" and st["job_id"] == "10136" and st["step"] == 2
+    assert [n["state"] for n in st["nodes"]] == ["preempted", "preempted"]
+    res = run_cli("list", str(tmp_path))
+    assert "PREEMPTED" in res.stdout and "2/4" in res.stdout and str(run) in res.stdout
+
+
+# status, list and every subcommand's -h run on login nodes: no torch (timed in benchmarks/bench_coldstart.py).
+NO_TORCH = textwrap.dedent("""
+    import contextlib, io, json, sys
+    import hpc_ft.cli
+    codes = []
+    for argv in (["status", RUN], ["status", RUN, "--json"], ["list", ROOT], ["logs", RUN], ["cancel", RUN, "--yes"],
+                 *([c, "-h"] for c in ("submit", "sbatch", "report", "plan", "status", "logs", "cancel", "list"))):
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                codes.append(hpc_ft.cli.main(argv))
+            except SystemExit as exc:  # argparse's -h
+                codes.append(exc.code)
+    print(json.dumps({"codes": codes, "loaded": [m for m in ("torch", "pynvml", "datasets", "peft")
+                                                  if m in sys.modules]}))
+""")
+
+
+def test_status_list_logs_and_help_load_no_torch(tmp_path):
+    run = tmp_path / "old"
+    shutil.copytree(OLD_RUN, run)
+    code = f"RUN, ROOT = {str(run)!r}, {str(tmp_path)!r}\n" + NO_TORCH
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["codes"] == [0] * 13, res.stderr[-3000:]
+    assert out["loaded"] == [], f"loaded by status/list/logs/cancel/-h: {out['loaded']}"
