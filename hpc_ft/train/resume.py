@@ -74,6 +74,7 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("sched", FREE, "how sweeps are planned"),
     ResumeRule("tune", FREE, "how a hyperparameter search runs"),
     ResumeRule("tracking", FREE, "where curves are logged beside training"),
+    ResumeRule("script", FREE, "a user's script keeps its own checkpoints; hpc_ft's loop resumes nothing of it"),
     ResumeRule("run", FREE, "the job's name and directory"),
     ResumeRule("dry_run", FREE, "a submit option"),
     ResumeRule("wait", FREE, "a submit option"),
