@@ -37,7 +37,7 @@ from benchmarks.common import (  # noqa: E402
 )
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
-CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "data", "tune")
+CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "data", "fit", "tune")
 # Scripts other owners keep in benchmarks/, run as they are; each one's JSON is read back into rows.
 EXTERNAL = {"plan": ("bench_plan.py", "--out"), "report": ("bench_report.py", "--json"),
             "telemetry": ("bench_telemetry.py", "--json"), "tune": ("bench_tune.py", "--json")}
@@ -117,7 +117,13 @@ def group_fns(quick: bool) -> dict[str, Callable[[], list[Row]]]:
 
         return bench_data.measure(quick)
 
-    fns: dict[str, Callable[[], list[Row]]] = {"cold": cold, "step": step, "submit": submit, "data": data}
+    def fit() -> list[Row]:
+        from benchmarks import bench_fit
+
+        return bench_fit.measure(quick)
+
+    fns: dict[str, Callable[[], list[Row]]] = {"cold": cold, "step": step, "submit": submit, "data": data,
+                                               "fit": fit}
     for g in EXTERNAL:
         fns[g] = lambda g=g: run_external(g, quick)
     return fns

@@ -61,11 +61,12 @@ at a checkpoint at an evaluation. The search space is Hydra's sweep grammar, e.g
       tune.metric=eval_loss tune.direction=minimize tune.trials=32 sched.budget_gpu_hours=40
   tune.sampler=tpe|random|grid  tune.pruner=asha|median|none  tune.parallelism=N
 Run it again with the same hydra.sweep.dir to continue a stopped search.""",
-    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N]
+    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]
 
 Write a run's model (model=hf) in Hugging Face format: safetensors weights, config, tokenizer and a model
 card, loadable with AutoModelFor...from_pretrained(DIR). Default --out: RUN_DIR/export/step_<N>; the newest
-checkpoint unless --step N. An existing --out is never overwritten.""",
+checkpoint unless --step N. An existing --out is never overwritten. A LoRA run (peft=lora) writes its adapter
+(PeftModel.from_pretrained(base, DIR)), or with --merge the base with the adapter merged in.""",
 }
 
 
