@@ -4,6 +4,7 @@ A run dir (``run.dir``)::
 
     job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
     metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
+    memory_estimate.json      the peak memory per worker estimated before submission (hpc_ft.estimate)
     checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
     nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
     nodes/node{r}/            everything of node r:
@@ -36,6 +37,7 @@ from pathlib import Path
 
 SPEC_FILE = "job.yaml"
 METRICS_FILE = "metrics.jsonl"
+MEMORY_ESTIMATE_FILE = "memory_estimate.json"
 CHECKPOINT_DIR = "checkpoints"
 NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
@@ -180,6 +182,12 @@ class RunDir:
         return self.path / OWNER_FILE
 
     # -- training -------------------------------------------------------------------------------------------
+    @property
+    def memory_estimate(self) -> Path:
+        """The memory estimate made before submission (hpc_ft.estimate.FitReport as JSON): the report sets the
+        measured peak beside it."""
+        return self.path / MEMORY_ESTIMATE_FILE
+
     @property
     def metrics(self) -> Path:
         return self.path / METRICS_FILE
