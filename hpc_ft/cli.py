@@ -52,11 +52,12 @@ it fit. Takes the same overrides as hpc-ft submit; `hpc-ft submit` refuses a GPU
 
 Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
 sweep dir, and write report/report.json and plots into it.""",
-    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N]
+    "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]
 
 Write a run's model (model=hf) in Hugging Face format: safetensors weights, config, tokenizer and a model
 card, loadable with AutoModelFor...from_pretrained(DIR). Default --out: RUN_DIR/export/step_<N>; the newest
-checkpoint unless --step N. An existing --out is never overwritten.""",
+checkpoint unless --step N. An existing --out is never overwritten. A LoRA run (peft=lora) writes its adapter
+(PeftModel.from_pretrained(base, DIR)), or with --merge the base with the adapter merged in.""",
 }
 
 

@@ -1,10 +1,15 @@
-"""`hpc-ft export RUN_DIR [--out DIR] [--step N]`: a run's model in Hugging Face format.
+"""`hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]`: a run's model in Hugging Face format.
 
 Writes ``save_pretrained`` (safetensors) weights and config, the tokenizer, and a short model card (README.md: the
 run's task, model, data, steps and final metrics) for ``AutoModelFor...from_pretrained(DIR)``. The model is
 rebuilt by the run's task from its job.yaml and loaded with the checkpoint's weights, so the export computes the
 logits the run's evaluation computed. The output is written into a temporary directory renamed into place: an
 existing directory is never overwritten.
+
+A LoRA run (``peft=lora``) exports its adapter alone (``adapter_model.safetensors`` + ``adapter_config.json``, for
+``PeftModel.from_pretrained(base, DIR)``), or with ``--merge`` the base with the adapter merged into its weights
+(a plain model for ``AutoModelFor...from_pretrained(DIR)``). An FSDP2 run's sharded checkpoint is gathered into
+full tensors in this one process (torch.distributed.checkpoint, no process group).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-USAGE = "hpc-ft export RUN_DIR [--out DIR] [--step N]"
+USAGE = "hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]"
 EXIT_BAD_CONFIG = 2
 
 
@@ -29,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run dir (holds job.yaml and checkpoints/)")
     p.add_argument("--out", help="output directory (default: RUN_DIR/export/step_<N>); must not exist")
     p.add_argument("--step", type=int, help="the checkpoint's step (default: the newest)")
+    p.add_argument("--merge", action="store_true",
+                   help="LoRA runs: merge the adapter into the base weights (default: the adapter alone)")
     return p
 
 
@@ -44,7 +51,26 @@ def _checkpoint(run_dir: Path, step: int | None):
     if chosen not in ckpts:
         raise ExportError(f"--step {step}: {run_dir} has no checkpoint of that step (steps: "
                           f"{', '.join(map(str, sorted(ckpts)))}); pass one of them")
-    return chosen, torch.load(ckpts[chosen], map_location="cpu", weights_only=False)
+    path = ckpts[chosen]
+    if path.is_dir():  # a sharded (FSDP2) checkpoint: its tensors are read into the model later
+        from hpc_ft.train.checkpoint import META
+
+        return chosen, path, torch.load(path / META, map_location="cpu", weights_only=False)
+    return chosen, path, torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _load_weights(model, path: Path, state: dict, keys: set | None) -> None:
+    """The checkpoint's weights into the rebuilt model: all of them, or a LoRA run's trainable ones."""
+    if path.is_dir():
+        from hpc_ft.train.dcp_checkpoint import load_full_model_state
+
+        load_full_model_state(path, model, keys)
+    elif keys is not None:
+        from hpc_ft.train.lora import load_trainable
+
+        load_trainable(model, state["model"], keys)
+    else:
+        model.load_state_dict(state["model"])
 
 
 def model_card(spec, step: int, metrics: dict) -> str:
@@ -69,11 +95,12 @@ def model_card(spec, step: int, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def export(run_dir: Path, out: Path | None, step: int | None) -> Path:
-    """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written.
+def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = False) -> Path:
+    """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written. A LoRA
+    run writes its adapter, or with ``merge`` the base with the adapter merged in.
 
     Raises ExportError when the run has no checkpoint of that step, was not trained from a Hugging Face model
-    (model=hf), or ``out`` exists.
+    (model=hf), ``merge`` is asked of a run without LoRA, or ``out`` exists.
     """
     from hpc_ft.job import JobSpec
     from hpc_ft.rundir.layout import RunDir
@@ -88,13 +115,25 @@ def export(run_dir: Path, out: Path | None, step: int | None) -> Path:
     if not is_hf_model(spec.conf.model):
         raise ExportError(f"{run_dir} trained model._target_={spec.conf.model.get('_target_')}, not a Hugging Face "
                           f"checkpoint: export writes Hugging Face format, so train with model=hf model.path=DIR")
-    chosen, state = _checkpoint(run_dir, step)
+    lora = spec.conf.peft.method == "lora"
+    if merge and not lora:
+        raise ExportError(f"--merge: {run_dir} trained every weight (peft.method={spec.conf.peft.method}), there is "
+                          f"no adapter to merge; drop --merge")
+    chosen, path, state = _checkpoint(run_dir, step)
     out = Path(out) if out else rd.export(chosen)
     if out.exists():
         raise ExportError(f"--out {out} exists: pass a new directory (nothing is overwritten)")
     task = instantiate(spec.conf.task)
     model = task.build_model(spec.conf.model, dict(state.get("model_kwargs") or {}))
-    model.load_state_dict(state["model"])
+    keys = None
+    if lora:  # the base from model.path (full precision, even for QLoRA), the adapter from the checkpoint
+        from hpc_ft.train.lora import apply_lora, trainable_keys
+
+        model = apply_lora(model, spec.conf.peft)
+        keys = trainable_keys(model)
+    _load_weights(model, path, state, keys)
+    if lora and merge:
+        model = model.merge_and_unload()
     from hpc_ft.train.tasks.hf import load_tokenizer
 
     model_conf = plain(spec.conf.model)
@@ -125,9 +164,13 @@ def export_main(argv: list[str]) -> int:
     from hpc_ft.errors import HpcFtError
 
     try:
-        out = export(Path(args.run_dir), Path(args.out) if args.out else None, args.step)
+        out = export(Path(args.run_dir), Path(args.out) if args.out else None, args.step, args.merge)
     except (ExportError, HpcFtError) as exc:
         print(f"hpc-ft export: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    print(f"exported to {out} (load with AutoModelFor...from_pretrained({str(out)!r}))")
+    if (out / "adapter_config.json").is_file():
+        print(f"exported the LoRA adapter to {out} (load with PeftModel.from_pretrained(base, {str(out)!r}); "
+              f"--merge writes the merged model)")
+    else:
+        print(f"exported to {out} (load with AutoModelFor...from_pretrained({str(out)!r}))")
     return 0

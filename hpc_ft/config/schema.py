@@ -73,6 +73,31 @@ class TrainConf:
     deterministic: bool = True  # torch deterministic algorithms (bitwise-repeatable on CPU)
     num_threads: Optional[int] = None  # torch intra-op threads per worker (None: cpus_per_task // workers)
     compile: bool = False  # torch.compile the model (first steps slower while it compiles; GPUs gain most)
+    # Recompute each transformer block's activations in the backward pass instead of keeping them: activation
+    # memory of one block instead of all, for about one more forward pass of compute (hpc_ft.train.ac).
+    activation_checkpointing: bool = False
+    # ddp: every worker holds the whole model, its gradients and optimizer state (all-reduced gradients);
+    # fsdp: FSDP2 (fully_shard per transformer block and the root) shards all three over the workers,
+    # checkpoints sharded through torch.distributed.checkpoint (hpc_ft.train.fsdp).
+    strategy: str = "ddp"
+
+
+PEFT_METHODS = ("none", "lora")
+QUANTIZE = ("none", "4bit")
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class PeftConf:
+    """Parameter-efficient fine-tuning (conf/peft/): ``none`` trains every weight; ``lora`` trains low-rank
+    adapters through the ``peft`` library, the base weights frozen (hpc_ft.train.lora)."""
+
+    method: str = "none"  # none | lora
+    r: int = 8  # LoRA rank: adapter parameters per target matrix (in + out features) x r
+    alpha: float = 16  # scaling of the adapter's update: alpha / r
+    dropout: float = 0.05  # dropout on the adapter's input
+    target_modules: Optional[List[str]] = None  # module names to adapt; None: the architecture's default
+    quantize: str = "none"  # none | 4bit: the frozen base in 4-bit NF4 through bitsandbytes (QLoRA)
 
 
 @dataclass
@@ -132,6 +157,7 @@ class JobConf:
     data: Any = MISSING  # {_target_: ..., kwargs}; a TaskData, or data=files (hpc_ft.data.FileDataSpec)
     optim: Any = MISSING  # {_target_: torch.optim.X, lr: ..., ...}; called with params=
     precision: PrecisionConf = field(default_factory=PrecisionConf)
+    peft: PeftConf = field(default_factory=PeftConf)
     resources: ResourcesConf = field(default_factory=ResourcesConf)
     executor: ExecutorConf = field(default_factory=ExecutorConf)
     train: TrainConf = field(default_factory=TrainConf)

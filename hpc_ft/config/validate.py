@@ -7,6 +7,7 @@ import re
 import signal
 from typing import Callable, Mapping, Protocol
 
+from hpc_ft.config.fit_rules import fit_problems
 from hpc_ft.config.schema import SCHED_OBJECTIVES, SCHED_ORDERS, SCHED_POLICIES, JobConf, SchedConf
 from hpc_ft.errors import ConfigError, Problem
 
@@ -273,6 +274,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     need(tel.max_report_points >= 2, "telemetry.max_report_points", tel.max_report_points,
          "must be at least 2", "pass telemetry.max_report_points=600")
     p += sched_problems(conf.sched, r.nodes, r.gpus_per_node)
+    p += fit_problems(conf)  # peft, train.strategy
 
     if rules is not None:
         p += rules.problems(conf, gpu_count)

@@ -24,15 +24,16 @@ def minilm_tokenizer(chat_template: str | None = None):
     return tok
 
 
-def tiny_llama(directory: str | Path, chat_template: str | None = None, seed: int = 0) -> Path:
-    """Save a 2-layer Llama-style causal LM (hidden 32) and the MiniLM tokenizer into ``directory``."""
+def tiny_llama(directory: str | Path, chat_template: str | None = None, seed: int = 0, hidden_size: int = 32) -> Path:
+    """Save a 2-layer Llama-style causal LM (hidden 32: ``hidden_size``, MLP twice as wide) and the MiniLM
+    tokenizer into ``directory``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = minilm_tokenizer(chat_template)
     tok.bos_token, tok.eos_token = tok.cls_token, tok.sep_token  # Llama-style: the text starts and ends
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
                       tie_word_embeddings=True)

@@ -38,6 +38,7 @@ from hpc_ft.errors import ConfigError
 from hpc_ft.job import JobSpec
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import TrainResult
+from hpc_ft.train import fit
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
 from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches, take
 from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teardown_dist, to_device
@@ -118,13 +119,16 @@ class Trainer:
 
     def _setup_model(self) -> None:
         self.model_kwargs = self.objective.model_kwargs(self.data)  # recorded in checkpoints: export rebuilds it
-        self.model: torch.nn.Module = self.objective.build_model(self.spec.conf.model, self.model_kwargs)
-        self.model.to(self.d.device)
+        # LoRA (QLoRA: a 4-bit base), activation checkpointing, FSDP2 sharding, as configured (hpc_ft.train.fit)
+        self.fit = fit.Fit.of(self.spec.conf, self.d)
+        self.model: torch.nn.Module = self.objective.build_model(self.spec.conf.model,
+                                                                 {**self.model_kwargs, **self.fit.load_kwargs()})
+        self.model = self.fit.prepare(self.model)  # on the device
         self.n_params = sum(p.numel() for p in self.model.parameters())
 
     def _setup_optimizer(self) -> None:
         c = self.spec.conf
-        self.optimizer = _instantiate(c.optim, params=self.model.parameters())
+        self.optimizer = _instantiate(c.optim, params=[p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = build_schedule(self.optimizer, self.t)
         self.amp_dtype = AMP_DTYPES[c.precision.dtype]
         self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.amp_dtype is torch.float16)
@@ -144,8 +148,9 @@ class Trainer:
         check = compare_with_checkpoint(st, self.conf_record, d.world_size, str(self.spec.run_dir))
         check.raise_if_refused()
         self.warnings += check.warnings
-        self.model.load_state_dict(st["model"])
-        restore_optimizer(self.optimizer, self.scheduler, st, check.fresh_optimizer, t)
+        restore_optimizer(self.optimizer, self.scheduler, st, check.fresh_optimizer, t,
+                          load_optimizer=self.fit.load_checkpoint(ckpt, self.model, self.optimizer,
+                                                                  check.fresh_optimizer))
         # A checkpoint without loss-scaler state (bf16/fp32) resumed in fp16 starts a fresh scaler;
         # a disabled scaler (fp16 resumed in bf16/fp32) has nothing to load.
         if self.scaler.is_enabled() and st.get("scaler"):
@@ -164,8 +169,8 @@ class Trainer:
     def _wrap_model(self) -> None:
         d, t = self.d, self.t
         self.ddp = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None) \
-            if d.world_size > 1 else self.model
-        if d.world_size > 1 and self.start_step > 0:
+            if d.world_size > 1 and not self.fit.fsdp else self.model
+        if d.world_size > 1 and self.start_step > 0 and not self.fit.fsdp:
             self._settle_ddp_buckets()
         # Compile the DDP wrapper (TorchDynamo splits the graph at DDP's buckets so all-reduces still overlap);
         # ``model`` stays the plain module, so checkpoints keep their parameter names.
@@ -258,7 +263,8 @@ class Trainer:
         """Forward and backward on one micro-batch, its loss divided by the accumulation steps (and scaled by
         fp16's GradScaler); the loss is added to the window's sum on the device."""
         # Accumulate locally; all-reduce gradients only on the last micro-batch.
-        sync = self.ddp.no_sync() if (self.d.world_size > 1 and not last_micro) else contextlib.nullcontext()
+        sync = self.fit.gradient_sync(self.ddp, last_micro) if self.fit.fsdp else \
+            self.ddp.no_sync() if (self.d.world_size > 1 and not last_micro) else contextlib.nullcontext()
         with sync:
             with self.amp():
                 loss = self.objective.loss(self.objective.forward(self.fwd, batch), batch) / self.t.grad_accum_steps
@@ -269,7 +275,7 @@ class Trainer:
         """Clip the (unscaled) gradients, step the optimizer through the scaler, clear gradients, step the schedule."""
         if self.t.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip_norm)
+            self.fit.clip_grad_norm_(self.model, self.t.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -316,12 +322,18 @@ class Trainer:
         Rank 0 writes; every rank returns once the checkpoint is on disk."""
         d, c = self.d, self.spec.conf
         rngs = all_gather_objects(_rng_state(d.device), d)
+        meta = {"step": self.step, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rngs, "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record,
+                "model_kwargs": self.model_kwargs}
+        if self.fit.fsdp:  # every rank writes its shards (hpc_ft.train.dcp_checkpoint)
+            self.fit.save_sharded(self.spec.run_dir, self.step, self.model, self.optimizer, meta,
+                                  self.t.keep_checkpoints, self.preempt.hooks.kills_in_ckpt_write(self.step,
+                                                                                                  self.start_step))
+            return
         if d.is_main:
-            state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs,
-                     "world_size": d.world_size, "precision": c.precision.dtype, "conf": self.conf_record,
-                     "model_kwargs": self.model_kwargs}
-            save_checkpoint(self.spec.run_dir, self.step, state, keep=self.t.keep_checkpoints)
+            state = {**meta, "model": self.fit.model_state(self.model), "optimizer": self.optimizer.state_dict()}
+            save_checkpoint(self.spec.run_dir, self.step, state, keep=self.t.keep_checkpoints,
+                            note="LoRA: trainable weights only" if self.fit.trainable_keys else "")
         if d.world_size > 1:
             dist.barrier()  # nobody exits (or is counted done) before the checkpoint is on disk
 

@@ -24,7 +24,7 @@ def build_schedule(optimizer: torch.optim.Optimizer, t: Any) -> torch.optim.lr_s
 
 
 def restore_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
-                      fresh_state: bool, t: Any) -> None:
+                      fresh_state: bool, t: Any, load_optimizer: Any = None) -> None:
     """Load the checkpointed optimizer and schedule position, keeping this job's hyperparameters.
 
     ``Optimizer.load_state_dict`` and ``LambdaLR.load_state_dict`` also restore the old lr, weight decay
@@ -32,10 +32,15 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, scheduler: Any, state: d
     values built from this job's config are put back, and the learning rate of the resumed step is
     recomputed from them (the same float as the saved one when nothing changed: resume stays bitwise).
     With ``fresh_state`` (another optimizer class) the checkpointed state is not loaded at all.
+    ``load_optimizer`` (no arguments) loads the optimizer state instead of ``state["optimizer"]`` (a sharded
+    checkpoint's, hpc_ft.train.dcp_checkpoint).
     """
     built = [{k: v for k, v in g.items() if k not in ("params", "lr")} for g in optimizer.param_groups]
     if not fresh_state:
-        optimizer.load_state_dict(state["optimizer"])
+        if load_optimizer is not None:
+            load_optimizer()
+        else:
+            optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     for group, values in zip(optimizer.param_groups, built):
         group.update(values)

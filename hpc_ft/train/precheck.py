@@ -60,6 +60,9 @@ def check_before_dispatch(spec: Any) -> list[str]:
     problems, warnings = data_problems(spec)
     p, w = task_problems(spec)
     problems += p
+    from hpc_ft.train.fit_checks import qlora_problems
+
+    problems += qlora_problems(spec)  # peft.quantize=4bit: bitsandbytes and the model
     warnings += w
     resume = resume_check(spec)
     if resume is not None:

@@ -33,22 +33,30 @@ class StopHooks:
 
     ``HPC_FT_STOP_AFTER_STEP=N`` stops after step N (checkpoint, exit 75) as if every rank had been signalled;
     ``HPC_FT_TEST_HOLD_AT_STEP=N`` holds after step N, announcing it in the node dir's ``held_at_step``, until
-    a real preemption signal arrives (so a test can send one at a known step). Both fire only in a run that
-    started before step N: the resumed run goes on.
+    a real preemption signal arrives (so a test can send one at a known step);
+    ``HPC_FT_TEST_KILL_IN_CKPT_WRITE=N`` kills every worker (SIGKILL) while it writes the sharded checkpoint of
+    step N, after its shards and before the checkpoint counts (a preemption past its grace time). All fire only
+    in a run that started before step N: the resumed run goes on.
     """
 
     stop_after_step: int = 0
     hold_at_step: int = 0
+    kill_in_ckpt_write_step: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "StopHooks":
         def step(name: str) -> int:
             return int(environ.get(name, "0") or 0)
 
-        return cls(stop_after_step=step("HPC_FT_STOP_AFTER_STEP"), hold_at_step=step("HPC_FT_TEST_HOLD_AT_STEP"))
+        return cls(stop_after_step=step("HPC_FT_STOP_AFTER_STEP"), hold_at_step=step("HPC_FT_TEST_HOLD_AT_STEP"),
+                   kill_in_ckpt_write_step=step("HPC_FT_TEST_KILL_IN_CKPT_WRITE"))
 
     def holds_at(self, step: int, start_step: int) -> bool:
         return bool(self.hold_at_step) and step == self.hold_at_step and start_step < self.hold_at_step
+
+    def kills_in_ckpt_write(self, step: int, start_step: int) -> bool:
+        return self.kill_in_ckpt_write_step > 0 and step == self.kill_in_ckpt_write_step \
+            and start_step < self.kill_in_ckpt_write_step
 
     def stops_after(self, step: int, start_step: int) -> bool:
         return self.stop_after_step > 0 and step == self.stop_after_step and start_step < self.stop_after_step

@@ -29,6 +29,19 @@ _ORDER = "the sample order is a pure function of (seed, step, global batch)"
 _NOT_BITWISE = "not bitwise equal to an uninterrupted run"
 
 
+def _added_keys() -> dict[str, Any]:
+    """Keys added to the schema after run dirs were written without them, at their defaults (flat)."""
+    from dataclasses import asdict
+
+    from hpc_ft.config.schema import PeftConf
+
+    return {**{f"peft.{k}": v for k, v in asdict(PeftConf()).items()},
+            "train.activation_checkpointing": False, "train.strategy": "ddp"}
+
+
+ADDED_KEYS = _added_keys()
+
+
 @dataclass(frozen=True)
 class ResumeRule:
     """The rule for one config key, or for every key under a group (``model`` covers ``model.hidden``)."""
@@ -45,6 +58,10 @@ RULES: tuple[ResumeRule, ...] = (
                                 "the same"),
     ResumeRule("data", REFUSE, "the checkpointed steps read the old data: another dataset, size or split changes "
                                "what every sample index means"),
+    ResumeRule("peft", REFUSE, "the checkpoint holds the weights the old fine-tuning method trained (all of them, "
+                               "or LoRA adapters of another rank or targets): they do not fit the new one"),
+    ResumeRule("train.strategy", REFUSE, "ddp checkpoints are single files, fsdp ones sharded directories "
+                                         "(torch.distributed.checkpoint): neither loads as the other"),
     ResumeRule("train.seed", REFUSE, f"{_ORDER}: another seed mid-run repeats some samples and skips others"),
     ResumeRule("train.global_batch_size", REFUSE, f"{_ORDER}: another global batch mid-run repeats some samples "
                                                   "and skips others (the micro-batch may change: "
@@ -83,6 +100,8 @@ RULES: tuple[ResumeRule, ...] = (
     ResumeRule("train.log_every_steps", FREE, "when metrics are logged"),
     ResumeRule("train.num_threads", FREE, "how CPU kernels run"),
     ResumeRule("train.compile", FREE, "how the model is executed"),
+    ResumeRule("train.activation_checkpointing", FREE, "activations are recomputed instead of kept (the RNG "
+                                                       "replayed): the same result, other memory and time"),
     ResumeRule("train.deterministic", FREE, "how kernels are chosen"),
 )
 
@@ -134,6 +153,9 @@ def compare(old_conf: dict[str, Any], new_conf: dict[str, Any], old_world: int, 
     checkpoint's step; ``where`` names the run dir in messages. Never raises: see ``ResumeCheck``.
     """
     old, new = flatten(upgrade_conf(old_conf)), flatten(new_conf)  # a checkpoint may hold renamed keys
+    for key, default in ADDED_KEYS.items():  # a record older than the key ran as its default does
+        if key in new:
+            old.setdefault(key, default)
     check = ResumeCheck(step=step)
     check.fresh_optimizer = old.get("optim._target_", _UNSET) != new.get("optim._target_", _UNSET)
     changed = [(k, old.get(k, _UNSET), new.get(k, _UNSET)) for k in sorted(old.keys() | new.keys())

@@ -36,10 +36,12 @@ def local_dir(path: Any) -> str:
 
 
 def load_model(path: str, auto_class: str, dtype: str = "float32", attn_implementation: str = "sdpa",
-               trust_remote_code: bool = False, **config_kwargs: Any) -> Any:
+               trust_remote_code: bool = False, quantize: str = "none", device: str | None = None,
+               **config_kwargs: Any) -> Any:
     """``AutoModelFor<auto_class>.from_pretrained(path)`` offline, in ``dtype`` (the weights' dtype; autocast
     sets the compute dtype). ``config_kwargs`` (num_labels, id2label, ...) override the checkpoint's config; a
-    classification head whose size changes is initialised fresh (seeded by the loop)."""
+    classification head whose size changes is initialised fresh (seeded by the loop). ``quantize="4bit"``: the
+    linear layers in 4-bit NF4 through bitsandbytes on ``device`` (QLoRA's frozen base; compute in ``dtype``)."""
     offline()
     import torch
     import transformers
@@ -49,6 +51,10 @@ def load_model(path: str, auto_class: str, dtype: str = "float32", attn_implemen
                                    f"(known: {', '.join(AUTO_CLASSES)})", "use a built-in task")])
     cls = getattr(transformers, AUTO_CLASSES[auto_class])
     extra = {"ignore_mismatched_sizes": True} if auto_class == "sequence_classification" else {}
+    if quantize == "4bit":
+        extra["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=getattr(torch, dtype))
+        extra["device_map"] = {"": device or "cpu"}
     model = cls.from_pretrained(local_dir(path), dtype=getattr(torch, dtype), attn_implementation=attn_implementation,
                                 trust_remote_code=trust_remote_code, local_files_only=True, **extra,
                                 **config_kwargs)

@@ -1,0 +1,188 @@
+"""LoRA and FSDP2 for real: 2 gloo workers through the local executor (hpc-ft, submitit, torchrun), FSDP2 across 2
+emulated nodes, activation checkpointing on in each; preempted and resumed bitwise; a sharded checkpoint resumed at
+another world size; a kill mid-checkpoint-write falling back to the previous complete checkpoint; exports of LoRA
+(adapter and merged) and FSDP2 runs loaded with from_pretrained, reproducing the run's final evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hpc_ft.train.checkpoint import list_checkpoints
+from tests.fit.conftest import sft_overrides
+
+pytestmark = pytest.mark.slow
+
+STEPS = 4
+FSDP = ["train.strategy=fsdp", "train.activation_checkpointing=true", "train.global_batch_size=12"]
+LORA = ["peft=lora", "train.activation_checkpointing=true", "train.grad_accum_steps=2"]
+
+
+def _submit(run_cli, overrides, run: Path, env: dict | None = None, expect: int = 0):
+    res = run_cli("submit", *overrides, f"hydra.run.dir={run}", env=env, timeout_s=400)
+    assert res.returncode == expect, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    return res
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def _train_json(run: Path) -> dict:
+    return json.loads((run / "nodes" / "node0" / "train.json").read_text())
+
+
+def _dcp_tensors(path: Path, tmp: Path) -> dict:
+    """A sharded checkpoint's weights and optimizer state as full tensors (flattened keys)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    out = tmp / f"{path.parent.parent.name}_{path.name}.pt"
+    dcp_to_torch_save(path, out)
+    return _flat(torch.load(out, weights_only=False))
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix: tree}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k, v in a.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, b[k]), k
+        else:
+            assert v == b[k], k
+
+
+def _evaluate(model, run: Path) -> dict:
+    """The run's task evaluation of ``model`` over the whole test split, in this one process."""
+    from hpc_ft.job import JobSpec
+    from hpc_ft.train.distributed import Dist
+    from hpc_ft.train.loop import evaluate
+    from hpc_ft.train.tasks.base import instantiate
+
+    spec = JobSpec.load(run / "job.yaml")
+    task = instantiate(spec.conf.task)
+    data = task.build_data(spec.conf)
+    return evaluate(model.eval(), task, data, 16, Dist(0, 0, 1, 0, torch.device("cpu")), contextlib.nullcontext), \
+        task, data
+
+
+@pytest.fixture(scope="module")
+def fsdp_ref(tmp_path_factory, llama_dir, pairs_file):
+    """An uninterrupted FSDP2 run: 2 workers, activation checkpointing, 2 micro-batches per step."""
+    from tests.conftest import hpc_ft_cmd
+
+    run = tmp_path_factory.mktemp("fsdp") / "ref"
+    _submit(hpc_ft_cmd, [*sft_overrides(llama_dir, pairs_file, STEPS), *FSDP, "train.grad_accum_steps=2"], run)
+    return run
+
+
+def test_fsdp2_preempted_resumes_bitwise_and_exports_a_full_model(tmp_path, fsdp_ref, llama_dir, pairs_file,
+                                                                   run_cli):
+    from transformers import AutoModelForCausalLM
+
+    from hpc_ft.train.dcp_checkpoint import load_full_model_state
+
+    ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *FSDP, "train.grad_accum_steps=2"]
+    run = tmp_path / "run"
+    _submit(run_cli, ov, run, env={"HPC_FT_STOP_AFTER_STEP": "2"}, expect=75)
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "FSDP2: 2 blocks and the root sharded over 2 workers" in log and "activation checkpointing: 2" in log
+    assert "(sharded)" in log and "MB" in log  # the checkpoint's size
+    _submit(run_cli, ov, run)
+    assert _train_json(run)["start_step"] == 2
+    # Bitwise: every shard of weights and optimizer state, and every logged loss after the resume.
+    ((_, ref_ckpt),), ((_, ckpt),) = list_checkpoints(fsdp_ref)[-1:], list_checkpoints(run)[-1:]
+    _assert_same(_dcp_tensors(ref_ckpt, tmp_path), _dcp_tensors(ckpt, tmp_path))
+    assert _losses(run) == {s: v for s, v in _losses(fsdp_ref).items() if s in _losses(run)}
+
+    # The export gathers the shards into one model; from_pretrained gives the checkpoint's logits and the run's
+    # final evaluation (summed over 2 workers there, over 1 here: equal up to the summation order).
+    out = tmp_path / "exported"
+    done = run_cli("export", str(run), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    exported = AutoModelForCausalLM.from_pretrained(out).eval()
+    gathered = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
+    load_full_model_state(ckpt, gathered)
+    metrics, task, data = _evaluate(exported, run)
+    batch = data.test.take(torch.arange(4))
+    with torch.no_grad():
+        assert torch.equal(task.forward(exported, batch), task.forward(gathered, batch))
+    assert metrics["eval_loss"] == pytest.approx(_train_json(run)["eval_loss"], rel=1e-6)
+
+
+def test_fsdp2_on_two_nodes_killed_mid_write_falls_back_and_resumes_at_another_world_size(tmp_path, fsdp_ref,
+                                                                                          llama_dir, pairs_file,
+                                                                                          run_cli):
+    ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *FSDP]
+    run = tmp_path / "run"
+    # 2 emulated nodes x 1 worker, every worker killed while writing step 4's checkpoint (after its shards).
+    first = run_cli("submit", *ov, "resources.nodes=2", "resources.workers_per_node=1", f"hydra.run.dir={run}",
+                    env={"HPC_FT_TEST_KILL_IN_CKPT_WRITE": "4"}, timeout_s=400)
+    assert first.returncode not in (0, 75), first.stdout + first.stderr
+    assert [s for s, _ in list_checkpoints(run)] == [2]  # the half-written step 4 does not count
+    assert (run / "checkpoints" / ".step_00000004.dcp.tmp").is_dir()
+    # Resumed by 3 workers on one node: the 2 shards are read into 3 (resharded), with the RNG warning.
+    res = _submit(run_cli, [*ov, "resources.workers_per_node=3"], run)
+    assert "world size changed from 2 to 3" in " ".join(res.stdout.split())
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "checkpoint has RNG state for 2 ranks, this run has 3: dropout streams restart" in log
+    train = _train_json(run)
+    assert train["start_step"] == 2 and train["steps"] == STEPS and train["world_size"] == 3
+    assert [s for s, _ in list_checkpoints(run)] == [2, 4]
+    assert not (run / "checkpoints" / ".step_00000004.dcp.tmp").exists()
+    # The same training as the uninterrupted 2-worker run, up to the order of summation (no dropout in the model).
+    ref = _losses(fsdp_ref)
+    for step, loss in _losses(run).items():
+        assert loss == pytest.approx(ref[step], rel=1e-3), step
+    assert train["eval_loss"] == pytest.approx(_train_json(fsdp_ref)["eval_loss"], rel=1e-3)
+
+
+def test_lora_preempted_resumes_bitwise_checkpoints_adapters_only_and_exports_both_ways(tmp_path, llama_dir,
+                                                                                        pairs_file, run_cli):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *LORA]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _submit(run_cli, ov, ref)
+    _submit(run_cli, ov, run, env={"HPC_FT_STOP_AFTER_STEP": "2"}, expect=75)
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "(LoRA: trainable weights only)" in log and "activation checkpointing: 2" in log
+    _submit(run_cli, ov, run)
+    assert _train_json(run)["start_step"] == 2
+    a = torch.load(list_checkpoints(ref)[-1][1], weights_only=True)
+    b = torch.load(list_checkpoints(run)[-1][1], weights_only=True)
+    assert a["model"] and all("lora_" in k for k in a["model"])  # the frozen base is never written
+    _assert_same(_flat(a["model"]), _flat(b["model"]))
+    _assert_same(_flat(a["optimizer"]), _flat(b["optimizer"]))
+    assert _losses(run) == {s: v for s, v in _losses(ref).items() if s in _losses(run)}
+
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    for out, extra in ((adapter, []), (merged, ["--merge"])):
+        done = run_cli("export", str(run), "--out", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    final = _train_json(run)["eval_loss"]
+    metrics, task, data = _evaluate(with_adapter, run)
+    assert metrics["eval_loss"] == pytest.approx(final, rel=1e-6)  # 2 workers' sums there, one process here
+    merged_metrics, _, _ = _evaluate(plain, run)
+    assert merged_metrics["eval_loss"] == pytest.approx(final, rel=1e-5)  # W + BA: rounded once more
+    batch = data.test.take(torch.arange(4))
+    with torch.no_grad():
+        torch.testing.assert_close(task.forward(plain, batch), task.forward(with_adapter, batch), rtol=1e-4,
+                                   atol=1e-4)
