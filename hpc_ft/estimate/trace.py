@@ -33,7 +33,7 @@ def trace_memory(spec: JobSpec) -> MemoryEstimate:
     Raises ConfigError (hpc_ft.errors) when the model config cannot be read, like the job itself would.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.distributed._tools.mem_tracker import MemTracker
+    from hpc_ft.train.memory import memory_tracker
 
     from hpc_ft.train.tasks.hf import offline
 
@@ -44,14 +44,17 @@ def trace_memory(spec: JobSpec) -> MemoryEstimate:
     micro = max(1, c.train.global_batch_size // (spec.world_size * c.train.grad_accum_steps))
     notes: list[str] = []
     amp_dtype = _amp_dtype(c.precision.dtype, notes)
-    with FakeTensorMode(allow_non_fake_inputs=False):
+    # Built on the meta device (LoRA's adapters too: peft moves them beside their base layer), then given fake
+    # CPU storage: FakeTensorMode alone cannot take peft's module surgery (it swaps parameters by .to()).
+    with torch.device("meta"):
         model = _build_model(objective, c, notes)
-        _apply_fitting(model, c)
+    model = _apply_fitting(model, c)
+    with FakeTensorMode(allow_non_fake_inputs=True):  # the meta parameters are its only non-fake inputs
+        model.to_empty(device="cpu")
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = instantiate(c.optim, params=params)
         batch, seq_len = _batch(objective, c, micro)
-        tracker = MemTracker()
-        tracker.track_external(model, optimizer)
+        tracker = memory_tracker(model, optimizer)  # the tool the run measures with (frozen parameters allowed)
         with tracker:
             accum = min(2, c.train.grad_accum_steps)  # a second micro-batch adds to existing gradients: no new peak
             for i in range(accum):
@@ -119,9 +122,11 @@ def _build_model(objective: Any, c: Any, notes: list[str]) -> torch.nn.Module:
     return instantiate(c.model, **kwargs)
 
 
-def _apply_fitting(model: torch.nn.Module, c: Any) -> None:
-    """LoRA and activation checkpointing as the job applies them (hpc_ft.train.lora / hpc_ft.train.ac)."""
-    peft = plain(getattr(c, "peft", None)) or {}
+def _apply_fitting(model: torch.nn.Module, c: Any) -> torch.nn.Module:
+    """LoRA, then activation checkpointing, as the job applies them (hpc_ft.train.fit); returns the model to train."""
+    from hpc_ft.train.lora import _as_dict
+
+    peft = _as_dict(c.peft)
     if peft.get("method", "none") not in ("none", None):
         from hpc_ft.train.lora import apply_lora
 
@@ -130,6 +135,7 @@ def _apply_fitting(model: torch.nn.Module, c: Any) -> None:
         from hpc_ft.train.ac import apply_activation_checkpointing
 
         apply_activation_checkpointing(model)
+    return model
 
 
 def _batch(objective: Any, c: Any, micro: int) -> tuple[dict[str, torch.Tensor], int | None]:
@@ -162,20 +168,13 @@ def _categories(peak: dict) -> dict[str, int]:
 
 def _block_param_bytes(model: torch.nn.Module) -> tuple[int, int]:
     """(bytes of the largest transformer block's parameters, bytes of the parameters outside every block)."""
-    blocks = _transformer_blocks(model)
+    from hpc_ft.train.blocks import transformer_blocks
+
+    blocks = transformer_blocks(model)
     inside = {id(p) for b in blocks for p in b.parameters()}
     largest = max((sum(p.numel() * p.element_size() for p in b.parameters()) for b in blocks), default=0)
     outside = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in inside)
     return largest, outside
-
-
-def _transformer_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    try:
-        from hpc_ft.train.blocks import transformer_blocks
-    except ImportError:  # TEMP until the fit branch lands: the longest ModuleList
-        lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
-        return list(max(lists, key=len)) if lists else []
-    return transformer_blocks(model)
 
 
 def _distributed(est: MemoryEstimate, spec: JobSpec, blocks: tuple[int, int]) -> MemoryEstimate:

@@ -36,10 +36,7 @@ class StepPeak:
         if self.device.type == "cuda" or not first or not self.enabled or self._bytes is not None:
             yield
             return
-        from torch.distributed._tools.mem_tracker import MemTracker
-
-        tracker = MemTracker()
-        tracker.track_external(self.model, self.optimizer)
+        tracker = memory_tracker(self.model, self.optimizer)
         self._tracker = tracker
         try:
             with tracker:
@@ -58,6 +55,31 @@ class StepPeak:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
         return self._bytes
+
+
+class _NoHook:
+    def remove(self) -> None:
+        pass
+
+
+def memory_tracker(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None):
+    """A ``MemTracker`` following ``model`` and ``optimizer`` that also works on a model with frozen parameters.
+
+    MemTracker (torch 2.13) registers a gradient hook on every parameter of a module it enters, and
+    ``register_hook`` refuses a tensor that does not require grad: the frozen base of a LoRA model. Frozen
+    parameters get no gradient, so there is nothing to follow: they are marked as hooked already (a no-op
+    handle), and MemTracker counts their memory as parameters as usual.
+    """
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    tracker = MemTracker()
+    handles = getattr(tracker, "_param_to_grad_hook_handles", None)
+    if handles is not None and hasattr(handles, "get"):
+        for p in model.parameters():
+            if not p.requires_grad:
+                handles[p] = (_NoHook(), _NoHook())
+    tracker.track_external(model, *([optimizer] if optimizer is not None else []))
+    return tracker
 
 
 def _by_name(peak: dict) -> list[dict[str, int]]:

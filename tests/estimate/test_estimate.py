@@ -36,8 +36,10 @@ def run_in_process(overrides, run_dir):
     return spec, trainer.peak.bytes
 
 
-@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["train.grad_accum_steps=2"]],
-                         ids=["fp32", "bf16", "accumulation"])
+@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["train.grad_accum_steps=2"], ["peft=lora"],
+                                   ["train.activation_checkpointing=true"],
+                                   ["peft=lora", "train.activation_checkpointing=true"]],
+                         ids=["fp32", "bf16", "accumulation", "lora", "checkpointed", "lora-checkpointed"])
 def test_the_estimate_is_within_20_percent_of_the_measured_peak(extra, tmp_path, llama_dir, pairs_file):
     from hpc_ft.estimate.trace import trace_memory
 
