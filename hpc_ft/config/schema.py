@@ -29,6 +29,8 @@ class ResourcesConf:
     gpus_per_node: int = 0  # GPUs per node; 0 trains on CPU with gloo
     workers_per_node: Optional[int] = None  # torchrun --nproc-per-node; None: gpus_per_node, or 2 on CPU
     gpu_type: Optional[str] = None  # Slurm GRES type, e.g. a100 (None: any)
+    gpu_mem_gb: Optional[float] = None  # memory of one GPU (None: from gpu_type, hpc_ft.estimate.GPU_MEMORY_GIB)
+    memory_check: bool = True  # GPU jobs: estimate peak memory per worker before submission; refuse what can't fit
     cpus_per_task: int = 2  # CPUs for the node task and all its workers
     mem_gb: float = 8.0  # memory per node
     timeout_min: int = 60  # wall-clock limit of the job

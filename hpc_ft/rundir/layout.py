@@ -5,6 +5,7 @@ A run dir (``run.dir``)::
     job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
     metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
     progress.jsonl            a user's script's progress (hpc_ft.script_api.report): step, samples, tokens, metrics
+    memory_estimate.json      the peak memory per worker estimated before submission (hpc_ft.estimate)
     checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
     nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
     nodes/node{r}/            everything of node r:
@@ -44,6 +45,7 @@ from pathlib import Path
 SPEC_FILE = "job.yaml"
 METRICS_FILE = "metrics.jsonl"
 PROGRESS_FILE = "progress.jsonl"  # a user's script's progress (hpc_ft.script_api); appended across requeues
+MEMORY_ESTIMATE_FILE = "memory_estimate.json"
 CHECKPOINT_DIR = "checkpoints"
 NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
@@ -214,6 +216,12 @@ class RunDir:
     def stop_request(self) -> Path:
         """Written by `hpc-ft tune` before it stops this run early: the node does not requeue it."""
         return self.path / STOP_REQUEST_FILE
+
+    @property
+    def memory_estimate(self) -> Path:
+        """The memory estimate made before submission (hpc_ft.estimate.FitReport as JSON): the report sets the
+        measured peak beside it."""
+        return self.path / MEMORY_ESTIMATE_FILE
 
     @property
     def metrics(self) -> Path:
