@@ -114,3 +114,21 @@ def test_the_report_sets_the_estimate_beside_the_measured_peak(tmp_path):
     m = memory_figures(tmp_path, trains)
     assert m["estimated_bytes"] == 110 * 1024 ** 2 and m["measured_bytes"] == 100 * 1024 ** 2
     assert m["estimate_error"] == pytest.approx(0.10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_estimate_is_within_20_percent_of_a_two_worker_run(strategy, tmp_path, run_cli, llama_dir, pairs_file):
+    """2 gloo workers through the local executor: DDP's buckets and FSDP2's sharding are added by rule."""
+    from hpc_ft.estimate.trace import trace_memory
+    from hpc_ft.job import JobSpec
+
+    run = tmp_path / "run"
+    done = run_cli("submit", *sft(llama_dir, pairs_file, f"train.strategy={strategy}"), "executor=local",
+                   f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    measured = [json.loads((run / "nodes" / "node0" / "train.json").read_text())["peak_memory_bytes"]]
+    spec = JobSpec.load(run / "job.yaml")
+    assert spec.world_size == 2
+    est = trace_memory(spec)
+    assert est.peak == pytest.approx(measured[0], rel=0.20), (est.lines(), measured)
