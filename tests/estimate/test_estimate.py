@@ -132,3 +132,16 @@ def test_the_estimate_is_within_20_percent_of_a_two_worker_run(strategy, tmp_pat
     assert spec.world_size == 2
     est = trace_memory(spec)
     assert est.peak == pytest.approx(measured[0], rel=0.20), (est.lines(), measured)
+
+
+def test_plan_shows_one_estimate_per_distinct_gpu_job(tmp_path, run_cli):
+    done = run_cli("plan", "-m", "optim.lr=1e-5,3e-5", "train.global_batch_size=64,1024", "resources=gpu",
+                   "executor=slurm", "resources.gpu_mem_gb=1.2", "model=mlp", "data=synthetic", "--no-queue",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    memory = [line for line in done.stdout.splitlines() if line.startswith("memory, ")]
+    # the learning rate changes no job's memory: two figures for four jobs
+    assert [m.split(":")[0] for m in memory] == ["memory, jobs 0,2", "memory, jobs 1,3"], done.stdout
+    assert all("fits one GPU" in m for m in memory)
+    cpu = run_cli("plan", "-m", "optim.lr=1e-5,3e-5", "model=mlp", "data=synthetic", "--no-queue", cwd=tmp_path)
+    assert cpu.returncode == 0 and "memory, " not in cpu.stdout
