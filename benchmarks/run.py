@@ -37,10 +37,10 @@ from benchmarks.common import (  # noqa: E402
 )
 
 BENCH_DIR = REPO_ROOT / "benchmarks"
-CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "data", "fit")
+CPU_GROUPS = ("cold", "step", "submit", "plan", "report", "telemetry", "data", "fit", "tune")
 # Scripts other owners keep in benchmarks/, run as they are; each one's JSON is read back into rows.
 EXTERNAL = {"plan": ("bench_plan.py", "--out"), "report": ("bench_report.py", "--json"),
-            "telemetry": ("bench_telemetry.py", "--json")}
+            "telemetry": ("bench_telemetry.py", "--json"), "tune": ("bench_tune.py", "--json")}
 EXTERNAL_TIMEOUT_S = 1800
 
 
@@ -67,7 +67,7 @@ def _telemetry_rows(d: dict, quick: bool) -> list[Row]:
                      f"(the sampler competes for the cores)")]
 
 
-ADAPTERS = {"plan": _plan_rows, "report": _report_rows, "telemetry": _telemetry_rows}
+ADAPTERS = {"plan": _plan_rows, "report": _report_rows, "telemetry": _telemetry_rows, "tune": _plan_rows}
 
 
 def run_external(group: str, quick: bool) -> list[Row]:

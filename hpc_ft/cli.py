@@ -20,6 +20,8 @@ commands:
   sbatch [overrides]   write a standalone sbatch script for the same job into its run dir
   report RUN_DIR       the run report (utilization, idle GPUs, energy, cost, advice) of a run or sweep
   plan -m [overrides]  plan a sweep within a GPU budget; submits nothing
+  tune [overrides]     search hyperparameters within a budget (Optuna, early stopping); see hpc-ft tune -h
+  estimate [overrides] peak memory per worker of the job, against its GPU; the changes that make it fit
   export RUN_DIR       the trained model in Hugging Face format (save_pretrained, tokenizer, model card)
   status [DIR]         where a run or sweep stands (Slurm state and reason, step, ETA, telemetry, nodes)
   logs RUN_DIR [-f]    the run's node task and torchrun logs (--node N), followed with -f
@@ -47,10 +49,25 @@ Hydra's own help: hpc-ft submit --hydra-help""",
 
 Write a standalone sbatch script for the job into its run dir (nothing is submitted) and print the
 sbatch command that submits it. Takes the same overrides as hpc-ft submit.""",
+    "estimate": """usage: hpc-ft estimate [overrides...]
+
+Estimate the job's peak memory per worker (parameters, gradients, optimizer state, activations) by tracing one
+training step on fake tensors (nothing is allocated, nothing is submitted), compare it with the memory of one GPU
+of resources.gpu_type (or resources.gpu_mem_gb), and when it does not fit, list the smallest overrides that make
+it fit. Takes the same overrides as hpc-ft submit; `hpc-ft submit` refuses a GPU job that does not fit.""",
     "report": """usage: hpc-ft report RUN_DIR
 
 Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
-sweep dir, and write report/report.json and plots into it.""",
+sweep dir, and write report/report.json and plots into it. For a search (hpc-ft tune): its leaderboard,
+the best trial's hpc-ft submit line and plots.""",
+    "tune": """usage: hpc-ft tune [-m] [overrides...] [hydra.sweep.dir=DIR]
+
+Search hyperparameters within a budget: Optuna proposes trials, each a full hpc_ft job; bad trials are stopped
+at a checkpoint at an evaluation. The search space is Hydra's sweep grammar, e.g.
+  hpc-ft tune 'optim.lr=tag(log,interval(1e-5,1e-3))' 'train.warmup_steps=choice(0,20,100)' \\
+      tune.metric=eval_loss tune.direction=minimize tune.trials=32 sched.budget_gpu_hours=40
+  tune.sampler=tpe|random|grid  tune.pruner=asha|median|none  tune.parallelism=N
+Run it again with the same hydra.sweep.dir to continue a stopped search.""",
     "export": """usage: hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]
 
 Write a run's model (model=hf) in Hugging Face format: safetensors weights, config, tokenizer and a model
@@ -64,6 +81,7 @@ checkpoint unless --step N. An existing --out is never overwritten. A LoRA run (
 # so `hpc-ft --help` and the light commands stay fast): name -> (module, function taking argv, returning exit code).
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("hpc_ft.commands.plan", "plan_main"),
+    "tune": ("hpc_ft.commands.tune", "tune_main"),
     "export": ("hpc_ft.commands.export", "export_main"),
     "status": ("hpc_ft.commands.status", "status_main"),
     "logs": ("hpc_ft.commands.logs", "logs_main"),
@@ -291,8 +309,9 @@ def _submit_task(cfg) -> int:
     spec, warnings = _compose_spec(cfg)
     for w in warnings:
         _console().print(f"[yellow]warning:[/] {w}")
+    fit = _memory_check(spec)  # a GPU job that cannot fit is refused here, before anything is submitted
     if spec.conf.dry_run:  # plain JSON: a dry run does not pay for importing rich (a tenth of its cold start)
-        print(json.dumps(describe(spec), indent=2))
+        print(json.dumps({**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}, indent=2))
         _discard_unused_run_dir()  # a dry run leaves nothing behind
         return 0
     from hpc_ft.rundir.lock import RunDirLock
@@ -302,6 +321,11 @@ def _submit_task(cfg) -> int:
 
     # RunDirInUse (exit 2) while another live submission uses the dir.
     lock.acquire(spec.conf.executor.name, executor_of(spec).liveness)
+    if fit is not None:  # the report sets the measured peak beside it
+        from hpc_ft.rundir.atomic import atomic_write_text
+        from hpc_ft.rundir.layout import RunDir
+
+        atomic_write_text(RunDir.of(spec).memory_estimate, json.dumps({**fit.to_dict(), "usable_bytes": fit.usable}))
     try:
         return _submit_locked(spec, _console(), lock)
     finally:
@@ -355,6 +379,39 @@ def _show_run_report(spec, con) -> None:
         con.print(f"[yellow]run report unavailable:[/] {exc}")
 
 
+def _estimate_task(cfg) -> int:
+    """`hpc-ft estimate`: the memory estimate of the composed job, in this process (torch loads here)."""
+    from hpc_ft.estimate.fit import fit_report
+
+    spec, warnings = _compose_spec(cfg)
+    _discard_unused_run_dir()  # an estimate leaves nothing behind, like a dry run
+    for w in warnings:
+        _console().print(f"[yellow]warning:[/] {w}")
+    for line in fit_report(spec).lines():
+        print(line)
+    return 0
+
+
+def _memory_check(spec) -> Any:
+    """The estimate of a GPU job (in a child process: this one stays torch-free) or None when it is not checked;
+    raises ConfigError when the job does not fit its GPU."""
+    if not spec.conf.resources.gpus_per_node or not spec.conf.resources.memory_check:
+        return None
+    from hpc_ft.errors import ConfigError
+    from hpc_ft.estimate.child import EstimateFailed, estimate_in_child
+    from hpc_ft.estimate.model import fit_problem
+
+    try:
+        report = estimate_in_child(spec)
+    except EstimateFailed as exc:  # not the job's fault: say so and let it go
+        _console().print(f"[yellow]warning:[/] no memory estimate: {str(exc)[-400:]}")
+        return None
+    problem = fit_problem(report)
+    if problem is not None:
+        raise ConfigError([problem])
+    return report
+
+
 def _sbatch_task(cfg) -> int:
     from hpc_ft.rundir.spec import save_spec
     from hpc_ft.submit.sbatch import write_sbatch
@@ -396,10 +453,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG if rest is None else _hydra_run(_submit_task, rest, "hpc-ft submit")
     if cmd == "sbatch":
         return _hydra_run(_sbatch_task, rest, "hpc-ft sbatch")
+    if cmd == "estimate":
+        return _hydra_run(_estimate_task, rest, "hpc-ft estimate")
     if cmd == "report":
         if len(rest) != 1 or rest[0].startswith("-"):
             print(COMMAND_USAGE["report"], file=sys.stderr)
             return EXIT_BAD_CONFIG
+        from hpc_ft.rundir.layout import SweepDir
+
+        if SweepDir(rest[0]).tune_journal.exists():  # a search: its leaderboard (hpc_ft.commands.tune)
+            from hpc_ft.commands.tune import report_main
+
+            return report_main(rest[0])
         from hpc_ft import report
 
         return report.main(rest[0])

@@ -20,7 +20,7 @@ from benchmarks.common import Row, markdown_table, missing_row, rotate  # noqa: 
 CPU_KEYS = {"cold.help", "cold.dry_run", "cold.sbatch", "step.default", "step.synthetic", "optim.fused", "precision.bf16",
             "precision.fp16", "submit.api", "submit.cli", "submit.submitit", "submit.script",
             "data.cache", "data.rss", "fit.fsdp", "fit.lora.memory", "fit.lora.step", "fit.ac.memory", "fit.ac.step"}
-EXTERNAL_GROUPS = ("plan", "report", "telemetry")  # other owners' scripts: their rows, or one saying why not
+EXTERNAL_GROUPS = ("plan", "report", "telemetry", "tune")  # other owners' scripts: their rows, or one saying why not
 
 
 def test_goal_verdicts():

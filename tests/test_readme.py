@@ -36,7 +36,8 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test_cmd in commands, f".ci/run must run the README's test command {test_cmd!r}"
     assert "set -euo pipefail" in ci
     # CI installs through the project's own files exactly as the README's first command does.
-    for piece in ("python3 -m venv .venv", "pip install", "torch==2.13.0", "-e '.[test]'"):
+    for piece in ("python3 -m venv .venv", "pip install", "torch==2.13.0", "-e '.[test]'", "--no-deps",
+                  "hydra-optuna-sweeper==1.3.0"):
         assert piece in _quick_start()[0] and piece in ci, piece
 
 

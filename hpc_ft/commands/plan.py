@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-per-h", type=float, help="given arrival rate (jobs/h) for the M/M/c wait estimate")
     p.add_argument("--mu-per-h", type=float, help="given service rate (jobs/h per server)")
     p.add_argument("--servers", type=int, help="M/M/c servers c")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the memory estimate of GPU jobs (a child process traces one step per distinct job)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, sweeps as a,b,c")
     return p
 
@@ -66,6 +68,52 @@ def compose_points(points: list[list[str]]):
             conf.run.dir = f"plan/{i}"
             confs.append(conf)
     return confs
+
+
+# Overrides that can change a job's peak memory per worker: a sweep over optim.lr has one figure for all its jobs.
+MEMORY_KEYS = ("task", "model", "data", "precision", "peft", "optim", "train.global_batch_size",
+               "train.grad_accum_steps", "train.activation_checkpointing", "train.strategy", "resources")
+
+
+def _memory_relevant(key: str) -> bool:
+    """A config group choice of MEMORY_KEYS or a key under one (the optimizer's class matters, its values not)."""
+    return key in MEMORY_KEYS or any(key.startswith(k + ".") for k in MEMORY_KEYS if k != "optim")
+
+
+def memory_lines(points: list[list[str]]) -> list[str]:
+    """The memory estimate (hpc_ft.estimate, in a child process) of every distinct GPU job of the sweep, one line
+    each: ``jobs 0-3: peak 12.40 GiB per worker, fits ...``; none for CPU jobs. Raises ConfigError when a job's
+    model cannot be built."""
+    from hydra import compose, initialize_config_dir
+
+    from hpc_ft import CONF_DIR
+    from hpc_ft.config.overrides import to_job_conf
+    from hpc_ft.estimate.child import EstimateFailed, estimate_in_child
+    from hpc_ft.estimate.model import fmt_bytes
+    from hpc_ft.submit.executors import resolve
+
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, point in enumerate(points):
+        key = tuple(o for o in point if _memory_relevant(o.split("=", 1)[0].lstrip("+~")))
+        groups.setdefault(key, []).append(i)
+    lines = []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for key, jobs in groups.items():
+            point = [o for o in points[jobs[0]] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+            spec = resolve(to_job_conf(compose(config_name="config", overrides=[*point, "run.dir=plan"]), point))
+            if not spec.conf.resources.gpus_per_node:
+                continue
+            which = f"job {jobs[0]}" if len(jobs) == 1 else f"jobs {','.join(map(str, jobs))}"
+            try:
+                fit = estimate_in_child(spec)
+            except EstimateFailed as exc:
+                lines.append(f"memory, {which}: no estimate ({str(exc)[-200:]})")
+                continue
+            verdict = ("" if fit.fits is None else ", fits one GPU" if fit.fits else
+                       f", does NOT fit one GPU ({fmt_bytes(fit.usable or 0)} usable); fits with: " +
+                       (" | ".join(" ".join(f) for f in fit.fixes) or "no single change found"))
+            lines.append(f"memory, {which}: peak {fmt_bytes(fit.estimate.peak)} per worker{verdict}")
+    return lines
 
 
 def make_plan(args: argparse.Namespace):
@@ -130,5 +178,21 @@ def plan_main(argv: list[str]) -> int:
             print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG
         raise
-    print(plan_json(plan) if args.json else plan_table(plan))
+    memory: list[str] = []
+    if not args.no_memory:
+        try:
+            memory = memory_lines(sweep_points(args.overrides))
+        except HpcFtError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+    if args.json and memory:
+        import json
+
+        print(json.dumps({**json.loads(plan_json(plan)), "memory": memory}, indent=1, allow_nan=False))
+    elif args.json:
+        print(plan_json(plan))
+    else:
+        print(plan_table(plan))
+        for line in memory:
+            print(line)
     return 0

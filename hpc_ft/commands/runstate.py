@@ -110,7 +110,9 @@ class RunState:
 # --- reading the run dir --------------------------------------------------------------------------------------
 
 def _last_metrics(path: Path) -> dict[str, Any] | None:
-    """The last whole JSON line of metrics.jsonl (read from its end: the file grows with the run)."""
+    """The last logging window of metrics.jsonl (read from its end: the file grows with the run)."""
+    from hpc_ft.rundir.evals import EVAL_KEY
+
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -123,7 +125,7 @@ def _last_metrics(path: Path) -> dict[str, Any] | None:
             d = json.loads(line)
         except ValueError:
             continue  # a torn last line, or the cut first one
-        if isinstance(d, dict) and "step" in d:
+        if isinstance(d, dict) and "step" in d and EVAL_KEY not in d:  # a logging window, not an evaluation
             return d
     return None
 

@@ -29,6 +29,8 @@ class ResourcesConf:
     gpus_per_node: int = 0  # GPUs per node; 0 trains on CPU with gloo
     workers_per_node: Optional[int] = None  # torchrun --nproc-per-node; None: gpus_per_node, or 2 on CPU
     gpu_type: Optional[str] = None  # Slurm GRES type, e.g. a100 (None: any)
+    gpu_mem_gb: Optional[float] = None  # memory of one GPU (None: from gpu_type, hpc_ft.estimate.GPU_MEMORY_GIB)
+    memory_check: bool = True  # GPU jobs: estimate peak memory per worker before submission; refuse what can't fit
     cpus_per_task: int = 2  # CPUs for the node task and all its workers
     mem_gb: float = 8.0  # memory per node
     timeout_min: int = 60  # wall-clock limit of the job
@@ -154,6 +156,32 @@ class SchedConf:
     history: List[str] = field(default_factory=list)  # earlier run or sweep dirs whose reports give durations
 
 
+# The names tune.sampler, tune.pruner and tune.direction accept (hpc_ft.tune implements each; `hpc-ft tune` and
+# Hydra's Optuna sweeper through the hpc_ft launcher read tune.metric).
+TUNE_SAMPLERS = ("tpe", "random", "grid")
+TUNE_PRUNERS = ("asha", "median", "none")
+TUNE_DIRECTIONS = ("minimize", "maximize")
+
+
+@dataclass
+class TuneConf:
+    """A hyperparameter search (`hpc-ft tune`): what is optimised, how trials are proposed and stopped early.
+
+    The budget is sched.*'s (budget_gpu_hours, budget_gpus, budget_money); a single run ignores all of it.
+    """
+
+    metric: str = "eval_loss"  # the eval metric the search optimises (a key of the objective's metrics)
+    direction: str = "minimize"  # minimize | maximize
+    trials: int = 16  # trials to run in all (pruned and failed ones count)
+    sampler: str = "tpe"  # tpe | random | grid: Optuna's sampler proposing each trial
+    pruner: str = "asha"  # asha (successive halving) | median | none: stops bad trials at an evaluation
+    min_steps: Optional[int] = None  # the pruner's first rung, in optimizer steps; None: train.eval_every_steps
+    reduction_factor: int = 3  # asha: 1 of every reduction_factor trials goes on at each rung
+    parallelism: Optional[int] = None  # trials at once; None: sched.budget_gpus // units per trial, else 1
+    seed: int = 0  # the sampler's seed
+    poll_interval_s: float = 0.5  # how often the driver reads running trials' metrics.jsonl
+
+
 @dataclass
 class ScriptConf:
     """A user's own torchrun script as the payload instead of hpc_ft's loop (README "Bring your own script").
@@ -189,6 +217,7 @@ class JobConf:
     train: TrainConf = field(default_factory=TrainConf)
     telemetry: TelemetryConf = field(default_factory=TelemetryConf)
     sched: SchedConf = field(default_factory=SchedConf)
+    tune: TuneConf = field(default_factory=TuneConf)
     tracking: TrackingConf = field(default_factory=TrackingConf)
     run: RunConf = field(default_factory=RunConf)
     script: ScriptConf = field(default_factory=ScriptConf)  # a user's own script as the payload (None: the loop)

@@ -211,6 +211,8 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
                              f"pass resources.workers_per_node={r.gpus_per_node} or raise resources.gpus_per_node"))
     need(r.cpus_per_task >= 1, "resources.cpus_per_task", r.cpus_per_task, "must be at least 1",
          "pass resources.cpus_per_task=2")
+    need(r.gpu_mem_gb is None or (math.isfinite(r.gpu_mem_gb) and r.gpu_mem_gb > 0), "resources.gpu_mem_gb",
+         r.gpu_mem_gb, "must be a positive number of GB (the memory of one GPU)", "pass resources.gpu_mem_gb=80")
     need(math.isfinite(r.mem_gb) and round(r.mem_gb * 1024) >= 1, "resources.mem_gb", r.mem_gb,
          "must be at least 1/1024 GB: Slurm counts memory in whole MiB, and a value that rounds to --mem=0M "
          "asks for all of the node's memory", "pass resources.mem_gb=8")

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hpc_ft.job import JobSpec
+from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import NodeReport
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class NodePreemption:
 
     def __init__(self, spec: JobSpec, task: Any) -> None:
         self.task = task
+        self.stop_request = RunDir.of(spec).stop_request
         self.timing = PreemptTiming.of(spec)
         self.max_requeues = int(spec.conf.executor.max_requeues)
         self.forwarder = PreemptForwarder(task, preempt_signum(spec))
@@ -185,7 +187,11 @@ class NodePreemption:
         return False
 
     def may_requeue(self) -> bool:
-        """Step 3: requeues are left (``executor.max_requeues``); logs why not otherwise."""
+        """Step 3: requeues are left (``executor.max_requeues``) and no search stopped this run early (its
+        ``RunDir.stop_request``); logs why not otherwise."""
+        if self.stop_request.exists():
+            log.warning("stopped early by a search (%s): checkpointed, not requeueing", self.stop_request)
+            return False
         if self.task.requeues >= self.max_requeues:
             log.warning("preempted, but not requeueing: executor.max_requeues=%d reached", self.max_requeues)
             return False

@@ -206,6 +206,11 @@ class _JobPids:
         return self._pids
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (``root`` first)."""
+    return _process_tree(root)
+
+
 def _process_tree(root: int) -> list[int]:
     """``root`` and all its descendants, read from /proc/PID/task/TID/children, else a full /proc scan."""
     out, todo = [], [root]

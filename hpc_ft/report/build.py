@@ -41,6 +41,8 @@ class RunReport:
     evaluation: dict[str, float] = field(default_factory=dict)  # the task's eval metrics and baselines, by name
     # Every metric the run reported by name (its objective's, or a user's script's through its progress file).
     metrics: dict[str, float | None] = field(default_factory=dict)
+    # peak tensor memory per worker: estimated before submission and measured by training (bytes, with sources)
+    memory: dict[str, Any] = field(default_factory=dict)
     series: dict[int, dict[str, list[float | None]]] = field(default_factory=dict, repr=False)
     version: int = RUN_REPORT_VERSION
 
@@ -199,6 +201,31 @@ def _metrics(nodes: list[NodeData]) -> dict[str, float | None]:
     return {k: finite(v) for k, v in next((t.metrics for t in trains if t.metrics), {}).items()}
 
 
+def memory_figures(run_dir: str | Path, trains: list[TrainResult]) -> dict[str, Any]:
+    """Peak tensor memory per worker: the estimate saved at submission (memory_estimate.json, if any) and the
+    largest peak a node measured (TrainResult.peak_memory_bytes), in bytes; {} when neither exists."""
+    import json
+
+    from hpc_ft.rundir.layout import RunDir
+
+    out: dict[str, Any] = {}
+    path = RunDir(run_dir).memory_estimate
+    if path.exists():
+        try:
+            est = json.loads(path.read_text())
+            out["estimated_bytes"] = int(est["estimate"]["peak"])
+            out["usable_bytes"] = est.get("usable_bytes")
+        except (ValueError, KeyError, TypeError):
+            out["estimate_note"] = f"unreadable {path.name}"
+    measured = [(t.peak_memory_bytes, t.peak_memory_source) for t in trains if t.peak_memory_bytes]
+    if measured:
+        peak, source = max(measured)
+        out["measured_bytes"], out["measured_source"] = int(peak), source
+    if out.get("estimated_bytes") and out.get("measured_bytes"):
+        out["estimate_error"] = out["estimated_bytes"] / out["measured_bytes"] - 1
+    return out
+
+
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
     """The run report of one run from its loaded records (see ``load_run``)."""
     gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
@@ -270,7 +297,9 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
                      throughput=throughput, advice=advice,
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
                      evaluation=evaluation([nd.report.train for nd in nodes if nd.report and nd.report.train]),
-                     metrics=_metrics(nodes), series={nd.rank: nd.series for nd in nodes if nd.series})
+                     metrics=_metrics(nodes),
+                     memory=memory_figures(run_dir, [nd.report.train for nd in nodes if nd.report and nd.report.train]),
+                     series={nd.rank: nd.series for nd in nodes if nd.series})
 
 
 def fmt_num(v: Any, spec: str = ".1f", unit: str = "") -> str:

@@ -97,6 +97,14 @@ def totals_lines(rr: RunReport) -> list[str]:
            else f"MFU: n/a ({tp['mfu_unavailable']})")
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
                  f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
+    m = rr.memory
+    if m.get("estimated_bytes") or m.get("measured_bytes"):
+        gib = 1024 ** 3
+        est = fmt_num(m["estimated_bytes"] / gib, ".2f", " GiB") if m.get("estimated_bytes") else "- (none saved)"
+        meas = (fmt_num(m["measured_bytes"] / gib, ".2f", f" GiB ({m.get('measured_source')})")
+                if m.get("measured_bytes") else "-")
+        err = f"; estimate {100 * m['estimate_error']:+.0f}%" if m.get("estimate_error") is not None else ""
+        lines.append(f"memory per worker: estimated {est}, measured {meas}{err}")
     if rr.evaluation:
         lines.append(f"training: final loss {fmt_num(tp['final_loss'], '.4f')}; {eval_summary(rr.evaluation)}")
     if tp.get("precision"):

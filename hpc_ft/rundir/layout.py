@@ -5,6 +5,7 @@ A run dir (``run.dir``)::
     job.yaml                  the resolved JobSpec every node reads (job.YYYYmmdd-HHMMSS.yaml: an older one kept)
     metrics.jsonl             rank 0's training log, one JSON object per logged step (appended across requeues)
     progress.jsonl            a user's script's progress (hpc_ft.script_api.report): step, samples, tokens, metrics
+    memory_estimate.json      the peak memory per worker estimated before submission (hpc_ft.estimate)
     checkpoints/step_N.pt     training checkpoints (hpc_ft.train.checkpoint names the files)
     nodes/rendezvous.json     node 0's rendezvous endpoint of the current attempt
     nodes/node{r}/            everything of node r:
@@ -20,6 +21,7 @@ A run dir (``run.dir``)::
     mlruns/, mlflow_run.json  tracking=mlflow: the local MLflow store and the one MLflow run of this run dir
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
+    .hpc_ft.stop              `hpc-ft tune` stopped this trial early (pruned): not requeued after its checkpoint
 
 One naming scheme for a node: everything of node r lies under ``nodes/node{r}/``, its report included, so one
 directory is what a node wrote (copy it, delete it, glob it). The directory keeps the name earlier versions
@@ -29,6 +31,8 @@ gave it (``node0``), so their telemetry series and logs are found as they are; o
 A sweep dir (Hydra's ``hydra.sweep.dir``)::
 
     manifest.json  plan.txt  report/sweep.json  .submitit/{array0,..,driver}/  N/ (one run dir per sweep job)
+    tune.journal   a search's Optuna study (`hpc-ft tune`: JournalStorage, one file, no database server)
+    report/tune_*.png   a search's plots
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from pathlib import Path
 SPEC_FILE = "job.yaml"
 METRICS_FILE = "metrics.jsonl"
 PROGRESS_FILE = "progress.jsonl"  # a user's script's progress (hpc_ft.script_api); appended across requeues
+MEMORY_ESTIMATE_FILE = "memory_estimate.json"
 CHECKPOINT_DIR = "checkpoints"
 NODES_DIR = "nodes"
 RENDEZVOUS_FILE = "rendezvous.json"
@@ -59,6 +64,7 @@ SBATCH_SCRIPT = "job.sbatch"
 SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
 LOCK_FILE = ".hpc_ft.lock"
 OWNER_FILE = ".hpc_ft.owner.json"
+STOP_REQUEST_FILE = ".hpc_ft.stop"  # a search stopped this run early: its preemption checkpoint is not requeued
 
 NODE_REPORT_FILE = "node_report.json"
 TRAIN_RESULT_FILE = "train.json"
@@ -71,6 +77,8 @@ MANIFEST_FILE = "manifest.json"
 PLAN_FILE = "plan.txt"
 SWEEP_REPORT_FILE = "sweep.json"
 SWEEP_SUBMITIT_DIR = ".submitit"
+TUNE_JOURNAL_FILE = "tune.journal"
+TUNE_PLOTS = ("tune_metric_over_trials.png", "tune_metric_vs_params.png", "tune_curves.png")
 EXPORT_DIR = "export"  # hpc-ft export's default output: export/step_<N> (Hugging Face format)
 
 _NODE_DIR = re.compile(r"^node(\d+)$")
@@ -205,6 +213,17 @@ class RunDir:
 
     # -- training -------------------------------------------------------------------------------------------
     @property
+    def stop_request(self) -> Path:
+        """Written by `hpc-ft tune` before it stops this run early: the node does not requeue it."""
+        return self.path / STOP_REQUEST_FILE
+
+    @property
+    def memory_estimate(self) -> Path:
+        """The memory estimate made before submission (hpc_ft.estimate.FitReport as JSON): the report sets the
+        measured peak beside it."""
+        return self.path / MEMORY_ESTIMATE_FILE
+
+    @property
     def metrics(self) -> Path:
         return self.path / METRICS_FILE
 
@@ -316,6 +335,15 @@ class SweepDir:
     @property
     def sweep_report(self) -> Path:
         return self.report_dir / SWEEP_REPORT_FILE
+
+    @property
+    def tune_journal(self) -> Path:
+        """A search's Optuna study (JournalStorage's file)."""
+        return self.path / TUNE_JOURNAL_FILE
+
+    def tune_plot(self, i: int) -> Path:
+        """The search's ``i``-th plot (TUNE_PLOTS) under report/."""
+        return self.report_dir / TUNE_PLOTS[i]
 
     def array_submitit(self, group: int) -> Path:
         """submitit's folder of the sweep's ``group``-th Slurm job array."""

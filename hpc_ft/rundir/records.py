@@ -115,6 +115,8 @@ class TrainResult:
     model_params: int | None = None
     warnings: list[str] = field(default_factory=list)  # resumed with changes, data smaller than a batch, ...
     truncated_examples: int | None = None  # data=files: examples cut at data.max_length (None: not from files)
+    peak_memory_bytes: int | None = None  # this worker's measured peak tensor memory (see peak_memory_source)
+    peak_memory_source: str | None = None  # "cuda max_memory_allocated" (the run) or "MemTracker, first step" (CPU)
     metrics: dict[str, float | None] = field(default_factory=dict)  # the objective's (see above), by name
     version: int = TRAIN_RESULT_VERSION
 

@@ -36,12 +36,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from hpc_ft.config.validate import split_problems
 from hpc_ft.errors import ConfigError
 from hpc_ft.job import JobSpec
+from hpc_ft.rundir.evals import append_eval
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.records import TrainResult
 from hpc_ft.train import fit
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
 from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches, take
 from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teardown_dist, to_device
+from hpc_ft.train.memory import StepPeak
 from hpc_ft.train.meter import Meter, Progress
 from hpc_ft.train.objective import Objective
 from hpc_ft.train.optim import build_schedule, lr_lambda, restore_optimizer
@@ -182,6 +184,8 @@ class Trainer:
         if t.compile and d.is_main:
             log.info("train.compile=true: torch.compile compiles the model during the first steps")
         self.flops = self.objective.flops_per_sample(self.model, self.data)
+        # The measured peak set beside the estimate (hpc_ft.estimate); a compiled model is not traced.
+        self.peak = StepPeak(d.device, self.ddp, self.optimizer, enabled=not t.compile)
 
     def _settle_ddp_buckets(self) -> None:
         """Give a resumed run the gradient buckets an uninterrupted run has by now.
@@ -223,7 +227,8 @@ class Trainer:
         self.ddp.train()
         try:
             while self.step < t.max_steps:
-                self.train_step()
+                with self.peak.around_step(first=self.step == self.start_step):  # CPU: the first step tracked
+                    self.train_step()
                 if self.step % t.log_every_steps == 0 or self.step == t.max_steps:
                     self.log_metrics()
                 if (t.eval_every_steps and self.step % t.eval_every_steps == 0) or self.step == t.max_steps:
@@ -253,6 +258,7 @@ class Trainer:
         idx = global_batch(self.data.num_train, t.seed, self.step, t.global_batch_size)
         batches = micro_batches(self.data.train, idx, d.rank, d.world_size, t.grad_accum_steps)
         for i, batch in enumerate(batches):
+            self.peak.next_micro_batch(i)
             self.meter.tokens += _tokens(batch) * d.world_size  # counted on the host copy: no device sync per step
             self.forward_backward(to_device(batch, d.device), last_micro=i == len(batches) - 1)
         self.optimizer_step()
@@ -305,6 +311,7 @@ class Trainer:
         """The objective's metrics over the whole test split; their time is left out of the throughput."""
         self.eval_metrics = evaluate(self.fwd, self.objective, self.data, self.t.eval_micro_batch_size, self.d,
                                      self.amp)
+        append_eval(self.metrics_f, self.step, self.eval_metrics)  # every evaluation: `hpc-ft tune` prunes on it
         self.tracker.log(self.step, self.eval_metrics, prefix="eval")
         self.progress.note(f"step {self.step}: {self.objective.describe(self.eval_metrics)}")
         self.meter.skip()
@@ -358,6 +365,7 @@ class Trainer:
             preempted=self.preempted, wall_s=time.monotonic() - self.t_start,
             flops_per_sample=self.flops, model_params=self.n_params,
             warnings=self.warnings, truncated_examples=self.data.info.get("truncated_examples"),
+            peak_memory_bytes=self.peak.bytes, peak_memory_source=self.peak.source,
         )
 
     def write_result(self) -> int:

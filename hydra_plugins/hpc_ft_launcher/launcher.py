@@ -7,7 +7,8 @@ For hpc_ft's own jobs (a config with JobConf's keys); any other Hydra app goes t
 2. Hydra's per-job setup (output dir hydra.sweep.dir/hydra.sweep.subdir, .hydra/ with the overrides) runs
    the task function, which hands its job to the sweep (hpc_ft.sweep.context) instead of submitting it;
 3. submit in plan order (Slurm: one array per resource group, %parallelism; local: a queue of that width),
-   wait, and return one JobReturn per job whose return_value is every node's NodeReport.
+   wait, and return one JobReturn per job whose return_value is every node's NodeReport; under Hydra's Optuna
+   sweeper (``hydra/sweeper=optuna``) it is the job's ``tune.metric`` instead, the number that sweeper optimises.
 
 A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's usual behaviour: run once per job.
 """
@@ -223,6 +224,7 @@ class HpcFtLauncher(Launcher):
         if not waited:
             log.info(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(sweep_dir))}")
 
+        metric = self._returned_metric(conf)
         failed = []
         for e in sorted(entries, key=lambda e: e.num):
             bad = [r for r in e.reports if not r.ok]
@@ -237,11 +239,21 @@ class HpcFtLauncher(Launcher):
                 ret.status, ret.return_value = JobStatus.COMPLETED, None if e.job is None else str(e.job.job_id)
             elif e.ok:
                 ret.status, ret.return_value = JobStatus.COMPLETED, e.reports
+                if metric is not None:
+                    from hpc_ft.tune.settings import final_metric
+
+                    ret.return_value = final_metric(e.reports, metric)
             else:  # Hydra raises the first failed job's error after the launcher returns: it names them all
                 ret.status = JobStatus.FAILED
                 ret.return_value = SweepJobFailed(f"{len(failed)} of {len(entries)} sweep job(s) failed: "
                                                   + "; ".join(failed), e.reports)
         return [runs[n] for n in sorted(runs)]
+
+    def _returned_metric(self, conf: Any) -> Optional[str]:
+        """tune.metric when Hydra's Optuna sweeper drives this launcher (it optimises a number per job)."""
+        assert self.config is not None
+        target = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
+        return conf.tune.metric if "optuna" in target.lower() else None
 
 
 class SweepJobFailed(LaunchError, CompactHydraException):

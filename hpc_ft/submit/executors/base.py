@@ -126,6 +126,14 @@ class Executor(ABC):
         """Wraps ``make_executor(spec).submit(...)``; default: nothing."""
         return contextlib.nullcontext()
 
+    # -- stopping a running job early (a search's pruned trial) --------------------------------------------
+    def stop_job(self, job_id: str, spec: JobSpec) -> bool:
+        """Ask running job ``job_id`` to stop at its next step end with a checkpoint, through the preemption path
+        (the preemption signal reaches every node's torchrun; the workers agree, checkpoint and exit 75), without
+        a requeue (``RunDir.stop_request`` is written first). Returns whether the signal went out; the job's end
+        is waited for as any other's. Default: this executor cannot (its jobs run to their end)."""
+        return False
+
     # -- a planned sweep ------------------------------------------------------------------------------------
     def check_sweep(self, confs: Sequence[JobConf]) -> None:
         """Raise for a sweep job this executor would refuse at submission, before any job is submitted."""

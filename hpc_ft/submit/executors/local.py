@@ -78,6 +78,20 @@ class LocalExecutor(Executor):
     def submitting(self, spec: JobSpec):
         return local_controller_output(controller_log(submitit_folder(spec)))
 
+    def stop_job(self, job_id: str, spec: JobSpec) -> bool:
+        """Send the preemption signal to the job's torchrun agents (children of its controller, pid ``job_id``):
+        as Slurm's signal reaches them through the node task, they forward it to the workers."""
+        from hpc_ft.node.preempt import preempt_signum
+
+        sent = False
+        for pid in torchrun_pids(int(job_id)):
+            try:
+                os.kill(pid, preempt_signum(spec))
+                sent = True
+            except ProcessLookupError:
+                continue
+        return sent
+
     def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
                      poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
         if wait:
@@ -115,6 +129,21 @@ class LocalExecutor(Executor):
         with local_controller_output(controller_log(folder)):
             return ex.submit(LocalSweepDriver(self, [str(spec_path(e.spec)) for e in entries],
                                               [e.num for e in entries], parallelism, record_ids, poll_s))
+
+
+def torchrun_pids(controller_pid: int) -> list[int]:
+    """The torchrun agents below a local job's controller process (one per emulated node)."""
+    from hpc_ft.node.task import process_tree
+
+    out = []
+    for pid in process_tree(controller_pid)[1:]:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"torch.distributed.run" in argv:
+            out.append(pid)
+    return out
 
 
 def _wait_any(jobs: Sequence[Any], poll_s: float) -> None:

@@ -65,6 +65,19 @@ class SlurmExecutor(Executor):
 
         return make_slurm_executor(spec)
 
+    def stop_job(self, job_id: str, spec: JobSpec) -> bool:
+        """``scancel --signal=SIG JOBID``: Slurm delivers the preemption signal to every node task (job steps),
+        which forward it to torchrun; no busy waiting, the job's end is seen as any other's."""
+        import subprocess
+
+        from hpc_ft.node.preempt import signal_name
+
+        sig = signal_name(spec.conf.executor.preempt_signal)[3:]
+        proc = subprocess.run(["scancel", f"--signal={sig}", job_id], capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            log.warning("scancel --signal=%s %s failed: %s", sig, job_id, proc.stderr.strip())
+        return proc.returncode == 0
+
     def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
         """One Slurm job array (``%parallelism``) for a batch of jobs with ``spec``'s request."""
         from hpc_ft.submit.slurm import make_slurm_executor

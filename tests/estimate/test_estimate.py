@@ -1,0 +1,147 @@
+"""The memory estimate: traced on fake tensors, it matches the peak a real training step measures; a GPU job that
+cannot fit is refused before dispatch with the overrides that make it fit; the report sets both figures side by side."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from hpc_ft.estimate.model import GIB, FitReport, MemoryEstimate, fit_problem, gpu_memory_bytes, usable_bytes
+
+
+def sft(model_dir, data_file, *extra):
+    return ["task=causal_lm_sft", "model=hf", f"model.path={model_dir}", "data=files", f"data.path={data_file}",
+            "data.prompt_field=prompt", "data.response_field=response", "data.max_length=48", "precision=fp32",
+            "train.max_steps=2", "train.global_batch_size=8", "train.warmup_steps=1", "train.eval_every_steps=0",
+            "train.num_threads=1", "telemetry=off", *extra]
+
+
+def run_in_process(overrides, run_dir):
+    """One real training run in this process (world size 1), as the debug executor runs it; returns its spec and
+    the measured peak."""
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.rundir.spec import write_spec
+    from hpc_ft.submit.executors import resolve
+    from hpc_ft.train.distributed import Dist
+    from hpc_ft.train.loop import Trainer
+
+    spec = resolve(compose_conf([*overrides, "executor=debug"], run_dir=run_dir))
+    write_spec(spec)
+    trainer = Trainer(spec, Dist(0, 0, 1, 0, torch.device("cpu")), time.monotonic())
+    trainer.setup()
+    assert trainer.train() == 0
+    return spec, trainer.peak.bytes
+
+
+@pytest.mark.parametrize("extra", [[], ["precision=bf16"], ["train.grad_accum_steps=2"], ["peft=lora"],
+                                   ["train.activation_checkpointing=true"],
+                                   ["peft=lora", "train.activation_checkpointing=true"]],
+                         ids=["fp32", "bf16", "accumulation", "lora", "checkpointed", "lora-checkpointed"])
+def test_the_estimate_is_within_20_percent_of_the_measured_peak(extra, tmp_path, llama_dir, pairs_file):
+    from hpc_ft.estimate.trace import trace_memory
+
+    spec, measured = run_in_process(sft(llama_dir, pairs_file, *extra), tmp_path / "run")
+    est = trace_memory(spec)
+    assert measured and est.peak == pytest.approx(measured, rel=0.20), (est.lines(), measured)
+    result = json.loads((spec.run_dir / "nodes" / "node0" / "train.json").read_text())
+    assert result["peak_memory_bytes"] == measured and result["peak_memory_source"] == "MemTracker, first step"
+
+
+def test_a_gpu_job_that_cannot_fit_is_refused_with_its_fix_and_dispatches_nothing(tmp_path, run_cli, llama_dir,
+                                                                                   pairs_file):
+    args = [*sft(llama_dir, pairs_file, "train.global_batch_size=64", "data.max_length=128"), "resources=gpu",
+            "resources.gpus_per_node=1", "executor=slurm", "resources.gpu_mem_gb=2"]
+    work = tmp_path / "work"
+    work.mkdir()
+    done = run_cli("submit", *args, cwd=work)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "resources.gpu_mem_gb=" in done.stderr and "train.grad_accum_steps=" in done.stderr, done.stderr
+    assert list(work.iterdir()) == []  # nothing dispatched, no run dir left
+    # The fix it names makes the same job fit: the dry run with it passes the check and shows the estimate.
+    fix = next(w for w in done.stderr.split() if w.startswith("train.grad_accum_steps="))
+    ok = run_cli("submit", *args, fix, "dry_run=true", cwd=work)
+    assert ok.returncode == 0, ok.stderr
+    shown = json.loads(ok.stdout)["memory_estimate"]
+    assert shown["fits"] is True and shown["estimate"]["peak"] <= usable_bytes(2 * GIB)
+
+
+def test_the_estimate_command_prints_the_breakdown_and_leaves_nothing(tmp_path, run_cli):
+    done = run_cli("estimate", "model=mlp", "data=synthetic", "train.global_batch_size=32", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "peak" in done.stdout and "optimizer state" in done.stdout and "a CPU job" in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_memory_comes_from_the_override_then_the_table():
+    class R:
+        gpu_mem_gb, gpu_type = None, "A100_80G"
+
+    assert gpu_memory_bytes(R) == (80 * GIB, "A100_80G: 80 GiB")
+    R.gpu_mem_gb = 24
+    assert gpu_memory_bytes(R)[0] == 24 * GIB
+    R.gpu_mem_gb, R.gpu_type = None, "mystery9000"
+    size, why = gpu_memory_bytes(R)
+    assert size is None and "resources.gpu_mem_gb" in why
+    assert usable_bytes(int(41 * GIB)) == int(40 * GIB * 0.92)
+
+
+def test_a_fit_problem_names_the_key_the_need_and_every_fix():
+    est = MemoryEstimate(peak=50 * GIB)
+    fits = FitReport(estimate=est, gpu_bytes=80 * GIB, gpu_source="h100: 80 GiB", fits=True)
+    assert fit_problem(fits) is None
+    bad = FitReport(estimate=est, gpu_bytes=40 * GIB, gpu_source="a100: 40 GiB", fits=False,
+                    fixes=[["train.grad_accum_steps=2"], ["peft=lora"]], fix_peaks=[30 * GIB, 20 * GIB])
+    p = fit_problem(bad)
+    assert (p.key, p.value) == ("resources.gpu_type", "a100")
+    assert "50.00 GiB" in p.rule and "train.grad_accum_steps=2 | peft=lora" in p.fix
+    assert FitReport.from_dict(json.loads(json.dumps(bad.to_dict()))) == bad
+
+
+def test_the_report_sets_the_estimate_beside_the_measured_peak(tmp_path):
+    from hpc_ft.report.build import memory_figures
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.records import TrainResult
+
+    assert memory_figures(tmp_path, []) == {}
+    est = FitReport(estimate=MemoryEstimate(peak=110 * 1024 ** 2), gpu_bytes=None, gpu_source="", fits=None)
+    RunDir(tmp_path).memory_estimate.write_text(json.dumps(est.to_dict()))
+    trains = [TrainResult(peak_memory_bytes=100 * 1024 ** 2, peak_memory_source="MemTracker, first step"),
+              TrainResult(peak_memory_bytes=None)]
+    m = memory_figures(tmp_path, trains)
+    assert m["estimated_bytes"] == 110 * 1024 ** 2 and m["measured_bytes"] == 100 * 1024 ** 2
+    assert m["estimate_error"] == pytest.approx(0.10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_estimate_is_within_20_percent_of_a_two_worker_run(strategy, tmp_path, run_cli, llama_dir, pairs_file):
+    """2 gloo workers through the local executor: DDP's buckets and FSDP2's sharding are added by rule."""
+    from hpc_ft.estimate.trace import trace_memory
+    from hpc_ft.job import JobSpec
+
+    run = tmp_path / "run"
+    done = run_cli("submit", *sft(llama_dir, pairs_file, f"train.strategy={strategy}"), "executor=local",
+                   f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    measured = [json.loads((run / "nodes" / "node0" / "train.json").read_text())["peak_memory_bytes"]]
+    spec = JobSpec.load(run / "job.yaml")
+    assert spec.world_size == 2
+    est = trace_memory(spec)
+    assert est.peak == pytest.approx(measured[0], rel=0.20), (est.lines(), measured)
+
+
+def test_plan_shows_one_estimate_per_distinct_gpu_job(tmp_path, run_cli):
+    done = run_cli("plan", "-m", "optim.lr=1e-5,3e-5", "train.global_batch_size=64,1024", "resources=gpu",
+                   "executor=slurm", "resources.gpu_mem_gb=1.2", "model=mlp", "data=synthetic", "--no-queue",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    memory = [line for line in done.stdout.splitlines() if line.startswith("memory, ")]
+    # the learning rate changes no job's memory: two figures for four jobs
+    assert [m.split(":")[0] for m in memory] == ["memory, jobs 0,2", "memory, jobs 1,3"], done.stdout
+    assert all("fits one GPU" in m for m in memory)
+    cpu = run_cli("plan", "-m", "optim.lr=1e-5,3e-5", "model=mlp", "data=synthetic", "--no-queue", cwd=tmp_path)
+    assert cpu.returncode == 0 and "memory, " not in cpu.stdout
