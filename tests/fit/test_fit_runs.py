@@ -34,7 +34,9 @@ def _submit(run_cli, overrides, run: Path, env: dict | None = None, expect: int 
 
 
 def _losses(run: Path) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+    """The training loss logged at each step (metrics.jsonl's evaluation records left out)."""
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
 def _train_json(run: Path) -> dict:
