@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 STEPS = 4
 # Micro-batches of 2 whatever the layout (12 = 2 workers x 3 accumulation steps x 2 = 3 workers x 2 x 2): every
 # layout trains on the same micro-batches (hpc_ft.train.data.micro_batches), only summed in another order.
-FSDP = ["train.strategy=fsdp", "train.activation_checkpointing=true", "train.global_batch_size=12"]
+# A small clipping norm keeps clipping active, so the norm across shards is what is checked.
+FSDP = ["train.strategy=fsdp", "train.activation_checkpointing=true", "train.global_batch_size=12",
+        "train.grad_clip_norm=0.05"]
 LORA = ["peft=lora", "train.activation_checkpointing=true", "train.grad_accum_steps=2"]
 
 
@@ -147,11 +149,18 @@ def test_fsdp2_on_two_nodes_killed_mid_write_falls_back_and_resumes_at_another_w
     assert [s for s, _ in list_checkpoints(run)] == [2, 4]
     assert not (run / "checkpoints" / ".step_00000004.dcp.tmp").exists()
     # The same training as the uninterrupted 2-worker run (the same micro-batches, no dropout in the model), up to
-    # the order of summation: the resharded weights and optimizer state went on where they stopped.
-    ref = _losses(fsdp_ref)
+    # the order of summation: the resharded weights and optimizer state went on where they stopped. And the same
+    # as DDP's (unsharded gradients, torch's own clipping): FSDP2's accumulation and clipping across shards hold.
+    ddp = tmp_path / "ddp"
+    _submit(run_cli, [*ov, "train.grad_accum_steps=3", "train.strategy=ddp"], ddp)
+    ref, by_ddp = _losses(fsdp_ref), _losses(ddp)
+    assert ref.keys() == by_ddp.keys() == set(range(1, STEPS + 1))
+    for step, loss in ref.items():
+        assert loss == pytest.approx(by_ddp[step], rel=1e-4), step
     for step, loss in _losses(run).items():
         assert loss == pytest.approx(ref[step], rel=1e-4), step
-    assert train["eval_loss"] == pytest.approx(_train_json(fsdp_ref)["eval_loss"], rel=1e-4)
+    for other in (fsdp_ref, ddp):
+        assert train["eval_loss"] == pytest.approx(_train_json(other)["eval_loss"], rel=1e-4)
 
 
 def test_lora_preempted_resumes_bitwise_checkpoints_adapters_only_and_exports_both_ways(tmp_path, llama_dir,
