@@ -19,6 +19,7 @@ GPU_MEM_FULL = 0.90  # GPU memory peak at or above this share of capacity: out-o
 HOST_MEM_FULL = 0.90  # the job's RSS peak at or above this share of resources.mem_gb
 HOST_MEM_HEADROOM = 1.25  # suggested mem_gb = peak x this (+1 GiB), rounded up to an even number
 TIME_HEADROOM = 1.5  # suggested timeout = wall x this + 5 min, rounded up to 5 min
+MEMORY_HEADROOM = 0.8  # a larger micro-batch is advised only if its predicted peak stays under this share
 MIN_SAVING = 0.5  # only suggest shrinking a request to at most half of it (smaller cuts are noise)
 
 
@@ -95,6 +96,24 @@ def _gpu_memory_advice(spec: JobSpec, gpu_rows: list[GpuRow]) -> list[Advice]:
                    "micro-batch keeps the effective batch and leaves room against out-of-memory")]
 
 
+def _memory_headroom_advice(spec: JobSpec, memory: dict) -> list[Advice]:
+    """Half the accumulation steps (a micro-batch twice as large: fewer, fuller steps) when the measured peak plus
+    the estimate's activations (what doubles with the micro-batch) stays under MEMORY_HEADROOM of the GPU."""
+    t = spec.conf.train
+    measured, usable = memory.get("measured_bytes"), memory.get("usable_bytes")
+    grows = memory.get("estimated_activation_bytes")
+    if not (measured and usable and grows) or t.grad_accum_steps < 2 or t.grad_accum_steps % 2:
+        return []
+    predicted = measured + grows
+    if predicted > MEMORY_HEADROOM * usable:
+        return []
+    gib = 1024 ** 3
+    return [Advice("train.grad_accum_steps", t.grad_accum_steps // 2,
+                   f"the measured peak was {measured / gib:.1f} GiB of {usable / gib:.1f} GiB usable per GPU; with "
+                   f"the estimate's {grows / gib:.1f} GiB of activations doubled it would be {predicted / gib:.1f} "
+                   "GiB: a micro-batch twice as large fits, with fewer, fuller steps")]
+
+
 def _host_memory_advice(spec: JobSpec, node_rows: list[NodeRow]) -> list[Advice]:
     peaks = [n.job_rss_peak_gb for n in node_rows if n.job_rss_peak_gb is not None]
     if not peaks:
@@ -149,9 +168,12 @@ def _cpu_advice(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow])
     return []
 
 
-def advise(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow], totals: dict) -> list[Advice]:
-    """Every override worth making for the next submission of ``spec``, each with its reason."""
+def advise(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow], totals: dict,
+           memory: dict | None = None) -> list[Advice]:
+    """Every override worth making for the next submission of ``spec``, each with its reason. ``memory``: the
+    report's peak memory per worker, estimated and measured (``report.build.memory_figures``)."""
     out = (_gpu_advice(spec, node_rows, gpu_rows) + _gpu_memory_advice(spec, gpu_rows)
+           + _memory_headroom_advice(spec, memory or {})
            + _host_memory_advice(spec, node_rows) + _time_advice(spec, node_rows, totals)
            + _cpu_advice(spec, node_rows, gpu_rows))
     seen: dict[str, Advice] = {}

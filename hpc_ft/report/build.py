@@ -214,6 +214,9 @@ def memory_figures(run_dir: str | Path, trains: list[TrainResult]) -> dict[str, 
         try:
             est = json.loads(path.read_text())
             out["estimated_bytes"] = int(est["estimate"]["peak"])
+            # what grows with the micro-batch: the right-sizing advice scales it (hpc_ft.report.advice)
+            out["estimated_activation_bytes"] = int(est["estimate"].get("activations", 0)) + int(
+                est["estimate"].get("temporaries", 0))
             out["usable_bytes"] = est.get("usable_bytes")
         except (ValueError, KeyError, TypeError):
             out["estimate_note"] = f"unreadable {path.name}"
@@ -276,7 +279,9 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
     totals["cost_total"] = (totals["cost_node_hours"] if cpu_only else totals["cost_gpu_hours"]) + (
         totals["cost_energy"] or 0.0)
     throughput = _throughput(spec, nodes, gpu_rows, tel.gpu_peak_tflops if tel else None, n_alloc)
-    advice = advise(spec, node_rows, gpu_rows, totals) if spec else []
+    trains = [nd.report.train for nd in nodes if nd.report and nd.report.train]
+    memory = memory_figures(run_dir, trains)
+    advice = advise(spec, node_rows, gpu_rows, totals, memory) if spec else []
     notes = []
     if not gpu_rows:
         why = sorted({n for nd in nodes for n in nd.notes if "GPU" in n})
@@ -298,7 +303,7 @@ def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData
                      command=next_command(spec, advice) if spec and advice else None, notes=notes,
                      evaluation=evaluation([nd.report.train for nd in nodes if nd.report and nd.report.train]),
                      metrics=_metrics(nodes),
-                     memory=memory_figures(run_dir, [nd.report.train for nd in nodes if nd.report and nd.report.train]),
+                     memory=memory,
                      series={nd.rank: nd.series for nd in nodes if nd.series})
 
 

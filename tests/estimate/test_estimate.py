@@ -145,3 +145,19 @@ def test_plan_shows_one_estimate_per_distinct_gpu_job(tmp_path, run_cli):
     assert all("fits one GPU" in m for m in memory)
     cpu = run_cli("plan", "-m", "optim.lr=1e-5,3e-5", "model=mlp", "data=synthetic", "--no-queue", cwd=tmp_path)
     assert cpu.returncode == 0 and "memory, " not in cpu.stdout
+
+
+def test_advice_doubles_the_micro_batch_when_estimate_and_measurement_leave_room(tmp_path):
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import resolve
+    from hpc_ft.report.advice import advise
+
+    spec = resolve(compose_conf(["model=mlp", "data=synthetic", "train.grad_accum_steps=4",
+                                 "train.global_batch_size=64"], run_dir=tmp_path / "run"))
+    gib = 1024 ** 3
+    roomy = {"measured_bytes": 10 * gib, "usable_bytes": 70 * gib, "estimated_activation_bytes": 8 * gib}
+    [a] = [a for a in advise(spec, [], [], {}, roomy) if a.key == "train.grad_accum_steps"]
+    assert a.value == 2 and "18.0 GiB" in a.reason
+    tight = {**roomy, "estimated_activation_bytes": 50 * gib}  # doubled activations would pass 80% of the GPU
+    assert not [a for a in advise(spec, [], [], {}, tight) if a.key == "train.grad_accum_steps"]
+    assert not [a for a in advise(spec, [], [], {}, {}) if a.key == "train.grad_accum_steps"]

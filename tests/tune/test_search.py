@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,28 @@ def final_eval_loss(run_dir):
 
 
 @pytest.mark.timeout(1800)  # 24 trials of a few seconds' training, each with a few seconds of start-up
+def execute_search_notebook(sweep_dir: Path) -> tuple[str, int]:
+    """Run notebooks/search_analysis.ipynb against ``sweep_dir``: (its text output, PNG images shown)."""
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "search_analysis.ipynb", as_version=4)
+    os.environ["HPC_FT_SWEEP_DIR"] = str(sweep_dir)
+    try:
+        NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(sweep_dir)}}).execute()
+    finally:
+        os.environ.pop("HPC_FT_SWEEP_DIR", None)
+    text, images = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+            images += "image/png" in out.get("data", {})
+    return "\n".join(text), images
+
+
 def test_pruned_search_nears_the_best_of_a_16_point_grid_at_half_its_node_hours(tmp_path):
     import numpy as np
 
@@ -76,6 +99,10 @@ def test_pruned_search_nears_the_best_of_a_16_point_grid_at_half_its_node_hours(
     best_line = next(ln.strip() for ln in rep.stdout.splitlines() if ln.strip().startswith("hpc-ft submit"))
     assert "optim.lr=" in best_line and "tune." not in best_line
     assert len(list((tmp_path / "search" / "report").glob("tune_*.png"))) == 3
+
+    # notebooks/search_analysis.ipynb shows the same leaderboard and the three plots.
+    text, images = execute_search_notebook(tmp_path / "search")
+    assert "pruned" in text and "hpc-ft submit model=mlp" in text and images == 3
 
 
 def test_the_budget_is_never_exceeded_and_ends_the_search(tmp_path):
