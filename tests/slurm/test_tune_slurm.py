@@ -13,10 +13,13 @@ from hpc_ft.rundir.records import TrainResult
 
 pytestmark = pytest.mark.slurm
 
+# A synthetic step takes well under a millisecond: a trial must run for seconds after its first evaluation, or it
+# ends before the driver's next poll and the signal can stop it (seconds per trial; a pruned one stops early).
+MAX_STEPS = 20000
 TRIAL = ["model=mlp", "data=synthetic", "data.num_features=2", "data.num_classes=8", "precision=fp32",
          "telemetry=off", "resources.workers_per_node=1", "resources.cpus_per_task=1", "resources.mem_gb=0.5",
-         "resources.timeout_min=10", "executor.poll_interval_s=0.5", "train.max_steps=300",
-         "train.eval_every_steps=25", "train.ckpt_every_steps=25", "train.log_every_steps=25",
+         "resources.timeout_min=10", "executor.poll_interval_s=0.5", f"train.max_steps={MAX_STEPS}",
+         "train.eval_every_steps=500", "train.ckpt_every_steps=500", "train.log_every_steps=500",
          "train.warmup_steps=0", "tune.poll_interval_s=0.5"]
 
 
@@ -34,5 +37,5 @@ def test_a_search_on_slurm_prunes_a_trial_at_a_checkpoint(slurm_cluster, tmp_pat
     assert pruned
     for n in pruned:
         train = TrainResult.load(RunDir(sweep / str(n)).node(0).train_result)
-        assert train.preempted and train.steps < 300 and train.start_step == 0  # stopped, not requeued
+        assert train.preempted and train.steps < MAX_STEPS and train.start_step == 0  # stopped, not requeued
         assert (RunDir(sweep / str(n)).checkpoints / f"step_{train.steps:08d}.pt").exists()
