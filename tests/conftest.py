@@ -66,3 +66,19 @@ def job_processes(spec_path: Path) -> dict[int, tuple[list[str], dict[str, str]]
 def torchrun_agent(spec_path: Path) -> int | None:
     """The pid of the job's torchrun (it forwards a signal to every worker), or None."""
     return next((pid for pid, (argv, _) in job_processes(spec_path).items() if "torch.distributed.run" in argv), None)
+
+
+@pytest.fixture
+def in_process():
+    """Undo what an in-process training run sets process-wide (signal handlers, torch threads) once the test is
+    done (tests that run hpc_ft's Trainer in the pytest process)."""
+    import signal
+
+    import torch
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
+    threads = torch.get_num_threads()
+    yield
+    for s, h in handlers.items():
+        signal.signal(s, h)
+    torch.set_num_threads(threads)

@@ -40,7 +40,8 @@ def run_in_process(overrides, run_dir):
                                    ["train.activation_checkpointing=true"],
                                    ["peft=lora", "train.activation_checkpointing=true"]],
                          ids=["fp32", "bf16", "accumulation", "lora", "checkpointed", "lora-checkpointed"])
-def test_the_estimate_is_within_20_percent_of_the_measured_peak(extra, tmp_path, llama_dir, pairs_file):
+def test_the_estimate_is_within_20_percent_of_the_measured_peak(extra, tmp_path, llama_dir, pairs_file,
+                                                                   in_process):
     from hpc_ft.estimate.trace import trace_memory
 
     spec, measured = run_in_process(sft(llama_dir, pairs_file, *extra), tmp_path / "run")

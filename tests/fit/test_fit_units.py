@@ -4,7 +4,6 @@ dispatch, the resume rules of the new keys, and QLoRA on this machine's CPU (bit
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
@@ -155,17 +154,6 @@ def test_resume_rules_of_the_fit_keys(tmp_path):
     old = {k: v for k, v in base.items() if k != "peft"}
     old["train"] = {k: v for k, v in base["train"].items() if k not in ("strategy", "activation_checkpointing")}
     assert not compare(old, base, 2, 2, 10, "RUN").problems
-
-
-@pytest.fixture
-def in_process():
-    """Undo what a worker sets process-wide (signal handlers, torch threads) once the test is done."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
-    threads = torch.get_num_threads()
-    yield
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    torch.set_num_threads(threads)
 
 
 def test_qlora_trains_a_4bit_base_on_this_cpu_and_checkpoints_only_the_adapters(tmp_path, llama64_dir, pairs_file,

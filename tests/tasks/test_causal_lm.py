@@ -4,7 +4,6 @@ in-process run on chatterbot-corpus pairs (the loss goes down), and the export's
 from __future__ import annotations
 
 import json
-import signal
 import time
 
 import pytest
@@ -70,17 +69,6 @@ def test_truncated_examples_are_cut_and_flagged():
     out, _ = _encode(CausalLMSFT(), tok, [{"p": "a " * 30, "r": "b"}, {"p": "x", "r": "y"}],
                      prompt_field="p", response_field="r", max_length=8)
     assert out["truncated"] == [True, False] and max(len(x) for x in out["input_ids"]) == 8
-
-
-@pytest.fixture
-def in_process():
-    """Undo what a worker sets process-wide (signal handlers, torch threads) once the test is done."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
-    threads = torch.get_num_threads()
-    yield
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    torch.set_num_threads(threads)
 
 
 def sft_overrides(model_dir, data_file, steps=30):

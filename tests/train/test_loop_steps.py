@@ -7,10 +7,8 @@ tasks plug into). Trained in this process, world size 1, on the seconds-long syn
 from __future__ import annotations
 
 import json
-import signal
 import time
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -38,17 +36,6 @@ def test_a_signal_stops_at_the_end_of_the_step_after_the_vote(tmp_path):
     held.requested = True  # the signal is already there: the hold announces the step and returns at once
     assert held.stop_after(2, 0, tmp_path / "held_at_step", rank=0)
     assert (tmp_path / "held_at_step").read_text() == "held\n"
-
-
-@pytest.fixture
-def in_process():
-    """Undo what a worker sets process-wide (signal handlers, torch threads) once the test is done."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2)}
-    threads = torch.get_num_threads()
-    yield
-    for s, h in handlers.items():
-        signal.signal(s, h)
-    torch.set_num_threads(threads)
 
 
 def test_the_loop_leaves_loss_and_metrics_to_its_objective(tmp_path, synth, in_process):
