@@ -11,7 +11,7 @@ import torch
 from hpc_ft.testing.hf_models import corpus_pairs, write_jsonl
 from hpc_ft.train.tasks.base import IGNORE_INDEX
 
-from .test_causal_lm import in_process, run_in_process  # noqa: F401  (fixture and helper shared)
+from .test_causal_lm import run_in_process  # helper shared; the in_process fixture is in tests/conftest.py
 
 
 def common(steps=3):
