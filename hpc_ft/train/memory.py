@@ -67,17 +67,23 @@ def memory_tracker(model: torch.nn.Module, optimizer: torch.optim.Optimizer | No
 
     MemTracker (torch 2.13) registers a gradient hook on every parameter of a module it enters, and
     ``register_hook`` refuses a tensor that does not require grad: the frozen base of a LoRA model. Frozen
-    parameters get no gradient, so there is nothing to follow: they are marked as hooked already (a no-op
-    handle), and MemTracker counts their memory as parameters as usual.
+    parameters get no gradient, so there is nothing to follow: each is marked as hooked already (a no-op handle)
+    when a module is entered, and MemTracker counts its memory as parameters as usual. Marked on entry, not once
+    up front: FSDP2 swaps a module's sharded parameters for new unsharded ones in its pre-forward hook.
     """
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    tracker = MemTracker()
-    handles = getattr(tracker, "_param_to_grad_hook_handles", None)
-    if handles is not None and hasattr(handles, "get"):
-        for p in model.parameters():
-            if not p.requires_grad:
-                handles[p] = (_NoHook(), _NoHook())
+    class _FrozenAwareTracker(MemTracker):
+        def _track_module_params_and_buffers(self, module: torch.nn.Module,
+                                             install_grad_hooks: bool = True) -> tuple[int, int]:
+            handles = getattr(self, "_param_to_grad_hook_handles", None)
+            if install_grad_hooks and handles is not None and hasattr(handles, "get"):
+                for p in module.parameters():
+                    if not p.requires_grad and handles.get(p) is None:
+                        handles[p] = (_NoHook(), _NoHook())
+            return super()._track_module_params_and_buffers(module, install_grad_hooks)
+
+    tracker = _FrozenAwareTracker()
     tracker.track_external(model, *([optimizer] if optimizer is not None else []))
     return tracker
 

@@ -201,3 +201,49 @@ def test_lora_preempted_resumes_bitwise_checkpoints_adapters_only_and_exports_bo
     with torch.no_grad():
         torch.testing.assert_close(task.forward(plain, batch), task.forward(with_adapter, batch), rtol=1e-4,
                                    atol=1e-4)
+
+
+def test_lora_with_fsdp2_preempted_resumes_bitwise_and_exports_adapter_and_merged(tmp_path, llama_dir, pairs_file,
+                                                                                  run_cli):
+    """peft=lora and train.strategy=fsdp together: the adapters sharded over 2 workers (the frozen base too), the
+    first step traced by the memory tracker (which once refused FSDP2's unsharded frozen parameters), sharded
+    checkpoints of the adapters alone, resumed bitwise, and both exports reproducing the final evaluation."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *LORA, "train.strategy=fsdp", "train.grad_clip_norm=0.05"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _submit(run_cli, ov, ref)
+    _submit(run_cli, ov, run, env={"HPC_FT_STOP_AFTER_STEP": "2"}, expect=75)
+    assert [s for s, _ in list_checkpoints(run)] == [2]
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "FSDP2: 2 blocks and the root sharded over 2 workers" in log and "(sharded)" in log
+    _submit(run_cli, ov, run)
+    assert _train_json(run)["start_step"] == 2
+    ((_, ref_ckpt),), ((_, ckpt),) = list_checkpoints(ref)[-1:], list_checkpoints(run)[-1:]
+    a, b = _dcp_tensors(ref_ckpt, tmp_path), _dcp_tensors(ckpt, tmp_path)
+    weights = [k for k in a if k.startswith("model.")]
+    assert weights and all("lora_" in k for k in weights)  # the frozen base is never written
+    assert any(k.startswith("optim.") for k in a)
+    _assert_same(a, b)  # every adapter shard and its optimizer state
+    assert _losses(run) == {s: v for s, v in _losses(ref).items() if s in _losses(run)}
+    assert _train_json(run)["peak_memory_bytes"]  # the tracked first step
+
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    for out, extra in ((adapter, []), (merged, ["--merge"])):
+        done = run_cli("export", str(run), "--out", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    final = _train_json(run)["eval_loss"]
+    untrained, _, _ = _evaluate(AutoModelForCausalLM.from_pretrained(llama_dir), run)
+    assert untrained["eval_loss"] != pytest.approx(final, rel=1e-6)  # the adapters moved the model
+    metrics, task, data = _evaluate(with_adapter, run)
+    assert metrics["eval_loss"] == pytest.approx(final, rel=1e-6)
+    merged_metrics, _, _ = _evaluate(plain, run)
+    assert merged_metrics["eval_loss"] == pytest.approx(final, rel=1e-5)
+    batch = data.test.take(torch.arange(4))
+    with torch.no_grad():
+        torch.testing.assert_close(task.forward(plain, batch), task.forward(with_adapter, batch), rtol=1e-4,
+                                   atol=1e-4)
