@@ -43,6 +43,7 @@ from hpc_ft.train import fit
 from hpc_ft.train.checkpoint import load_latest, save_checkpoint
 from hpc_ft.train.data import TaskData, eval_batches, global_batch, micro_batches, take
 from hpc_ft.train.distributed import Dist, all_gather_objects, setup_dist, teardown_dist, to_device
+from hpc_ft.train.loss_scale import LossScale
 from hpc_ft.train.memory import StepPeak
 from hpc_ft.train.meter import Meter, Progress
 from hpc_ft.train.objective import Objective
@@ -138,6 +139,7 @@ class Trainer:
         self.scheduler = build_schedule(self.optimizer, self.t)
         self.amp_dtype = AMP_DTYPES[self.precision.dtype]
         self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.amp_dtype is torch.float16)
+        self.loss_scale = LossScale(self.objective, self.d, self.t.grad_accum_steps)  # per sample or per token
 
     def _resume(self) -> None:
         """Continue from the newest complete checkpoint (every rank reads the same one), if the run dir has one.
@@ -257,6 +259,7 @@ class Trainer:
         d, t = self.d, self.t
         idx = global_batch(self.data.num_train, t.seed, self.step, t.global_batch_size)
         batches = micro_batches(self.data.train, idx, d.rank, d.world_size, t.grad_accum_steps)
+        self.loss_scale.begin(batches)  # a per-token loss: the global batch's token count (hpc_ft.train.loss_scale)
         for i, batch in enumerate(batches):
             self.peak.next_micro_batch(i)
             self.meter.tokens += _tokens(batch) * d.world_size  # counted on the host copy: no device sync per step
@@ -268,14 +271,15 @@ class Trainer:
         self.meter.steps += 1
 
     def forward_backward(self, batch: dict[str, torch.Tensor], last_micro: bool) -> None:
-        """Forward and backward on one micro-batch, its loss divided by the accumulation steps (and scaled by
-        fp16's GradScaler); the loss is added to the window's sum on the device."""
+        """Forward and backward on one micro-batch, its loss scaled to its share of the global batch's loss
+        (hpc_ft.train.loss_scale: over the accumulation steps, or per token) and by fp16's GradScaler; the loss is
+        added to the window's sum on the device."""
         # Accumulate locally; all-reduce gradients only on the last micro-batch.
         sync = self.fit.gradient_sync(self.ddp, last_micro) if self.fit.fsdp else \
             self.ddp.no_sync() if (self.d.world_size > 1 and not last_micro) else contextlib.nullcontext()
         with sync:
             with self.amp():
-                loss = self.objective.loss(self.objective.forward(self.fwd, batch), batch) / self.t.grad_accum_steps
+                loss = self.loss_scale.loss(self.objective.forward(self.fwd, batch), batch)
             self.scaler.scale(loss).backward()
         self.loss_sum += loss.detach()
 

@@ -137,3 +137,51 @@ def test_export_round_trips_to_the_final_evaluation(tmp_path, llama_dir, pairs_f
     assert metrics["eval_loss"] == result["eval_loss"]
     again = run_cli("export", str(spec.run_dir), "--out", str(out))
     assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_accumulated_sft_gradient_is_the_global_batchs_per_token_mean(tmp_path, llama_dir, in_process):
+    """2 micro-batches of one example each, responses 2 and ~30 tokens long: the step's gradient is that of
+    sum of token losses / all response tokens of the global batch (one big batch, computed here by hand), not the
+    mean of the two micro-batch means (which weighs each token of the short response ~15 times more)."""
+    import torch.nn.functional as F
+
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import resolve
+    from hpc_ft.rundir.spec import write_spec
+    from hpc_ft.testing.hf_models import write_jsonl
+    from hpc_ft.train.data import global_batch, take
+    from hpc_ft.train.distributed import Dist
+    from hpc_ft.train.loop import Trainer
+    from hpc_ft.train.meter import Meter
+
+    # The training set is one global batch: a one-word response and a 30-word one.
+    rows = [{"prompt": "say it", "response": " ".join(["yes"] * k)} for k in (1, 30)]
+    data_file = write_jsonl(tmp_path / "uneven.jsonl", rows)
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", rows)
+    overrides = [*sft_overrides(llama_dir, data_file, steps=1), "data.max_length=48", f"data.eval_path={eval_file}",
+                 "train.global_batch_size=2", "train.grad_accum_steps=2", "train.grad_clip_norm=0"]
+    spec = resolve(compose_conf([*overrides, "executor=debug"], run_dir=tmp_path / "run"))
+    write_spec(spec)
+    trainer = Trainer(spec, Dist(0, 0, 1, 0, torch.device("cpu")), time.monotonic())
+    trainer.setup()
+    grads: dict[str, torch.Tensor] = {}
+    trainer.optimizer_step = lambda: grads.update(  # the accumulated gradient, read where the optimizer would step
+        {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+    trainer.meter, trainer.loss_sum, trainer.loss_steps = Meter(), torch.zeros(()), 0  # what train() starts with
+    trainer.train_step()
+
+    idx = global_batch(trainer.data.num_train, spec.conf.train.seed, 0, 2)
+    counts = [int((take(trainer.data.train, idx[i:i + 1])["labels"][:, 1:] != IGNORE_INDEX).sum()) for i in range(2)]
+    assert max(counts) >= 4 * min(counts), counts  # very different response lengths
+    big = take(trainer.data.train, idx)  # both examples in one batch, padded
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    logits = model(input_ids=big["input_ids"], attention_mask=big["attention_mask"]).logits
+    target = big["labels"][:, 1:]
+    by_hand = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), target.reshape(-1),
+                              ignore_index=-100, reduction="sum") / (target != -100).sum()
+    by_hand.backward()
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert float(trainer.loss_sum) == pytest.approx(float(by_hand), rel=1e-5)  # the logged step loss: the same mean

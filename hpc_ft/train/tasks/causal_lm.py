@@ -95,6 +95,16 @@ class CausalLM:
         """Mean next-token cross-entropy over the micro-batch's labelled tokens."""
         return shifted_token_loss(outputs, batch[LABELS])
 
+    # A step optimises the mean over every labelled token of the global batch, not the mean of micro-batch means
+    # (hpc_ft.train.loss_scale): the loop divides the summed loss by the global batch's token count.
+    def loss_sum(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Next-token cross-entropy summed over the micro-batch's labelled tokens (float32)."""
+        return shifted_token_loss(outputs, batch[LABELS], reduction="sum")
+
+    def loss_count(self, batch: dict[str, torch.Tensor]) -> int:
+        """The labelled tokens ``loss_sum`` sums over (predicted positions: the first token is never a target)."""
+        return int((batch[LABELS][:, 1:] != IGNORE_INDEX).sum())
+
     def add_eval_sums(self, sums: torch.Tensor, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         target = batch[LABELS][:, 1:]
         mask = target != IGNORE_INDEX
