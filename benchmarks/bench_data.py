@@ -12,6 +12,13 @@ cache makes it >= 10x faster); and the growth of a second-run worker's private r
 what the worker itself holds, not the shared, reclaimable page cache of the memory-mapped Arrow files, shown
 in the note) from 10k to 1M examples, goal <= 50 MB.
 
+And the training step time of the file-backed path (``data=files`` JSONL through the tokenization cache, rows read
+from the memory-mapped Arrow file and padded per micro-batch by the task's collate) against the in-memory path
+(the very same rows as dense tensors, indexed), goal <= 1.02x: one worker process runs the loop's own
+``Trainer`` (causal-LM SFT on a small Llama-style checkpoint) on both, alternately, with the same job settings.
+(Almost) every example is longer than ``data.max_length``, so both paths feed the same tensors: only the data
+path differs. Step times are the logging windows' (the first dropped), as ``bench_step`` reads them.
+
     python benchmarks/bench_data.py [--quick] [--out rows.json]     # or: benchmarks/run.py --only data
 """
 
@@ -35,6 +42,8 @@ REPEATS = 3
 STEPS, MICRO_BATCH = 200, 16  # micro-batches each worker reads after setup
 MAX_LENGTH = 32
 WORKER_TIMEOUT_S = 3600
+STEP_SIZES = {False: {"steps": 60, "log_every": 10, "repeats": 3, "warmup": 1, "hidden": 128},  # full run
+              True: {"steps": 4, "log_every": 2, "repeats": 1, "warmup": 0, "hidden": 32}}  # --quick: the harness
 
 WORKER = r"""
 import hashlib, json, os, random, sys, time
@@ -75,6 +84,80 @@ for _ in range(steps):
 print(json.dumps({"setup_s": setup_s, "cache_hit": stats.cache_hit, "examples": stats.examples,
                   "before": before, "after": status(), "tokens_read": tokens}))
 """
+
+
+STEP_WORKER = r"""
+import contextlib, json, statistics, sys, tempfile, time
+from pathlib import Path
+import torch
+from hpc_ft.config.compose import compose_conf
+from hpc_ft.job import resolve
+from hpc_ft.rundir.spec import write_spec
+from hpc_ft.testing.hf_models import corpus_pairs, tiny_llama, write_jsonl
+from hpc_ft.train.data import TaskData, take
+from hpc_ft.train.distributed import Dist
+from hpc_ft.train.loop import Trainer
+from hpc_ft.train.tasks.causal_lm import CausalLMSFT
+
+steps, log_every, repeats, warmup, hidden, max_length = map(int, sys.argv[1:7])
+root = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-data-step-"))
+model = tiny_llama(root / "model", hidden_size=hidden)
+# Responses long enough that (almost) every example is cut at max_length: no padding on either path.
+rows = [{"prompt": p["prompt"], "response": (p["response"] + " ") * (1 + 200 // max(1, len(p["response"])))}
+        for p in corpus_pairs(512)]
+data_file = write_jsonl(root / "pairs.jsonl", rows)
+overrides = ["task=causal_lm_sft", "model=hf", f"model.path={model}", "data=files", f"data.path={data_file}",
+             "data.prompt_field=prompt", "data.response_field=response", f"data.max_length={max_length}",
+             "precision=fp32", f"train.max_steps={steps}", "train.global_batch_size=16", "train.grad_accum_steps=2",
+             "train.ckpt_every_steps=0", "train.eval_every_steps=0", f"train.log_every_steps={log_every}",
+             "train.num_threads=1", "telemetry=off", "executor=debug"]
+
+class InMemory(CausalLMSFT):
+    # The same rows as the file-backed path, materialised once as dense tensors (the in-memory data path).
+    def build_data(self, conf):
+        files = super().build_data(conf)
+        dense = lambda split: take(split, torch.arange(len(split)))
+        train, test = dense(files.train), dense(files.test)
+        assert train["attention_mask"].float().mean() > 0.99, "examples shorter than max_length: paths differ"
+        return TaskData(train=train, test=test, info={**files.info, "tokens_per_example": max_length})
+
+def run(objective):
+    spec = resolve(compose_conf(overrides, run_dir=Path(tempfile.mkdtemp(dir=root))))
+    write_spec(spec)
+    trainer = Trainer(spec, Dist(0, 0, 1, 0, torch.device("cpu")), time.monotonic(), objective=objective)
+    trainer.setup()
+    assert trainer.train() == 0
+    recs = [json.loads(l) for l in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
+    sps = [r["samples_per_s"] for r in recs if "samples_per_s" in r][1:]  # the first window warms up
+    return statistics.median(16 / x for x in sps)
+
+out = {"files": [], "memory": []}
+for i in range(warmup + repeats):  # warm-up rounds, then alternating rounds (A B, B A, ...)
+    order = ["files", "memory"] if i % 2 == 0 else ["memory", "files"]
+    for name in order:
+        t = run(CausalLMSFT() if name == "files" else InMemory())
+        if i >= warmup:
+            out[name].append(t)
+print(json.dumps(out))
+"""
+
+
+def measure_step(quick: bool) -> Row:
+    """The ``data.step`` row: step time, file-backed against in-memory data, same model, examples and settings."""
+    s = STEP_SIZES[quick]
+    with tempfile.TemporaryDirectory(prefix="hpc_ft-bench-data-cache-") as cache:
+        env = {**os.environ, "HPC_FT_DATA_CACHE": cache}
+        argv = [str(s["steps"]), str(s["log_every"]), str(s["repeats"]), str(s["warmup"]), str(s["hidden"]), str(MAX_LENGTH)]
+        res = subprocess.run([sys.executable, "-c", STEP_WORKER, *argv], env=env, capture_output=True, text=True,
+                             timeout=WORKER_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    if res.returncode != 0:
+        raise RuntimeError(f"step worker failed (exit {res.returncode}): {res.stderr[-1500:]}")
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    return Row(f"train step time, data=files (tokenization cache), causal-LM SFT, Llama hidden {s['hidden']}, "
+               f"batch 16 (2 micro-batches), {s['steps']} steps", "in-memory tensors, same rows and job",
+               statistics.median(got["files"]), statistics.median(got["memory"]), len(got["files"]),
+               "report" if quick else "<= 1.02x", key="data.step", samples_a=got["files"], samples_b=got["memory"],
+               note="one worker, the loop's Trainer; examples cut at max_length: the same tensors on both paths")
 
 
 def write_examples(path: Path, n: int) -> None:
@@ -140,7 +223,7 @@ def measure(quick: bool) -> list[Row]:
     repeats = 1 if quick else REPEATS
     with tempfile.TemporaryDirectory(prefix="hpc_ft-bench-data-") as tmp:
         small, large = (measure_size(n, Path(tmp), repeats) for n in sizes)
-    return rows_from(small, large, quick)
+    return [*rows_from(small, large, quick), measure_step(quick)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,8 @@ from benchmarks.common import Row, markdown_table, missing_row, rotate  # noqa: 
 # Every row the CPU entry point promises, in --quick as in a full run.
 CPU_KEYS = {"cold.help", "cold.dry_run", "cold.sbatch", "step.default", "step.synthetic", "optim.fused", "precision.bf16",
             "precision.fp16", "submit.api", "submit.cli", "submit.submitit", "submit.script",
-            "data.cache", "data.rss", "fit.fsdp", "fit.lora.memory", "fit.lora.step", "fit.ac.memory", "fit.ac.step"}
+            "data.cache", "data.rss", "data.step", "fit.fsdp", "fit.lora.memory", "fit.lora.step", "fit.ac.memory",
+            "fit.ac.step"}
 GROWTH_ROWS = {"data.rss"}
 EXTERNAL_GROUPS = ("plan", "report", "telemetry", "tune")  # other owners' scripts: their rows, or one saying why not
 
