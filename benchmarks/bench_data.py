@@ -147,7 +147,7 @@ def measure_step(quick: bool) -> Row:
     s = STEP_SIZES[quick]
     with tempfile.TemporaryDirectory(prefix="hpc_ft-bench-data-cache-") as cache:
         env = {**os.environ, "HPC_FT_DATA_CACHE": cache}
-        argv = [str(s["steps"]), str(s["log_every"]), str(s["repeats"]), str(s["warmup"]), str(s["hidden"]), str(MAX_LENGTH)]
+        argv = [str(v) for v in (s["steps"], s["log_every"], s["repeats"], s["warmup"], s["hidden"], MAX_LENGTH)]
         res = subprocess.run([sys.executable, "-c", STEP_WORKER, *argv], env=env, capture_output=True, text=True,
                              timeout=WORKER_TIMEOUT_S, stdin=subprocess.DEVNULL)
     if res.returncode != 0:
