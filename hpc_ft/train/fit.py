@@ -71,6 +71,10 @@ class Fit:
 
             model = apply_lora(model, self.peft)
             self.trainable_keys = trainable_keys(model)
+            if self.quantized and self.d.device.type == "cpu":  # exact resume: one weight layout (lora.py)
+                from hpc_ft.train.lora import pin_cpu_4bit_layout
+
+                pin_cpu_4bit_layout(model)
         if self.activation_checkpointing:
             from hpc_ft.train.ac import apply_activation_checkpointing
 

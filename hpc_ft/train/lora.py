@@ -138,6 +138,23 @@ def apply_lora(model: nn.Module, peft_conf: Any) -> nn.Module:
     return wrapped
 
 
+def pin_cpu_4bit_layout(model: nn.Module) -> int:
+    """Keep bitsandbytes' 4-bit CPU weights in one layout for the whole run; returns the layers pinned.
+
+    On a CPU with AVX512-BF16, bitsandbytes' ``Linear4bit`` repacks its weight into a faster inference layout on
+    its first eval-mode forward whose input needs no gradient (an evaluation, or DDP's bucket settling on resume),
+    and from then on computes with another kernel, rounding differently. A run that evaluated (or resumed) would
+    then train on other numerics than one that did not, and a resumed run would not repeat the uninterrupted one.
+    Pinned, every forward uses the training layout.
+    """
+    pinned = 0
+    for m in model.modules():
+        if getattr(m, "support_avx512bf16_for_cpu", False):
+            m.support_avx512bf16_for_cpu = False
+            pinned += 1
+    return pinned
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts (elements)."""
     trainable = total = 0

@@ -247,3 +247,50 @@ def test_lora_with_fsdp2_preempted_resumes_bitwise_and_exports_adapter_and_merge
     with torch.no_grad():
         torch.testing.assert_close(task.forward(plain, batch), task.forward(with_adapter, batch), rtol=1e-4,
                                    atol=1e-4)
+
+
+def test_qlora_preempted_resumes_bitwise_and_exports_adapter_and_merged(tmp_path, llama64_dir, pairs_file, run_cli):
+    """QLoRA (a 4-bit NF4 base through bitsandbytes' CPU backend) with 2 workers: stopped after a checkpoint and
+    resumed bit for bit (bitsandbytes would repack its CPU weights on the resumed run's first eval-mode forward and
+    round differently: the layout is pinned); the adapter on the base loaded in 4 bits reproduces the final
+    evaluation; --merge merges into the full-precision base (peft could merge into the 4-bit base only by
+    re-quantizing, which rounds the adapter's change away), so it equals the adapter on the full-precision base."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs the qlora extra: pip install 'hpc_ft[qlora]'")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from hpc_ft.train.lora import pin_cpu_4bit_layout
+
+    ov = [*sft_overrides(llama64_dir, pairs_file, STEPS), "peft=lora", "peft.quantize=4bit"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _submit(run_cli, ov, ref)
+    _submit(run_cli, ov, run, env={"HPC_FT_STOP_AFTER_STEP": "2"}, expect=75)
+    _submit(run_cli, ov, run)
+    assert _train_json(run)["start_step"] == 2 and _train_json(run)["world_size"] == 2
+    a = torch.load(list_checkpoints(ref)[-1][1], weights_only=True)
+    b = torch.load(list_checkpoints(run)[-1][1], weights_only=True)
+    assert a["model"] and all("lora_" in k for k in a["model"])  # the 4-bit base is never written
+    _assert_same(_flat(a["model"]), _flat(b["model"]))
+    _assert_same(_flat(a["optimizer"]), _flat(b["optimizer"]))
+    assert _losses(run) == {s: v for s, v in _losses(ref).items() if s in _losses(run)}
+
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    for out, extra in ((adapter, []), (merged, ["--merge"])):
+        done = run_cli("export", str(run), "--out", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    base4 = AutoModelForCausalLM.from_pretrained(llama64_dir, quantization_config=nf4, device_map={"": "cpu"},
+                                                 dtype=torch.float32)
+    pin_cpu_4bit_layout(base4)  # the kernel the run evaluated with
+    on_4bit = PeftModel.from_pretrained(base4, adapter).eval()
+    final = _train_json(run)["eval_loss"]
+    metrics, task, data = _evaluate(on_4bit, run)
+    assert metrics["eval_loss"] == pytest.approx(final, rel=1e-6)  # 2 workers' sums there, one process here
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    assert not any("4bit" in type(m).__name__ for m in plain.modules())  # a full-precision model
+    on_full = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama64_dir), adapter).eval()
+    batch = data.test.take(torch.arange(4))
+    with torch.no_grad():
+        torch.testing.assert_close(task.forward(plain, batch), task.forward(on_full, batch), rtol=1e-4, atol=1e-4)
+    merged_metrics, _, _ = _evaluate(plain, run)
+    assert merged_metrics["eval_loss"] == pytest.approx(final, rel=1e-2)  # only the base's 4-bit rounding apart
