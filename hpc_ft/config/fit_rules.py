@@ -38,8 +38,4 @@ def fit_problems(conf: JobConf) -> list[Problem]:
              "can be trained (QLoRA)", "pass peft=lora peft.quantize=4bit, or peft.quantize=none")
         need(t.strategy == "ddp", "peft.quantize", pf.quantize, "bitsandbytes' 4-bit weights cannot be sharded by "
              "FSDP2 (fully_shard)", "pass train.strategy=ddp (a 4-bit base is small enough to keep whole)")
-    if t.strategy == "fsdp":
-        need(conf.precision.dtype != "fp16", "precision", conf.precision.dtype, "fp16's loss scaler is not "
-             "supported with train.strategy=fsdp here (its gradients are sharded DTensors)",
-             "pass precision=bf16 (no loss scaler needed) or train.strategy=ddp")
     return p

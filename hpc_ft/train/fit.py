@@ -38,17 +38,11 @@ class Fit:
     @classmethod
     def of(cls, conf: Any, d: Dist, precision: str) -> "Fit":
         """The job's fitting options on worker ``d``, computing in ``precision`` (the dtype decided for this
-        device: ``precision=auto`` resolved). Raises ConfigError when FSDP2 would need fp16's loss scaler."""
+        device: ``precision=auto`` resolved)."""
         from hpc_ft.train.lora import _as_dict
 
         peft = _as_dict(conf.peft)
         t = conf.train
-        if t.strategy == "fsdp" and precision == "fp16":  # precision=auto chose fp16: a GPU without bf16
-            from hpc_ft.errors import ConfigError, Problem
-
-            raise ConfigError([Problem("precision", conf.precision.dtype, "came out as fp16 on this device, and "
-                                       "fp16's loss scaler is not supported with train.strategy=fsdp here",
-                                       "pass precision=fp32 (or train.strategy=ddp)")])
         return cls(peft=peft if peft.get("method") == "lora" else None,
                    activation_checkpointing=bool(t.activation_checkpointing), fsdp=t.strategy == "fsdp",
                    precision=precision, d=d)
@@ -89,6 +83,17 @@ class Fit:
                 log.info("train.strategy=fsdp with one worker: nothing to shard (checkpoints are still sharded "
                          "ones, loadable at any world size)")
         return model
+
+    def grad_scaler(self, enabled: bool) -> Any:
+        """fp16's loss scaler (``enabled``; a disabled one is a no-op): under FSDP2 a ``ShardedGradScaler``, which
+        all-reduces its found-inf flag, so an overflow in one worker's gradient shard skips the step on every
+        worker (``torch.amp.GradScaler`` would skip it only where the shard overflowed, and the workers' shards
+        would drift apart)."""
+        if self.sharded and enabled:
+            from hpc_ft.train.fsdp import sharded_grad_scaler
+
+            return sharded_grad_scaler(self.d.device.type)
+        return torch.amp.GradScaler(self.d.device.type, enabled=enabled)
 
     # --- checkpoints ------------------------------------------------------------------------------------------
 

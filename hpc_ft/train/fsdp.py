@@ -73,3 +73,29 @@ def clip_grad_norm_(parameters: Iterable[nn.Parameter], max_norm: float) -> torc
         total = total.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total
+
+
+def sharded_grad_scaler(device_type: str):
+    """fp16's loss scaler under FSDP2: torch's ``ShardedGradScaler`` (it all-reduces the found-inf flag, so an
+    overflow in any worker's gradient shard skips the step on every worker), with two fixes for fused optimizers
+    (``optim.fused=true``, the default AdamW) as of torch 2.13:
+
+    - ``step`` unscales first (through ``unscale_``, which all-reduces the flag) when the loop has not: for a
+      fused optimizer ``GradScaler.step`` would otherwise check the local shards only and workers could diverge;
+    - the found-inf flag is a 0-dim tensor, as a fused optimizer subtracts it from its 0-dim step counters
+      (ShardedGradScaler makes it shape [1]: "output with shape [] doesn't match the broadcast shape [1]").
+    """
+    from torch.amp.grad_scaler import OptState
+    from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+    class _Scaler(ShardedGradScaler):
+        def _unscale_grads_(self, optimizer, inv_scale, found_inf, allow_fp16=True):
+            out = super()._unscale_grads_(optimizer, inv_scale, found_inf, allow_fp16)
+            return {dev: flag.reshape(()) for dev, flag in out.items()}
+
+        def step(self, optimizer, *args, **kwargs):
+            if self._enabled and self._per_optimizer_states[id(optimizer)]["stage"] is OptState.READY:
+                self.unscale_(optimizer)
+            return super().step(optimizer, *args, **kwargs)
+
+    return _Scaler(device=device_type)

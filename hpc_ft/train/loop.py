@@ -138,7 +138,7 @@ class Trainer:
         self.optimizer = _instantiate(c.optim, params=[p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = build_schedule(self.optimizer, self.t)
         self.amp_dtype = AMP_DTYPES[self.precision.dtype]
-        self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.amp_dtype is torch.float16)
+        self.scaler = self.fit.grad_scaler(enabled=self.amp_dtype is torch.float16)  # FSDP2: a sharded one
         self.loss_scale = LossScale(self.objective, self.d, self.t.grad_accum_steps)  # per sample or per token
 
     def _resume(self) -> None:

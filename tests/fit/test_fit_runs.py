@@ -294,3 +294,26 @@ def test_qlora_preempted_resumes_bitwise_and_exports_adapter_and_merged(tmp_path
         torch.testing.assert_close(task.forward(plain, batch), task.forward(on_full, batch), rtol=1e-4, atol=1e-4)
     merged_metrics, _, _ = _evaluate(plain, run)
     assert merged_metrics["eval_loss"] == pytest.approx(final, rel=1e-2)  # only the base's 4-bit rounding apart
+
+
+def test_fsdp2_trains_in_fp16_with_a_sharded_loss_scaler_and_resumes_bitwise(tmp_path, llama_dir, pairs_file,
+                                                                             run_cli):
+    """precision=fp16 under FSDP2 (parameters gathered in fp16, gradients reduced in fp32): the loss scaler is a
+    ShardedGradScaler (found-inf all-reduced over the workers) that works with the fused AdamW; the loss goes down,
+    and the scaler's state is checkpointed and resumed with the rest, bit for bit."""
+    ov = [*sft_overrides(llama_dir, pairs_file, 6), "precision=fp16", "train.strategy=fsdp",
+          "train.grad_accum_steps=2", "train.grad_clip_norm=1.0"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _submit(run_cli, ov, ref)
+    _submit(run_cli, ov, run, env={"HPC_FT_STOP_AFTER_STEP": "2"}, expect=75)
+    log = (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert "FSDP2: 2 blocks and the root sharded over 2 workers (parameters in torch.float16)" in log
+    _submit(run_cli, ov, run)
+    assert _train_json(run)["start_step"] == 2 and _train_json(run)["precision"] == "fp16"
+    losses = _losses(run)
+    assert losses == _losses(ref) and losses[6] < losses[1] - 1.0, losses  # nats per response token
+    ((_, ref_ckpt),), ((_, ckpt),) = list_checkpoints(ref)[-1:], list_checkpoints(run)[-1:]
+    _assert_same(_dcp_tensors(ref_ckpt, tmp_path), _dcp_tensors(ckpt, tmp_path))
+    # The scaler went on from the checkpoint's state (a fresh one would have counted 4 steps since the resume).
+    scaler = torch.load(ckpt / "meta.pt", weights_only=False)["scaler"]
+    assert scaler and scaler == torch.load(ref_ckpt / "meta.pt", weights_only=False)["scaler"]

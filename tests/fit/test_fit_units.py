@@ -113,7 +113,6 @@ BAD = [
     (["peft=lora", "peft.quantize=8bit"], "peft.quantize"),
     (["peft.quantize=4bit"], "peft.quantize"),  # a 4-bit base without adapters trains nothing
     (["peft=lora", "peft.quantize=4bit", "train.strategy=fsdp"], "peft.quantize"),
-    (["train.strategy=fsdp", "precision=fp16"], "precision"),
 ]
 
 
