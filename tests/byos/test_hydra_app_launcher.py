@@ -80,10 +80,29 @@ def test_a_plain_apps_sweep_runs_with_telemetry_and_reports(tmp_path, run_cli):
 
 def test_a_bad_launcher_value_is_refused_naming_its_key(tmp_path):
     res = _app(tmp_path, "+lr=0.1", "hydra.launcher.nodes=0", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert res.returncode != 0
+    assert res.returncode == 2, res.stdout + res.stderr
     assert "hydra.launcher.nodes=0: must be at least 1" in res.stderr
     assert "Fix: pass hydra.launcher.nodes=1" in res.stderr  # the fix in the launcher's own keys too
     assert "Traceback" not in res.stderr and not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("hydra.launcher.executor=nosuch", "hydra.launcher.executor='nosuch': must be one of local, debug, slurm. "
+                                       "Fix: pass hydra.launcher.executor=local"),
+    ("hydra.launcher.gpus_per_node=-1", "hydra.launcher.gpus_per_node=-1: must be 0 (CPU) or more. "
+                                        "Fix: pass hydra.launcher.gpus_per_node=0"),
+    ("hydra.launcher.timeout_min=0", "hydra.launcher.timeout_min=0: must be at least 1 minute. "
+                                     "Fix: pass hydra.launcher.timeout_min="),
+])
+def test_a_bad_launcher_value_exits_2_with_one_error_and_submits_nothing(tmp_path, override, shown):
+    """As hpc-ft refuses bad input: one error (key, value, rule, fix), exit status 2 (Hydra's own would be 1),
+    no traceback and no HYDRA_FULL_ERROR hint, no job dir and no submitit folder."""
+    sweep = tmp_path / "sweep"
+    res = _app(tmp_path, "+lr=0.1,0.2", override, f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.count("error: invalid job configuration (1 problem(s)):") == 1 and shown in res.stderr
+    assert "Traceback" not in res.stderr and "HYDRA_FULL_ERROR" not in res.stderr, res.stderr
+    assert sorted(p.name for p in sweep.iterdir()) == ["multirun.yaml"]  # Hydra's own record of the command
 
 
 def test_a_failing_job_fails_the_sweep_with_its_error(tmp_path):
