@@ -248,12 +248,13 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
     ex = executor.array_executor(specs[nums[0]], SweepDir(sweep_dir).array_submitit(0), plan.array_parallelism)
     log.info(f"hpc_ft: {len(nums)} job(s) of {name} on executor={executor.name}, at most "
              f"{plan.array_parallelism} at once; sweep dir {sweep_dir}")
-    jobs = {}
-    with ex.batch():
-        for n in order:
-            log.info(f"\t#{n} : {' '.join(filter_overrides(job_overrides[n - initial_job_idx]))}")
-            save_spec(specs[n])  # the job's request, for `hpc-ft report` (its nodes/ hold the telemetry)
-            jobs[n] = ex.submit(AppJob(hydra_context, task_function, config,
-                                       list(job_overrides[n - initial_job_idx]), n, str(specs[n].run_dir),
-                                       telemetry))
+    calls = []
+    for n in order:
+        log.info(f"\t#{n} : {' '.join(filter_overrides(job_overrides[n - initial_job_idx]))}")
+        save_spec(specs[n])  # the job's request, for `hpc-ft report` (its nodes/ hold the telemetry)
+        calls.append(AppJob(hydra_context, task_function, config, list(job_overrides[n - initial_job_idx]), n,
+                            str(specs[n].run_dir), telemetry))
+    # At most the plan's parallelism at once: Slurm's array bounds it, the local executor queues the jobs.
+    submitted = executor.run_batch(ex, calls, plan.array_parallelism, specs[nums[0]].conf.executor.poll_interval_s)
+    jobs = dict(zip(order, submitted))
     return [jobs[n].results()[0] for n in nums]
