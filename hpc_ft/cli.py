@@ -180,6 +180,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
                            ("hydra/hydra_logging", "none")):
             if not any(a.lstrip("+~").startswith(key) for a in argv):
                 hydra_argv.append(f"{key}={value}")
+    if "--resolve" in argv and not any(a.lstrip("+~").startswith("run.dir") for a in argv):
+        # --cfg job --resolve: run.dir is ${hydra:runtime.output_dir}, which exists only once a job starts (Hydra
+        # would fail resolving it); show what it will be instead of making the directory.
+        hydra_argv.append("run.dir='<hydra.run.dir, made when the job starts>'")
     sys.argv = [prog, *hydra_argv]
     try:
         try:
