@@ -27,12 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Row, median, missing_row, print_table, rotate, write_json  # noqa: E402
+from hpc_ft.report.peaks import peak_tflops  # noqa: E402
 from hpc_ft.rundir.layout import RunDir  # noqa: E402
 
-# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s; first match wins.
-PEAK_BF16_TFLOPS = [("GH200", 989.4), ("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0),
-                    ("H100", 989.4), ("H800", 989.4), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0),
-                    ("A10G", 70.0), ("A10", 125.0), ("L4", 121.0), ("RTX 4090", 165.2), ("V100", 125.0)]
 PEAK_ENV = "HPC_FT_PEAK_BF16_TFLOPS"  # override for GPUs not in the table (or other clocks)
 
 
@@ -53,10 +50,7 @@ def require_cuda() -> None:
 def peak_bf16_tflops(name: str) -> float | None:
     if os.environ.get(PEAK_ENV):
         return float(os.environ[PEAK_ENV])
-    for key, tflops in PEAK_BF16_TFLOPS:
-        if key.lower() in name.lower():
-            return tflops
-    return None
+    return peak_tflops(name, "bf16")  # the report's table: one source for MFU in reports and benchmarks
 
 
 @dataclass

@@ -40,16 +40,24 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
     base = compose_spec(overrides, root / "compose")
 
-    def api() -> float:
-        spec = fresh_copy(base, root, "api")
+    def through_hpc_ft(template, name: str) -> float:
+        """submit + wait + gather of a fresh copy of ``template``: hpc_ft's wall time to a gathered result."""
+        spec = fresh_copy(template, root, name)
         t0 = time.perf_counter()
         job = submit(spec)
         wait(job, poll_s=spec.conf.executor.poll_interval_s, timeout_s=900)
         reports = gather(job, spec)
         dt = time.perf_counter() - t0
         if not all(r.ok for r in reports):
-            raise RuntimeError(f"hpc_ft job failed: {[r.error_tail for r in reports]}")
+            raise RuntimeError(f"hpc_ft job {name} failed: {[r.error_tail for r in reports]}")
         return dt
+
+    def torchrun_alone(template, name: str) -> float:
+        """The exact torchrun command hpc_ft's node task would run for ``template``, as a plain subprocess."""
+        argv, env = torchrun_cmd(fresh_copy(template, root, name))
+        t0 = time.perf_counter()
+        run_cmd(argv, env=env)
+        return time.perf_counter() - t0
 
     def cli() -> float:
         run_dir = tempfile.mkdtemp(prefix="cli-", dir=root)
@@ -57,12 +65,6 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hpc_ft.cli"]
         t0 = time.perf_counter()
         run_cmd([*cmd, "submit", *overrides, f"hydra.run.dir={run_dir}"])
-        return time.perf_counter() - t0
-
-    def torchrun_alone() -> float:
-        argv, env = torchrun_cmd(fresh_copy(base, root, "raw"))
-        t0 = time.perf_counter()
-        run_cmd(argv, env=env)
         return time.perf_counter() - t0
 
     def plain_submitit() -> float:
@@ -81,26 +83,10 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     script_base = compose_spec([f"script.path={script}", f"script.args=[{','.join(script_args)}]",
                                 "resources.workers_per_node=2", "telemetry=off"], root / "compose-script")
 
-    def script_api() -> float:
-        spec = fresh_copy(script_base, root, "script")
-        t0 = time.perf_counter()
-        job = submit(spec)
-        wait(job, poll_s=spec.conf.executor.poll_interval_s, timeout_s=900)
-        reports = gather(job, spec)
-        dt = time.perf_counter() - t0
-        if not all(r.ok for r in reports):
-            raise RuntimeError(f"hpc_ft script job failed: {[r.error_tail for r in reports]}")
-        return dt
-
-    def script_alone() -> float:
-        argv, env = torchrun_cmd(fresh_copy(script_base, root, "script-raw"))
-        t0 = time.perf_counter()
-        run_cmd(argv, env=env)
-        return time.perf_counter() - t0
-
     # One discarded round first: the submitter's own first-call imports are not the job's wall time.
-    s = rotate({"api": api, "raw": torchrun_alone, "submitit": plain_submitit, "cli": cli, "script": script_api,
-                "script_raw": script_alone}, repeats, warmup=0 if quick else 1)
+    s = rotate({"api": lambda: through_hpc_ft(base, "api"), "raw": lambda: torchrun_alone(base, "raw"),
+                "submitit": plain_submitit, "cli": cli, "script": lambda: through_hpc_ft(script_base, "script"),
+                "script_raw": lambda: torchrun_alone(script_base, "script-raw")}, repeats, warmup=0 if quick else 1)
     m = {k: median(v) for k, v in s.items()}
     what = f"synthetic task, {steps} steps, 2 CPU workers, local executor"
     raw = "the same torchrun command alone"

@@ -173,8 +173,17 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         return code
 
     hydra_argv = list(argv)
-    if "dry_run=true" in argv and not any(a.lstrip("+~").startswith("hydra.output_subdir") for a in argv):
-        hydra_argv.append("hydra.output_subdir=null")  # a dry run leaves nothing: don't write .hydra/ to delete it
+    if "dry_run=true" in argv:
+        # A dry run leaves nothing and only prints: no .hydra/ to delete afterwards, and no logging set-up (loading
+        # and applying Hydra's logging configs is a fifth of the compose; warnings still reach stderr).
+        for key, value in (("hydra.output_subdir", "null"), ("hydra/job_logging", "none"),
+                           ("hydra/hydra_logging", "none")):
+            if not any(a.lstrip("+~").startswith(key) for a in argv):
+                hydra_argv.append(f"{key}={value}")
+    if "--resolve" in argv and not any(a.lstrip("+~").startswith("run.dir") for a in argv):
+        # --cfg job --resolve: run.dir is ${hydra:runtime.output_dir}, which exists only once a job starts (Hydra
+        # would fail resolving it); show what it will be instead of making the directory.
+        hydra_argv.append("run.dir='<hydra.run.dir, made when the job starts>'")
     sys.argv = [prog, *hydra_argv]
     try:
         try:

@@ -251,3 +251,13 @@ def test_an_in_process_dry_run_leaves_no_log_handler_on_its_removed_run_dir(tmp_
              for h in getattr(lg, "handlers", []) if getattr(h, "baseFilename", None)]
     assert not [f for f in files if tmp_path in f.parents]
     logging.getLogger("hpc_ft.telemetry.sampler").warning("still logs")
+
+
+def test_cfg_job_resolve_prints_the_resolved_job_without_a_traceback(tmp_path, run_cli):
+    """``--cfg job --resolve`` resolves every key; run.dir (Hydra's runtime output dir, which exists only once a
+    job starts) is shown as what it will be, and no directory is made."""
+    res = run_cli("submit", "--cfg", "job", "--resolve", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr and "${" not in res.stdout
+    assert "dir: <hydra.run.dir, made when the job starts>" in res.stdout
+    assert list(tmp_path.iterdir()) == []

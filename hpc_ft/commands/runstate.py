@@ -23,7 +23,7 @@ from typing import Any
 
 from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
 from hpc_ft.rundir.lock import NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock, detached_job_alive
-from hpc_ft.rundir.records import NodeReport, RecordError, SweepManifest
+from hpc_ft.rundir.records import NodeAttempt, NodeReport, RecordError, SweepManifest
 
 SLURM_TIMEOUT_S = 20
 # Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
@@ -140,6 +140,16 @@ def _node_reports(rd: RunDir) -> dict[int, NodeReport]:
     return out
 
 
+def local_requeues(rd: RunDir, job_id: str) -> int:
+    """Requeues of local job ``job_id`` so far, from node 0's attempt record (0 without one, or when the record
+    is of another job: a later submission into the same run dir starts its count again)."""
+    try:
+        attempt = NodeAttempt.load(rd.node(0).attempt)
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return 0
+    return attempt.requeues if attempt.job_id == job_id else 0
+
+
 def last_telemetry(rd: RunDir, rank: int = 0) -> dict[str, float] | None:
     """The newest row of node ``rank``'s newest telemetry segment (None without one)."""
     files = rd.node(rank).series_files()
@@ -250,6 +260,8 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     elif st.probe == PROCESS and owner is not None and owner.job_id == st.job_id and owner.liveness == PROCESS:
         alive = bool(detached_job_alive(owner))
         st.state = RUNNING if alive else UNKNOWN
+    if st.probe == PROCESS and st.job_id:
+        st.requeues = local_requeues(rd, st.job_id)
     if not alive and st.state in (UNKNOWN, COMPLETED, "CANCELLED", "FAILED", "TIMEOUT") and reports:
         # The node reports say how training ended (Slurm's COMPLETED covers a preempted, resumable run too).
         oks = [r.ok for r in reports.values()]

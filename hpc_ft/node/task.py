@@ -22,7 +22,7 @@ from hpc_ft.node.preempt import NodePreemption
 from hpc_ft.node.rdzv_store import agree_endpoint
 from hpc_ft.node.rendezvous import Placement, placement_from_env
 from hpc_ft.rundir.layout import NodeDir, RunDir
-from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeReport, TrainResult
+from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeAttempt, NodeReport, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class NodeTask:
         ndir = RunDir.of(spec).node(place.node_rank)
         ndir.path.mkdir(parents=True, exist_ok=True)
         ndir.train_result.unlink(missing_ok=True)  # a requeued run must not report the last run's result
+        # The run dir's own count of requeues (hpc-ft status): the local executor has no sacct to ask.
+        NodeAttempt(place.job_id, self.requeues, time.time()).save(ndir.attempt)
         try:
             with agree_endpoint(place, spec.run_dir, self.requeues) as place:
                 return self._torchrun(spec, place, ndir)

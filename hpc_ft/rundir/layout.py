@@ -11,6 +11,7 @@ A run dir (``run.dir``)::
     nodes/node{r}/            everything of node r:
         node_report.json        its NodeReport (written by the node, rewritten by the submitter's gather)
         train.json              the training result of its node-local rank 0 (TrainResult)
+        attempt.json            which run of its job this is: job id, requeues so far (NodeAttempt)
         torchrun_argv.json      the torchrun command it ran;  torchrun.log  torchrun's output
         telemetry.bin, telemetry.N.bin   the sampler's series (one segment per requeue)
         held_at_step            a test hook's marker: training holds at a step
@@ -68,6 +69,7 @@ STOP_REQUEST_FILE = ".hpc_ft.stop"  # a search stopped this run early: its preem
 
 NODE_REPORT_FILE = "node_report.json"
 TRAIN_RESULT_FILE = "train.json"
+NODE_ATTEMPT_FILE = "attempt.json"  # which run of its job the node is in (NodeAttempt: requeues so far)
 TORCHRUN_ARGV_FILE = "torchrun_argv.json"
 TORCHRUN_LOG = "torchrun.log"
 HELD_MARKER = "held_at_step"
@@ -108,6 +110,10 @@ class NodeDir:
     @property
     def train_result(self) -> Path:
         return self.path / TRAIN_RESULT_FILE
+
+    @property
+    def attempt(self) -> Path:
+        return self.path / NODE_ATTEMPT_FILE
 
     @property
     def torchrun_argv(self) -> Path:

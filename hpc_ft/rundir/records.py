@@ -274,3 +274,33 @@ class SweepManifest:
     def load(cls, path: str | os.PathLike) -> "SweepManifest":
         """Raises OSError, ValueError (not JSON) or RecordError."""
         return cls.from_dict(_load_json(path), str(path))
+
+
+NODE_ATTEMPT_VERSION = 1
+
+
+@dataclass
+class NodeAttempt:
+    """``nodes/node{r}/attempt.json``: which run of its job this node is in, rewritten when each run starts.
+
+    ``requeues`` counts the requeues after preemption within one job (the node task's own count, carried by
+    submitit's requeue): the run dir's record of it where no scheduler keeps one (the local executor).
+    """
+
+    job_id: str  # the scheduler's id: a local job's controller pid (the same across its requeues), Slurm's id
+    requeues: int  # 0 on the first run of the job
+    started_unix_s: float
+    version: int = NODE_ATTEMPT_VERSION
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "NodeAttempt":
+        """Raises OSError (no file), ValueError (not JSON) or RecordError (not a NodeAttempt this reads)."""
+        where = str(path)
+        kw = _check(cls, _load_json(path), NODE_ATTEMPT_VERSION, {}, where)
+        missing = [n for n, f in _fields(cls).items() if n not in kw and f.default is dataclasses.MISSING]
+        if missing:
+            raise RecordError(f"{where}: NodeAttempt lacks field(s) {missing}")
+        return cls(**kw)

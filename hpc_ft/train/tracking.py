@@ -6,8 +6,10 @@ writes ``tensorboard/train/`` (``hpc_ft.rundir.events``): ``train/loss``, ``trai
 ``train/samples_per_s``, ``train/tokens_per_s`` and the objective's ``eval/*`` metrics. A resumed attempt
 purges what an earlier one logged after the checkpoint it resumes from, so every step is on the curve once.
 ``tracking=mlflow`` logs the same curves to one MLflow run as well (``MlflowTracker``): its id is kept in the run
-dir, so a requeued or resumed attempt continues that run instead of starting another. ``tracking=off``, other
-ranks, or no tensorboard installed: a tracker that does nothing. No torch here: the node task asks
+dir, so a requeued or resumed attempt continues that run instead of starting another. MLflow cannot delete a
+metric's values at some steps, so the steps a resumed attempt trains again are logged again and marked on the run
+(``RETRAINED_TAG``); ``metric_history`` reads a curve with one value per step, the one logged last.
+``tracking=off``, other ranks, or no tensorboard installed: a tracker that does nothing. No torch here: the node task asks
 ``telemetry_board_dir`` too.
 """
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from hpc_ft.rundir.layout import RunDir
 
@@ -24,6 +26,12 @@ log = logging.getLogger("hpc_ft.train")
 TENSORBOARD = "tensorboard"
 MLFLOW = "mlflow"
 TRACKING_OFF = "off"
+# MLflow run tags written when an attempt continues the run: the checkpoint step it resumed from (the newest
+# resume), and every range of steps logged before and trained again since ("6-7,13-15"): their values are in the
+# run's history twice, the later one the curve's.
+RESUMED_FROM_TAG = "hpc_ft.resumed_from_step"
+RETRAINED_TAG = "hpc_ft.retrained_steps"
+MLFLOW_TAG_MAX_CHARS = 5000  # MLflow's limit on a tag value; the oldest ranges are dropped beyond it
 
 
 class Tracker:
@@ -88,6 +96,24 @@ class MlflowTracker(Tracker):
         else:
             self.client.update_run(self.run_id, status="RUNNING")
             log.info("tracking=mlflow: continuing MLflow run %s from step %d", self.run_id, start_step)
+            self._mark_retrained(start_step)
+
+    def _mark_retrained(self, start_step: int) -> None:
+        """Tag the run with the steps an earlier attempt logged after ``start_step`` (the checkpoint this attempt
+        resumes from): this attempt trains and logs them again, and MLflow keeps both values."""
+        from mlflow.entities import RunTag
+
+        logged = max((m.step for m in self.client.get_metric_history(self.run_id, "train/loss")), default=0)
+        tags = {RESUMED_FROM_TAG: str(start_step)}
+        if logged > start_step:
+            earlier = self.client.get_run(self.run_id).data.tags.get(RETRAINED_TAG, "")
+            ranges = [r for r in earlier.split(",") if r] + [f"{start_step + 1}-{logged}"]
+            while len(",".join(ranges)) > MLFLOW_TAG_MAX_CHARS:
+                ranges.pop(0)
+            tags[RETRAINED_TAG] = ",".join(ranges)
+            log.info("tracking=mlflow: steps %d-%d are logged again (MLflow keeps both values; tag %s)",
+                     start_step + 1, logged, RETRAINED_TAG)
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def _earlier_run(self, record, uri: str) -> str | None:
         """The run an earlier attempt started in this run dir and store, if the store still has it."""
@@ -116,6 +142,23 @@ class MlflowTracker(Tracker):
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id, status="FINISHED")
+
+
+def latest_per_step(history: Iterable[Any]) -> list[Any]:
+    """MLflow metric values (``mlflow.entities.Metric``) with one per step, the one logged last (newest
+    timestamp; of equal ones, the later in ``history``), in step order. After a resume from an earlier checkpoint
+    a run's history holds the retrained steps twice (``RETRAINED_TAG``): this is the curve as trained."""
+    last: dict[int, Any] = {}
+    for m in history:
+        if m.step not in last or m.timestamp >= last[m.step].timestamp:
+            last[m.step] = m
+    return [last[step] for step in sorted(last)]
+
+
+def metric_history(client: Any, run_id: str, key: str) -> list[Any]:
+    """The MLflow curve ``key`` of run ``run_id`` as hpc_ft logged it: one value per step (``latest_per_step``).
+    ``client``: an ``mlflow.tracking.MlflowClient``; raises what it raises (an unknown run)."""
+    return latest_per_step(client.get_metric_history(run_id, key))
 
 
 class _Both(Tracker):

@@ -38,8 +38,11 @@ SCHED_KEYS = ("array_parallelism", "budget_gpus", "budget_gpu_hours", "est_durat
 TELEMETRY_KEYS = {"telemetry": "enabled", "telemetry_interval_s": "interval_s"}
 
 
+EXIT_BAD_CONFIG = 2  # as hpc-ft's own refusals (hpc_ft.cli): the request cannot run as given
+
+
 class LauncherConfigError(ConfigError, CompactHydraException):
-    """A refused hydra.launcher.* request: Hydra prints this message alone (no traceback)."""
+    """A refused hydra.launcher.* request (raised as is only under HYDRA_FULL_ERROR=1, for its traceback)."""
 
 
 def is_hpc_ft_config(cfg: DictConfig) -> bool:
@@ -104,6 +107,21 @@ def _refusal(exc: ConfigError) -> LauncherConfigError:
 
     return LauncherConfigError([dataclasses.replace(p, key=_launcher_key(p.key), rule=_launcher_text(p.rule),
                                                     fix=_launcher_text(p.fix)) for p in exc.problems])
+
+
+def _refuse(exc: ConfigError) -> None:
+    """Refuse the request as hpc-ft refuses bad input: the error on stderr, exit status 2, no traceback.
+
+    Hydra turns any exception out of a launcher into exit status 1 (and a hint about HYDRA_FULL_ERROR), so
+    the refusal leaves through SystemExit, which Hydra's run_and_report lets pass. HYDRA_FULL_ERROR=1 still
+    gets the exception itself, with its traceback, as Hydra's users expect."""
+    import sys
+
+    refusal = _refusal(exc)
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise refusal from None
+    print(f"error: {refusal}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_BAD_CONFIG)
 
 
 class AppJob:
@@ -212,7 +230,7 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
         try:
             validate(conf)
         except ConfigError as exc:
-            raise _refusal(exc) from None
+            _refuse(exc)
         specs[n] = resolve(conf, [str(o) for o in ov])
     executor = executor_named(specs[nums[0]].conf.executor.name)
     try:
@@ -220,7 +238,7 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
         plan = plan_confs([specs[n].conf for n in nums], varying([filter_overrides(o) for o in job_overrides]),
                           [], first_num=nums[0])
     except ConfigError as exc:
-        raise _refusal(exc) from None
+        _refuse(exc)
     atomic_write_text(SweepDir(sweep_dir).plan, plan_table(plan) + "\n")
     tel = specs[nums[0]].conf.telemetry
     telemetry = {"enabled": tel.enabled, "interval_s": tel.interval_s, "max_report_points": tel.max_report_points,
@@ -230,12 +248,13 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
     ex = executor.array_executor(specs[nums[0]], SweepDir(sweep_dir).array_submitit(0), plan.array_parallelism)
     log.info(f"hpc_ft: {len(nums)} job(s) of {name} on executor={executor.name}, at most "
              f"{plan.array_parallelism} at once; sweep dir {sweep_dir}")
-    jobs = {}
-    with ex.batch():
-        for n in order:
-            log.info(f"\t#{n} : {' '.join(filter_overrides(job_overrides[n - initial_job_idx]))}")
-            save_spec(specs[n])  # the job's request, for `hpc-ft report` (its nodes/ hold the telemetry)
-            jobs[n] = ex.submit(AppJob(hydra_context, task_function, config,
-                                       list(job_overrides[n - initial_job_idx]), n, str(specs[n].run_dir),
-                                       telemetry))
+    calls = []
+    for n in order:
+        log.info(f"\t#{n} : {' '.join(filter_overrides(job_overrides[n - initial_job_idx]))}")
+        save_spec(specs[n])  # the job's request, for `hpc-ft report` (its nodes/ hold the telemetry)
+        calls.append(AppJob(hydra_context, task_function, config, list(job_overrides[n - initial_job_idx]), n,
+                            str(specs[n].run_dir), telemetry))
+    # At most the plan's parallelism at once: Slurm's array bounds it, the local executor queues the jobs.
+    submitted = executor.run_batch(ex, calls, plan.array_parallelism, specs[nums[0]].conf.executor.poll_interval_s)
+    jobs = dict(zip(order, submitted))
     return [jobs[n].results()[0] for n in nums]

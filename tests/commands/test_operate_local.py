@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -73,6 +76,36 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
     assert st["state"] == "COMPLETED" and st["step"] == 20 and st["metric"][0] == "eval_accuracy"
     listed = run_cli("list", str(tmp_path / "runs"), "--sort", "metric")
     assert "COMPLETED" in listed.stdout and "eval_accuracy=" in listed.stdout and "20/20" in listed.stdout
+
+
+@pytest.mark.slow
+def test_status_counts_the_requeues_of_a_local_run(tmp_path, run_cli, synth):
+    """Preempted once on the local executor (the preemption signal to the node task, as submitit's controller
+    sends it before the time limit): submitit requeues it, it resumes and completes, and status says
+    "requeued 1x" from the run dir's own record (there is no sacct to ask)."""
+    from hpc_ft.node.task import process_tree
+
+    run = tmp_path / "run"
+    sub = run_cli("submit", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=5", f"hydra.run.dir={run}")
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    try:
+        wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold at step 5")
+        st = _status(run_cli, run)
+        assert st["state"] == "RUNNING" and st["requeues"] == 0, st
+        controller = int(st["job_id"])
+        (task,) = [pid for pid in process_tree(controller)
+                   if b"submitit.core._submit" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        os.kill(task, signal.SIGUSR2)  # executor.preempt_signal
+        st = wait_until(lambda: (s := _status(run_cli, run))["state"] == "COMPLETED" and s, 300,
+                        "the requeued run to complete", poll_s=1.0)
+    finally:
+        for pid in job_processes(run / "job.yaml"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    assert st["requeues"] == 1 and st["step"] == 20, st
+    assert "resumed from" in (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert st["job_id"] == str(controller)  # the same local job, run twice
+    assert "COMPLETED, requeued 1x" in run_cli("status", str(run)).stdout
 
 
 @pytest.mark.slow

@@ -42,3 +42,23 @@ def test_bad_settings_each_name_their_key(tmp_path, llama_dir):
     assert [p.key for p in problems] == ["model.dtype", "model.attn_implementation", "model.trust_remote_code"]
     (missing,), _ = model_problems({"path": None})
     assert missing.key == "model.path" and "needs the checkpoint directory" in missing.rule
+
+
+def test_model_hf_on_the_bundled_intents_uses_its_own_tokenizer(tmp_path, bert_dir, run_cli):
+    """data=chatterbot tokenizes with the model's tokenizer: under model=hf that is the checkpoint's; without
+    model.path the refusal names model.path (not an interpolation error about model.model_dir)."""
+    missing = run_cli("submit", "dry_run=true", "model=hf", f"hydra.run.dir={tmp_path / 'a'}")
+    assert missing.returncode == 2, missing.stderr
+    assert "model.path=None" in missing.stderr and "model_dir" not in missing.stderr
+    ok = run_cli("submit", "dry_run=true", "model=hf", f"model.path={bert_dir}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert ok.returncode == 0, ok.stderr
+
+    from hydra import compose, initialize_config_dir
+
+    from hpc_ft import CONF_DIR
+    from hpc_ft.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        assert compose("config").data.model_dir is None  # the bundled MiniLM's own copy
+        assert compose("config", overrides=["model=hf", f"model.path={bert_dir}"]).data.model_dir == str(bert_dir)

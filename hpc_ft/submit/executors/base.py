@@ -124,6 +124,14 @@ class Executor(ABC):
         ex.folder = Path(folder).expanduser().absolute()  # submitit reads it at each submission
         return ex
 
+    def run_batch(self, ex: Any, calls: Sequence[Callable[[], Any]], parallelism: int, poll_s: float) -> list[Any]:
+        """Submit ``calls`` to ``ex`` (an ``array_executor``) in order, at most ``parallelism`` running at once;
+        returns their submitit jobs in that order. Default: one batch, bounded by the scheduler itself (Slurm:
+        the job array's ``%parallelism``); ``poll_s`` (seconds) is for executors that bound it themselves."""
+        with ex.batch():
+            jobs = [ex.submit(call) for call in calls]
+        return jobs
+
     def submitting(self, spec: JobSpec) -> ContextManager[Any]:
         """Wraps ``make_executor(spec).submit(...)``; default: nothing."""
         return contextlib.nullcontext()

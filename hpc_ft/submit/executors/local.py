@@ -105,16 +105,20 @@ class LocalExecutor(Executor):
     def run_local(self, entries: Sequence[SweepEntry], parallelism: int, poll_s: float,
                   on_submit: Callable[[SweepEntry], None] | None = None) -> None:
         """Run local jobs in plan order, at most ``parallelism`` at once; returns when all are done."""
-        pending, running = list(entries), []
-        while pending or running:
-            while pending and len(running) < parallelism:
-                e = pending.pop(0)
-                e.job = self.submit(e.spec)
-                running.append(e)
-                if on_submit is not None:
-                    on_submit(e)
-            _wait_any([e.job for e in running], poll_s)
-            running = [e for e in running if not e.job.done()]
+
+        def start(e: SweepEntry) -> Any:
+            e.job = self.submit(e.spec)
+            if on_submit is not None:
+                on_submit(e)
+            return e.job
+
+        run_bounded(entries, parallelism, start, poll_s)
+
+    def run_batch(self, ex: Any, calls: Sequence[Callable[[], Any]], parallelism: int, poll_s: float) -> list[Any]:
+        """A Hydra app's sweep (hydra_plugins.hpc_ft_launcher.app): submitit's local batch would start every
+        job at once, so the jobs go through the queue hpc_ft's own local sweeps use, ``parallelism`` wide.
+        Returns once every job has ended (their results are ready)."""
+        return run_bounded(calls, parallelism, ex.submit, poll_s)
 
     def submit_detached(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path,
                         record_ids: RecordIds) -> Any:
@@ -129,6 +133,21 @@ class LocalExecutor(Executor):
         with local_controller_output(controller_log(folder)):
             return ex.submit(LocalSweepDriver(self, [str(spec_path(e.spec)) for e in entries],
                                               [e.num for e in entries], parallelism, record_ids, poll_s))
+
+
+def run_bounded(items: Sequence[Any], parallelism: int, start: Callable[[Any], Any], poll_s: float) -> list[Any]:
+    """``start(item)`` for each item in order, each returning a local submitit job, with at most
+    ``parallelism`` jobs running at once; returns every job, in order, once all have ended. ``poll_s``: seconds
+    between checks of the running jobs."""
+    pending, running, jobs = list(items), [], []
+    while pending or running:
+        while pending and len(running) < max(1, parallelism):
+            job = start(pending.pop(0))
+            jobs.append(job)
+            running.append(job)
+        _wait_any(running, poll_s)
+        running = [j for j in running if not j.done()]
+    return jobs
 
 
 def torchrun_pids(controller_pid: int) -> list[int]:
