@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,8 @@ def run_external(group: str, quick: bool) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rows.json"
         argv = [sys.executable, str(script), out_flag, str(out), *(["--quick"] if quick else [])]
+        if group == "tune" and os.environ.get("SLURM_CONF") and not quick:  # a running local Slurm: its row too
+            argv.append("--slurm")
         try:
             # Their exit status may say "goal missed"; the JSON is what counts.
             res = subprocess.run(argv, capture_output=True, text=True, timeout=EXTERNAL_TIMEOUT_S,

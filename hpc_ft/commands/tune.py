@@ -73,6 +73,12 @@ def prepare(overrides: list[str]):
     if not executor_of(base).detaches:
         problems.append(Problem("executor.name", base.executor.name, "runs each job in this process, so trials "
                                 "cannot run side by side or be stopped early", "pass executor=local or executor=slurm"))
+    if executor_of(base).trial_arrays:  # one job array: one request for every trial
+        text = {o.split("=", 1)[0].lstrip("+~"): o.split("=", 1)[-1] for o in overrides}
+        problems += [Problem(k, text.get(k, "(swept)"), f"executor={base.executor.name} runs a search's trials "
+                             "as one job array, which makes one request for all of them",
+                             f"fix {k} for the whole search (one value)")
+                     for k in space.params if k.split(".")[0] in ("resources", "executor", "run")]
     size, budget = TrialSize.of(base), TuneBudget.of(base)
     if base.sched.budget_gpus is not None and base.sched.budget_gpus < size.units:
         problems.append(Problem("sched.budget_gpus", base.sched.budget_gpus,

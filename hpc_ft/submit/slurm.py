@@ -143,16 +143,19 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     return params
 
 
-def make_slurm_executor(spec: JobSpec, folder: Path | None = None, **extra: Any):
+def make_slurm_executor(spec: JobSpec, folder: Path | None = None, hold: bool = False, **extra: Any):
     """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues.
 
-    ``folder`` defaults to the run dir's submitit folder (a sweep's array passes its own); ``extra`` are further
+    ``folder`` defaults to the run dir's submitit folder (a sweep's array passes its own); ``hold``: submit the
+    job (every task of an array) held (``sbatch --hold``) until ``scontrol release``; ``extra`` are further
     submitit parameters (``array_parallelism``). The one place that sets submitit's preemption signal.
     """
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
 
     params = slurm_parameters(spec)
+    if hold:
+        params["additional_parameters"] = {**params["additional_parameters"], "hold": True}
     # submitit writes `--signal=<USR_SIG>@delay` into its sbatch script from this class attribute (its handler on
     # the nodes reads SUBMITIT_PREEMPT_SIGNAL, exported by slurm_setup_lines).
     SlurmJobEnvironment.USR_SIG = preempt_sig(spec)

@@ -1,4 +1,5 @@
-"""One trial as a running hpc_ft job: submitted into its run dir, its evaluations read, stopped early, ended.
+"""One trial as a running hpc_ft job: submitted into its run dir (or released as its job array's task), its
+evaluations read, stopped early, ended.
 
 A trial's run dir is held like any detached submission's (``hpc_ft.rundir.lock``: the owner record names the job
 and how to tell it still runs), so a driver started again finds the job it had submitted, alive or ended, and
@@ -100,6 +101,30 @@ def submit_trial(spec: JobSpec) -> tuple[Any, str]:
     lock.record_job(str(job.job_id))
     lock.detach()  # the job holds its run dir from now on; a restarted driver reads who
     return job, str(job.job_id)
+
+
+def release_trial(spec: JobSpec, task_id: str) -> str:
+    """Start ``spec`` as held array task ``task_id`` (which runs its job.yaml): check the request, hold the run dir
+    for the task, write job.yaml, then release the task. Returns ``task_id``; SubmissionError when the scheduler
+    refuses the release (the run dir is left to the task, which no longer exists then)."""
+    from hpc_ft.errors import SubmissionError
+    from hpc_ft.rundir.spec import save_spec
+    from hpc_ft.submit.executors import executor_of
+
+    ex = executor_of(spec)
+    ex.check_before_submit(spec)
+    lock = RunDirLock(Path(spec.run_dir))
+    lock.acquire(spec.conf.executor.name, ex.liveness)
+    try:
+        save_spec(spec)
+        lock.record_job(task_id)
+    except BaseException:
+        lock.release()
+        raise
+    lock.detach()  # the task holds its run dir from now on; a restarted driver reads who
+    if not ex.release_job(task_id):
+        raise SubmissionError(f"the scheduler did not release array task {task_id} (was it cancelled?)")
+    return task_id
 
 
 def submitted_job_id(run_dir: Path) -> str | None:

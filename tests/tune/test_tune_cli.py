@@ -11,6 +11,8 @@ from .conftest import TRIAL, tune
     (["sched.budget_gpu_hours=0.001"], "does not pay for one trial at its planned size"),
     (["executor=debug"], "executor.name='debug': runs each job in this process"),
     (["train.eval_every_steps=0"], "tune.pruner=asha decides at evaluations"),
+    (["executor=slurm", "resources.mem_gb=choice(1,2)"],  # one job array: one request for every trial
+     "resources.mem_gb='choice(1,2)': executor=slurm runs a search's trials as one job array"),
 ])
 def test_bad_search_settings_are_refused_before_anything_is_written(tmp_path, extra, words):
     res = tune(["optim.lr=tag(log,interval(1e-3,1e-1))", *TRIAL, *extra, f"hydra.sweep.dir={tmp_path / 'sw'}"],

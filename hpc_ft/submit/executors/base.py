@@ -7,6 +7,8 @@ An executor (``executor.name`` in the config, ``conf/executor/<name>.yaml``) ans
 - what is checked before anything is submitted (Slurm: batch-script values and the cluster's limits);
 - which node task runs on each node, the submitit executor that runs it, and how submitting is wrapped;
 - how a planned sweep is submitted (a job array, local processes, in-process) and whether it is waited for;
+- how a search's trials start and stop: one by one, or as the held tasks of one job array (``trial_arrays``), and
+  how a running one is stopped at a checkpoint (``stop_job``);
 - whether the scheduler's history can estimate a sweep's queue wait (``hpc-ft plan``).
 
 Each executor is one module of this package registered in ``hpc_ft.submit.executors``; nothing outside the
@@ -141,6 +143,27 @@ class Executor(ABC):
         a requeue (``RunDir.stop_request`` is written first). Returns whether the signal went out; the job's end
         is waited for as any other's. Default: this executor cannot (its jobs run to their end)."""
         return False
+
+    # -- a search's trials as tasks of one job array -------------------------------------------------------
+    # Whether a search (``hpc_ft.tune``) runs its trials as the tasks of one job array that the scheduler throttles:
+    # every task is submitted held, and released once its trial's job.yaml is written, so the scheduler starts the
+    # next trial as soon as one ends. False: each trial is submitted as its own job when it is to start.
+    trial_arrays: ClassVar[bool] = False
+
+    def submit_held_array(self, spec: JobSpec, spec_paths: Sequence[Path], folder: Path,
+                          parallelism: int) -> list[Any]:
+        """Submit one job array making ``spec``'s request, task i running the node task of ``spec_paths[i]``
+        (a job.yaml that need not exist yet), every task held, at most ``parallelism`` running at once, its
+        files in ``folder``. Returns one submitit job per task (ids ``ARRAY_INDEX``). Only with ``trial_arrays``."""
+        raise NotImplementedError(f"executor={self.name} does not run trials as a job array")
+
+    def release_job(self, job_id: str) -> bool:
+        """Let held job (array task) ``job_id`` start; returns whether the scheduler took it."""
+        raise NotImplementedError(f"executor={self.name} does not hold jobs")
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> bool:
+        """Cancel jobs (array tasks) that have not started and must not; returns whether the scheduler took it."""
+        raise NotImplementedError(f"executor={self.name} does not hold jobs")
 
     # -- a planned sweep ------------------------------------------------------------------------------------
     def check_sweep(self, confs: Sequence[JobConf]) -> None:

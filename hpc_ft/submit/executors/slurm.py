@@ -2,7 +2,8 @@
 
 The Slurm request itself (sbatch options, setup lines, submitit parameters) is rendered by
 ``hpc_ft.submit.slurm``, shared with ``hpc-ft sbatch``; the cluster check by ``hpc_ft.submit.preflight``.
-A sweep is one job array per group of jobs with the same request, tasks in plan order, ``%parallelism``.
+A sweep is one job array per group of jobs with the same request, tasks in plan order, ``%parallelism``; a search
+(``hpc-ft tune``) is one held job array whose tasks the driver releases (``scontrol release``) trial by trial.
 """
 
 from __future__ import annotations
@@ -78,6 +79,32 @@ class SlurmExecutor(Executor):
             log.warning("scancel --signal=%s %s failed: %s", sig, job_id, proc.stderr.strip())
         return proc.returncode == 0
 
+    trial_arrays = True  # a search's trials are the tasks of one job array (%parallelism), released one by one
+
+    def submit_held_array(self, spec: JobSpec, spec_paths: Sequence[Path], folder: Path,
+                          parallelism: int) -> list[Any]:
+        """One job array (``--array=0-(N-1)%parallelism``, ``--hold``) through submitit's batch: task i runs a
+        SlurmNodeTask on ``spec_paths[i]``, which the search writes before it releases the task. A single
+        path is one plain held job (submitit submits a batch of one as a job)."""
+        from hpc_ft.submit.slurm import make_slurm_executor
+
+        self.check_before_submit(spec)
+        ex = make_slurm_executor(spec, folder=folder, hold=True, array_parallelism=parallelism)
+        with ex.batch():
+            jobs = [ex.submit(self.node_task_class(str(p))) for p in spec_paths]
+        log.info("array %s: %d held task(s), at most %d at once", str(jobs[0].job_id).split("_")[0], len(jobs),
+                 parallelism)
+        return jobs
+
+    def release_job(self, job_id: str) -> bool:
+        """``scontrol release JOBID_IDX``: Slurm starts the task when the array's throttle lets it."""
+        return _slurm_command(["scontrol", "release", job_id])
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> bool:
+        """``scancel JOBID_IDX ...``: tasks never released (the search needs no more trials, or cannot pay for
+        them) leave the queue."""
+        return _slurm_command(["scancel", *job_ids]) if job_ids else True
+
     def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
         """One Slurm job array (``%parallelism``) for a batch of jobs with ``spec``'s request."""
         from hpc_ft.submit.slurm import make_slurm_executor
@@ -91,6 +118,20 @@ class SlurmExecutor(Executor):
         if wait:
             gather_entries(entries, poll_s)
         return wait
+
+
+def _slurm_command(argv: list[str]) -> bool:
+    """Run a Slurm client command (argv, no shell); logs and returns False when it fails."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("%s failed: %s", " ".join(argv[:2]), exc)
+        return False
+    if proc.returncode != 0:
+        log.warning("%s failed: %s", " ".join(argv), proc.stderr.strip())
+    return proc.returncode == 0
 
 
 def slurm_groups(entries: Sequence[SweepEntry]) -> list[list[SweepEntry]]:
