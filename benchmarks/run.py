@@ -132,10 +132,15 @@ def group_fns(quick: bool) -> dict[str, Callable[[], list[Row]]]:
     return fns
 
 
+# Row-key heads that are not a group's name: the step group also measures precision, the fused optimizer and
+# tracking; the planner's rows are keyed by what they plan.
+KEY_GROUPS = {"precision": "step", "optim": "step", "tracking": "step"}
+
+
 def group_of(key: str) -> str:
-    """The group a row key belongs to (precision rows come from the step group)."""
+    """The group a row key belongs to (``precision.*``, ``optim.*``, ``tracking.*`` rows come from the step group)."""
     head = key.split(".", 1)[0]
-    return "step" if head == "precision" else head
+    return KEY_GROUPS.get(head, head)
 
 
 def merge_previous(out: Path, rows: list[Row], groups: list[str], mode: str,

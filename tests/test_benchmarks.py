@@ -67,6 +67,21 @@ def test_only_keeps_the_other_groups_rows(tmp_path):
     assert merge_previous(out, [], ["cold"], "cpu", True) == ([], [])  # a quick run never mixes with a full one
 
 
+def test_only_step_replaces_every_row_the_step_group_measures(tmp_path):
+    """The step group also writes optim.* and tracking.* rows: re-measuring it must replace them, not add twins."""
+    from benchmarks.run import merge_previous
+
+    out = tmp_path / "day.json"
+    old = [Row(n, "b", 1.0, 1.0, 1, "", key=k) for n, k in
+           (("s", "step.default"), ("f", "optim.fused"), ("t", "tracking.overhead"), ("c", "cold.help"))]
+    out.write_text(json.dumps({"mode": "cpu", "quick": False, "rows": [r.to_dict() for r in old]}))
+    new = [Row(n + "2", "b", 2.0, 1.0, 1, "", key=k) for n, k in
+           (("s", "step.default"), ("f", "optim.fused"), ("t", "tracking.overhead"))]
+    rows, _ = merge_previous(out, new, ["step"], "cpu", False)
+    assert sorted((r.key, r.name) for r in rows) == [("cold.help", "c"), ("optim.fused", "f2"), ("step.default", "s2"),
+                                                      ("tracking.overhead", "t2")]
+
+
 @pytest.mark.bench
 def test_gpu_mode_refuses_without_cuda_or_measures_with_it(tmp_path):
     import torch
