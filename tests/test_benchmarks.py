@@ -20,7 +20,7 @@ from benchmarks.common import Row, markdown_table, missing_row, rotate  # noqa: 
 CPU_KEYS = {"cold.help", "cold.dry_run", "cold.sbatch", "step.default", "step.synthetic", "optim.fused", "precision.bf16",
             "precision.fp16", "submit.api", "submit.cli", "submit.submitit", "submit.script",
             "data.cache", "data.rss", "data.step", "fit.fsdp", "fit.lora.memory", "fit.lora.step", "fit.ac.memory",
-            "fit.ac.step"}
+            "fit.ac.step", "fit.estimate.full", "fit.estimate.lora", "fit.estimate.ac", "fit.estimate.fsdp"}
 GROWTH_ROWS = {"data.rss"}
 EXTERNAL_GROUPS = ("plan", "report", "telemetry", "tune")  # other owners' scripts: their rows, or one saying why not
 
