@@ -39,6 +39,22 @@ def _losses(run: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
+
+def _export_both_ways(run_cli, run, tmp_path, llama_dir):
+    """``hpc-ft export`` of a LoRA run, the adapter alone and ``--merge``d; returns (the adapter on the base, the
+    merged model, the run's final eval loss)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
+    for out, extra in ((adapter, []), (merged, ["--merge"])):
+        done = run_cli("export", str(run), "--out", str(out), *extra)
+        assert done.returncode == 0, done.stderr
+    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
+    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    return with_adapter, plain, _train_json(run)["eval_loss"]
+
 def _train_json(run: Path) -> dict:
     return json.loads((run / "nodes" / "node0" / "train.json").read_text())
 
@@ -167,9 +183,6 @@ def test_fsdp2_on_two_nodes_killed_mid_write_falls_back_and_resumes_at_another_w
 
 def test_lora_preempted_resumes_bitwise_checkpoints_adapters_only_and_exports_both_ways(tmp_path, llama_dir,
                                                                                         pairs_file, run_cli):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *LORA]
     ref, run = tmp_path / "ref", tmp_path / "run"
     _submit(run_cli, ov, ref)
@@ -185,14 +198,7 @@ def test_lora_preempted_resumes_bitwise_checkpoints_adapters_only_and_exports_bo
     _assert_same(_flat(a["optimizer"]), _flat(b["optimizer"]))
     assert _losses(run) == {s: v for s, v in _losses(ref).items() if s in _losses(run)}
 
-    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
-    for out, extra in ((adapter, []), (merged, ["--merge"])):
-        done = run_cli("export", str(run), "--out", str(out), *extra)
-        assert done.returncode == 0, done.stderr
-    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
-    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
-    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
-    final = _train_json(run)["eval_loss"]
+    with_adapter, plain, final = _export_both_ways(run_cli, run, tmp_path, llama_dir)
     metrics, task, data = _evaluate(with_adapter, run)
     assert metrics["eval_loss"] == pytest.approx(final, rel=1e-6)  # 2 workers' sums there, one process here
     merged_metrics, _, _ = _evaluate(plain, run)
@@ -208,7 +214,6 @@ def test_lora_with_fsdp2_preempted_resumes_bitwise_and_exports_adapter_and_merge
     """peft=lora and train.strategy=fsdp together: the adapters sharded over 2 workers (the frozen base too), the
     first step traced by the memory tracker (which once refused FSDP2's unsharded frozen parameters), sharded
     checkpoints of the adapters alone, resumed bitwise, and both exports reproducing the final evaluation."""
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     ov = [*sft_overrides(llama_dir, pairs_file, STEPS), *LORA, "train.strategy=fsdp", "train.grad_clip_norm=0.05"]
@@ -229,14 +234,7 @@ def test_lora_with_fsdp2_preempted_resumes_bitwise_and_exports_adapter_and_merge
     assert _losses(run) == {s: v for s, v in _losses(ref).items() if s in _losses(run)}
     assert _train_json(run)["peak_memory_bytes"]  # the tracked first step
 
-    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
-    for out, extra in ((adapter, []), (merged, ["--merge"])):
-        done = run_cli("export", str(run), "--out", str(out), *extra)
-        assert done.returncode == 0, done.stderr
-    assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
-    with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
-    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
-    final = _train_json(run)["eval_loss"]
+    with_adapter, plain, final = _export_both_ways(run_cli, run, tmp_path, llama_dir)
     untrained, _, _ = _evaluate(AutoModelForCausalLM.from_pretrained(llama_dir), run)
     assert untrained["eval_loss"] != pytest.approx(final, rel=1e-6)  # the adapters moved the model
     metrics, task, data = _evaluate(with_adapter, run)
