@@ -82,3 +82,30 @@ def in_process():
     for s, h in handlers.items():
         signal.signal(s, h)
     torch.set_num_threads(threads)
+
+
+def execute_notebook(path: Path, workdir: Path, env_var: str) -> tuple[str, int]:
+    """Run the notebook at ``path`` top to bottom with ``env_var`` set to ``workdir`` (its kernel inherits the
+    environment) and ``workdir`` as its working directory; returns (all its text output, the PNG images it shows).
+    Fails the test on any cell's error output; the kernel gets 120 s to start and each cell 300 s."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    before = os.environ.get(env_var)
+    os.environ[env_var] = str(workdir)
+    try:
+        NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(workdir)}}).execute()
+    finally:
+        if before is None:
+            os.environ.pop(env_var, None)
+        else:
+            os.environ[env_var] = before
+    text, images = [], 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", out
+            text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+            images += "image/png" in out.get("data", {})
+    return "\n".join(text), images

@@ -6,37 +6,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 from hpc_ft.testing.synthetic import GpuProfile, NodeProfile, synthetic_run
+from tests.conftest import execute_notebook
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run_analysis.ipynb"
 
 
-def execute_notebook(run_dir: Path, monkeypatch) -> tuple[str, int]:
-    """Run the notebook against ``run_dir``; (all text output, number of PNG images shown)."""
-    monkeypatch.setenv("HPC_FT_RUN_DIR", str(run_dir))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(run_dir)}}).execute()
-    text, images = [], 0
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", out
-            text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
-            images += "image/png" in out.get("data", {})
-    return "\n".join(text), images
-
-
-def test_notebook_on_a_two_node_gpu_run(tmp_path, monkeypatch):
+def test_notebook_on_a_two_node_gpu_run(tmp_path):
     busy, idle = GpuProfile(), GpuProfile(util_pct=0.0, mem_used_gb=0.5, power_w=70.0)
     run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[busy, idle]), NodeProfile(gpus=[busy, idle])],
                         seconds=900, overrides=["resources=gpu", "executor=slurm", "resources.nodes=2",
                                                 "resources.gpus_per_node=2", "train.global_batch_size=16"],
                         train={"samples_per_s": 80.0, "flops_per_sample": 1e12})
-    text, images = execute_notebook(run, monkeypatch)
+    text, images = execute_notebook(NOTEBOOK, run, "HPC_FT_RUN_DIR")
     assert "2 node(s), 4 GPU(s) sampled" in text
     assert "per node" in text and "per GPU" in text and "MFU" in text
     assert "resources.gpus_per_node=1" in text
@@ -45,13 +29,13 @@ def test_notebook_on_a_two_node_gpu_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_notebook_on_a_real_local_run(tmp_path, monkeypatch):
+def test_notebook_on_a_real_local_run(tmp_path):
     run = tmp_path / "run"
     exe = Path(sys.executable).with_name("hpc-ft")
     res = subprocess.run([str(exe), "submit", "model=mlp", "data=synthetic", "precision=fp32", "train.max_steps=20",
                           "resources.nodes=2", f"hydra.run.dir={run}"], capture_output=True, text=True, timeout=500,
                          stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    text, images = execute_notebook(run, monkeypatch)
+    text, images = execute_notebook(NOTEBOOK, run, "HPC_FT_RUN_DIR")
     assert "2 node(s), 0 GPU(s) sampled" in text and "no GPU was sampled" in text
     assert "per node" in text and images == 1  # host.png: CPU-only run

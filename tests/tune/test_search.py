@@ -5,7 +5,6 @@ depends on the learning rate.
 """
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -16,9 +15,11 @@ from hpc_ft.rundir.evals import read_evals
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.lock import RunDirLock
 from hpc_ft.rundir.records import NodeReport
-from tests.conftest import wait_until
+from tests.conftest import execute_notebook, wait_until
 
 from .conftest import EXE, TRIAL, study_trials, tune
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 pytestmark = pytest.mark.slow
 
@@ -36,29 +37,6 @@ def node_hours(run_dir):
 
 def final_eval_loss(run_dir):
     return read_evals(RunDir(run_dir).metrics)[-1].metrics["eval_loss"]
-
-
-@pytest.mark.timeout(1800)  # 24 trials of a few seconds' training, each with a few seconds of start-up
-def execute_search_notebook(sweep_dir: Path) -> tuple[str, int]:
-    """Run notebooks/search_analysis.ipynb against ``sweep_dir``: (its text output, PNG images shown)."""
-
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "search_analysis.ipynb", as_version=4)
-    os.environ["HPC_FT_SWEEP_DIR"] = str(sweep_dir)
-    try:
-        NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(sweep_dir)}}).execute()
-    finally:
-        os.environ.pop("HPC_FT_SWEEP_DIR", None)
-    text, images = [], 0
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            assert out.get("output_type") != "error", out
-            text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
-            images += "image/png" in out.get("data", {})
-    return "\n".join(text), images
 
 
 def test_pruned_search_nears_the_best_of_a_16_point_grid_at_half_its_node_hours(tmp_path):
@@ -103,7 +81,7 @@ def test_pruned_search_nears_the_best_of_a_16_point_grid_at_half_its_node_hours(
     assert len(list((tmp_path / "search" / "report").glob("tune_*.png"))) == 3
 
     # notebooks/search_analysis.ipynb shows the same leaderboard and the three plots.
-    text, images = execute_search_notebook(tmp_path / "search")
+    text, images = execute_notebook(NOTEBOOKS / "search_analysis.ipynb", tmp_path / "search", "HPC_FT_SWEEP_DIR")
     assert "pruned" in text and "hpc-ft submit model=mlp" in text and images == 3
 
 
