@@ -69,6 +69,14 @@ def _check(cls: type, d: Any, current: int, renamed: dict[str, str], where: str,
     return out
 
 
+def _require_fields(cls: type, kw: dict[str, Any], where: str) -> None:
+    """Raise RecordError naming the fields of ``cls`` without a default that ``kw`` lacks."""
+    missing = [n for n, f in _fields(cls).items() if n not in kw and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise RecordError(f"{where}: {cls.__name__} lacks field(s) {missing}")
+
+
 def _load_json(path: str | os.PathLike) -> Any:
     """The JSON value in ``path``; OSError and ValueError (json.JSONDecodeError) propagate."""
     return json.loads(Path(path).read_text())
@@ -200,10 +208,7 @@ class NodeReport:
         """Reads this version's reports and earlier unversioned ones; raises RecordError otherwise (also for
         a missing required field)."""
         kw = _check(cls, d, NODE_REPORT_VERSION, {"requeued": "preempted"}, where)
-        missing = [n for n, f in _fields(cls).items() if n not in kw and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]
-        if missing:
-            raise RecordError(f"{where}: NodeReport lacks field(s) {missing}")
+        _require_fields(cls, kw, where)
         train = kw.get("train")
         # An earlier version wrote {} for "no result".
         kw["train"] = TrainResult.from_dict(train, f"{where}: train") if train else None
@@ -300,7 +305,5 @@ class NodeAttempt:
         """Raises OSError (no file), ValueError (not JSON) or RecordError (not a NodeAttempt this reads)."""
         where = str(path)
         kw = _check(cls, _load_json(path), NODE_ATTEMPT_VERSION, {}, where)
-        missing = [n for n, f in _fields(cls).items() if n not in kw and f.default is dataclasses.MISSING]
-        if missing:
-            raise RecordError(f"{where}: NodeAttempt lacks field(s) {missing}")
+        _require_fields(cls, kw, where)
         return cls(**kw)
