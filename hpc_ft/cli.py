@@ -9,6 +9,8 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from hpc_ft.errors import EXIT_BAD_CONFIG
+
 USAGE = """usage: hpc-ft COMMAND [hydra overrides...]
 
 commands:
@@ -30,8 +32,6 @@ commands:
 
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
-
-EXIT_BAD_CONFIG = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped at a preemption checkpoint; submitting again resumes (not a failure)
 
 COMMAND_USAGE = {

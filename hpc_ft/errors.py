@@ -8,6 +8,9 @@ from dataclasses import dataclass
 # Training's exit status after a preemption checkpoint (EX_TEMPFAIL: "try again"): the node requeues the job.
 # Here, at the bottom of the imports, because both sides use it: hpc_ft.train exits with it, hpc_ft.node reads it.
 PREEMPTED_EXIT_CODE = 75
+# The exit status of every refusal of bad input (the CLI's commands, the launcher in a user's Hydra app, a worker
+# that finds its job cannot run as configured): the request cannot run as given.
+EXIT_BAD_CONFIG = 2
 
 
 class HpcFtError(Exception):

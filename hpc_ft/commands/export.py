@@ -21,8 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hpc_ft.errors import EXIT_BAD_CONFIG
+
 USAGE = "hpc-ft export RUN_DIR [--out DIR] [--step N] [--merge]"
-EXIT_BAD_CONFIG = 2
 
 
 class ExportError(Exception):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hpc_ft.errors import EXIT_BAD_CONFIG
+
 USAGE = "hpc-ft plan [-m] [--json] [--queue-days N | --no-queue] [--lambda-per-h L --mu-per-h M --servers C] OVERRIDES"
-EXIT_BAD_CONFIG = 2
 PLAN_KEYS = ("resources.", "sched.", "executor.", "telemetry.")
 
 

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_BAD_CONFIG = 2
+from hpc_ft.errors import EXIT_BAD_CONFIG
+
 SWEEP_DIR_KEY = "hydra.sweep.dir="
 
 

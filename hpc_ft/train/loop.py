@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hpc_ft.config.validate import split_problems
-from hpc_ft.errors import ConfigError
+from hpc_ft.errors import EXIT_BAD_CONFIG, ConfigError
 from hpc_ft.job import JobSpec
 from hpc_ft.rundir.evals import append_eval
 from hpc_ft.rundir.layout import RunDir
@@ -59,7 +59,6 @@ __all__ = ["EXIT_BAD_CONFIG", "Trainer", "evaluate", "lr_lambda", "train"]
 log = logging.getLogger("hpc_ft.train")
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-EXIT_BAD_CONFIG = 2  # as hpc-ft's own refusals: the job cannot run as configured
 
 
 def train(spec: JobSpec) -> int:

@@ -26,7 +26,7 @@ from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hpc_ft.errors import ConfigError
+from hpc_ft.errors import EXIT_BAD_CONFIG, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ EXECUTOR_KEYS = ("preempt_signal", "preempt_signal_delay_s", "max_requeues", "se
 SCHED_KEYS = ("array_parallelism", "budget_gpus", "budget_gpu_hours", "est_duration_h")
 TELEMETRY_KEYS = {"telemetry": "enabled", "telemetry_interval_s": "interval_s"}
 
-
-EXIT_BAD_CONFIG = 2  # as hpc-ft's own refusals (hpc_ft.cli): the request cannot run as given
 
 
 class LauncherConfigError(ConfigError, CompactHydraException):
