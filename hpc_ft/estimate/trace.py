@@ -50,7 +50,7 @@ def trace_memory(spec: JobSpec) -> MemoryEstimate:
         model = _build_model(objective, c, notes)
     model = _apply_fitting(model, c)
     with FakeTensorMode(allow_non_fake_inputs=True):  # the meta parameters are its only non-fake inputs
-        model.to_empty(device="cpu")
+        _to_empty_keeping_shared(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = instantiate(c.optim, params=params)
         batch, seq_len = _batch(objective, c, micro)
@@ -77,6 +77,26 @@ def trace_memory(spec: JobSpec) -> MemoryEstimate:
                          micro_batch_size=micro, seq_len=seq_len, notes=notes,
                          method=f"traced on fake tensors (torch MemTracker, {time.monotonic() - t0:.1f} s)")
     return _distributed(est, spec, blocks)
+
+
+def _to_empty_keeping_shared(model: torch.nn.Module) -> None:
+    """``model.to_empty(device="cpu")`` with shared parameters still shared afterwards.
+
+    ``to_empty`` gives every parameter slot its own new tensor, so a parameter held by two modules (tied input and
+    output embeddings, as most small causal LMs have) would become two and count twice: parameters, gradients and
+    optimizer state all overestimated by the embedding's size. The slots that held one parameter before are
+    pointed at one tensor again.
+    """
+    slots: dict[int, list[tuple[torch.nn.Module, str]]] = {}
+    for module in model.modules():
+        for name, p in module._parameters.items():
+            if p is not None:
+                slots.setdefault(id(p), []).append((module, name))
+    model.to_empty(device="cpu")
+    for shared in (s for s in slots.values() if len(s) > 1):
+        first_module, first_name = shared[0]
+        for module, name in shared[1:]:
+            module._parameters[name] = first_module._parameters[first_name]
 
 
 def _amp_dtype(precision: str, notes: list[str]) -> torch.dtype | None:
