@@ -2,7 +2,8 @@
 
 Only the overrides that can change a job's resources or sweep settings (config groups, resources.*, sched.*,
 executor.*, telemetry.*, wait, dry_run) are composed, once per distinct combination, so a 1,000-point sweep over
-optim.lr composes one config. `hpc-ft submit -m ... dry_run=true` validates every job in full.
+optim.lr composes one config; each point's other overrides are applied to a copy of it, and every job is
+validated with all its values (a bad value anywhere in the sweep is refused, exit 2).
 """
 
 from __future__ import annotations
@@ -47,25 +48,37 @@ def plan_relevant(override: str) -> bool:
 
 
 def compose_points(points: list[list[str]]):
-    """JobConfs of every point (run.dir is a placeholder), composed once per distinct relevant subset."""
+    """JobConfs of every point (run.dir is a placeholder), composed once per distinct relevant subset.
+
+    The other overrides of a point (optim.lr, train.*, ...) are then applied to a copy of that composition with
+    Hydra's own override rules, so each job is validated with every value it was given (a bad train.max_steps is
+    refused here as ``submit`` refuses it) at the cost of a copy, not a compose, per point.
+    """
     import copy
 
     from hydra import compose, initialize_config_dir
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from hpc_ft import CONF_DIR
     from hpc_ft.config import register_configs
     from hpc_ft.config.overrides import to_job_conf
 
     register_configs()
+    parser = OverridesParser.create()
     cache: dict[tuple[str, ...], object] = {}
     confs = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         for i, point in enumerate(points):
-            key = tuple(o for o in point if plan_relevant(o) and not o.lstrip("+~").startswith(("hydra.", "hydra/")))
+            job = [o for o in point if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+            key = tuple(o for o in job if plan_relevant(o))
             if key not in cache:
-                cfg = compose(config_name="config", overrides=[*key, "run.dir=plan"])
-                cache[key] = to_job_conf(cfg, list(key))
-            conf = copy.deepcopy(cache[key])
+                cache[key] = compose(config_name="config", overrides=[*key, "run.dir=plan"])
+            cfg = copy.deepcopy(cache[key])
+            rest = [o for o in job if not plan_relevant(o)]
+            if rest:
+                ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(rest), cfg)
+            conf = to_job_conf(cfg, job)
             conf.run.dir = f"plan/{i}"
             confs.append(conf)
     return confs

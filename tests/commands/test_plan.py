@@ -95,3 +95,13 @@ def test_cpu_only_sweep_is_planned_in_node_hours(tmp_path):
     res = plan(["-m", "optim.lr=1e-5,3e-5", "resources.nodes=2", "sched.est_duration_h=1.5", "--json"], tmp_path)
     p = json.loads(res.stdout)
     assert p["unit"] == "node" and p["cost"] == 6.0 * 0.5
+
+
+def test_a_bad_value_outside_the_planned_keys_is_refused_as_submit_refuses_it(tmp_path):
+    # train.* is not composed for planning (hpc_ft.commands.plan.plan_relevant), yet every job is validated with it.
+    res = plan(["-m", "optim.lr=1e-5,3e-5", "train.max_steps=5,-1", "--no-queue"], tmp_path)
+    assert res.returncode == 2, res.stdout
+    assert "sweep jobs 1, 3: train.max_steps=-1: must be at least 1" in res.stderr and res.stdout == ""
+    res = plan(["train.max_steps=abc", "--no-queue"], tmp_path)
+    assert res.returncode == 2 and "train.max_steps=abc" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
