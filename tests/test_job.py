@@ -38,3 +38,18 @@ def test_job_yaml_of_the_previous_version_loads_under_the_new_names(tmp_path):
     assert back == spec
     assert back.conf.train.global_batch_size == 32 and back.conf.train.eval_micro_batch_size == 8
     assert back.overrides == overrides  # an advised next command composes with today's keys
+
+
+def test_to_dict_is_what_omegaconf_makes_of_the_structured_conf(tmp_path):
+    # JobSpec.to_dict uses dataclasses.asdict (it writes every job.yaml, ~12 ms less on each sbatch/submit): the
+    # same record OmegaConf makes, nested groups, lists, env and a user script's string arguments included.
+    from omegaconf import OmegaConf
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    conf = compose_conf(["model=mlp", "data=synthetic", "+executor.env.FOO=bar baz", f"script.path={script}",
+                         "script.args=[--lr,'1e-4',--name,'x y']", "peft=lora"], run_dir=tmp_path / "run")
+    spec = resolve(conf, ["peft=lora"])
+    assert spec.to_dict() == {"conf": OmegaConf.to_container(OmegaConf.structured(spec.conf)),
+                              "overrides": ["peft=lora"]}
+    assert JobSpec.load(write_spec(spec)).conf.script.args == ["--lr", "1e-4", "--name", "x y"]
