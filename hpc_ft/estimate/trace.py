@@ -6,7 +6,8 @@ optimizer step (forward, loss, backward, ``optimizer.step``) runs at the worker'
 sequence length under the job's autocast. ``torch.distributed._tools.mem_tracker.MemTracker`` follows every tensor
 that lives during the step and reports the peak, split into parameters, gradients, optimizer state, activations
 and temporaries. Two effects of more than one worker are added by rule, because the trace runs in one process:
-DDP's gradient buckets (one more copy of the gradients, torch's DistributedDataParallel default) and FSDP2's
+DDP's gradient buckets (one more copy of the trainable parameters' gradients, allocated when DDP wraps the model
+and held all run long: torch's DistributedDataParallel default, ``gradient_as_bucket_view=False``) and FSDP2's
 sharding (parameters, gradients and optimizer state divided by the world size, plus the all-gathered parameters
 of the root and of two transformer blocks: the current one and the prefetched next one).
 """
@@ -70,13 +71,14 @@ def trace_memory(spec: JobSpec) -> MemoryEstimate:
         blocks = _block_param_bytes(model)
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in params)
+        bucket_bytes = sum(p.numel() * p.element_size() for p in params)  # gradients have their parameter's dtype
     by = _categories(peak)
     est = MemoryEstimate(peak=by.pop("Total"), parameters=by["Parameter"] + by["Buffer"], gradients=by["Gradient"],
                          optimizer_state=by["Optstate"], activations=by["Activation"],
                          temporaries=by["Temp"] + by["Other"], trainable_params=trainable, total_params=total,
                          micro_batch_size=micro, seq_len=seq_len, notes=notes,
                          method=f"traced on fake tensors (torch MemTracker, {time.monotonic() - t0:.1f} s)")
-    return _distributed(est, spec, blocks)
+    return _distributed(est, spec, blocks, bucket_bytes)
 
 
 def _to_empty_keeping_shared(model: torch.nn.Module) -> None:
@@ -197,8 +199,12 @@ def _block_param_bytes(model: torch.nn.Module) -> tuple[int, int]:
     return largest, outside
 
 
-def _distributed(est: MemoryEstimate, spec: JobSpec, blocks: tuple[int, int]) -> MemoryEstimate:
-    """The one-process trace turned into one worker's figure in a job of ``spec.world_size`` workers."""
+def _distributed(est: MemoryEstimate, spec: JobSpec, blocks: tuple[int, int], bucket_bytes: int) -> MemoryEstimate:
+    """The one-process trace turned into one worker's figure in a job of ``spec.world_size`` workers.
+
+    ``bucket_bytes``: DDP's gradient buckets, the trainable parameters' size; they live beside whatever the step's
+    peak holds, so they add to it whether the peak falls in the forward pass or in the optimizer step.
+    """
     from dataclasses import replace
 
     w = spec.world_size
@@ -214,5 +220,5 @@ def _distributed(est: MemoryEstimate, spec: JobSpec, blocks: tuple[int, int]) ->
                        gradients=est.gradients // w, optimizer_state=est.optimizer_state // w,
                        notes=[*est.notes, f"FSDP2 over {w} workers: parameters, gradients and optimizer state "
                                           "sharded; the root and two blocks gathered at a time"])
-    return replace(est, peak=est.peak + est.gradients, temporaries=est.temporaries + est.gradients,
+    return replace(est, peak=est.peak + bucket_bytes, temporaries=est.temporaries + bucket_bytes,
                    notes=[*est.notes, "DDP: one more copy of the gradients in its all-reduce buckets"])

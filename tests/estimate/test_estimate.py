@@ -92,6 +92,44 @@ def test_tied_embeddings_are_one_parameter_in_the_trace(tmp_path, llama_256_dir,
     assert est.parameters == pytest.approx(4 * n, rel=1e-3)  # fp32 (and the rotary buffer)
 
 
+def test_ddp_buckets_add_the_trainable_gradients_wherever_the_peak_falls(tmp_path, llama_256_dir, pairs_file):
+    """Two DDP workers hold one more copy of the gradients than one worker at the same micro-batch: DDP's buckets,
+    allocated at wrap time. Without checkpointing this job's peak is in the forward pass, where no gradient is
+    live: the buckets still count (on a GPU the allocator's peak includes them)."""
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.estimate.trace import trace_memory
+    from hpc_ft.submit.executors import resolve
+
+    base = [*sft(llama_256_dir, pairs_file), "task=causal_lm", "data.text_field=response", "data.packing=true",
+            "data.max_length=128"]
+    one = trace_memory(resolve(compose_conf([*base, "executor=debug", "train.global_batch_size=4"],
+                                            run_dir=tmp_path / "one")))
+    two = trace_memory(resolve(compose_conf([*base, "executor=local", "resources.workers_per_node=2",
+                                             "train.global_batch_size=8"], run_dir=tmp_path / "two")))
+    assert one.micro_batch_size == two.micro_batch_size == 4 and one.gradients == 0  # a forward-pass peak
+    assert two.peak - one.peak == 4 * one.trainable_params  # fp32 gradients, one bucket copy
+
+
+def test_the_measured_peak_counts_ddp_buckets_the_tracker_cannot_see():
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from hpc_ft.train.memory import ddp_bucket_bytes
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 3))
+    assert ddp_bucket_bytes(model) == 0
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(model)
+        assert ddp_bucket_bytes(wrapped) == sum(p.numel() * 4 for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
 def test_a_gpu_job_that_cannot_fit_is_refused_with_its_fix_and_dispatches_nothing(tmp_path, run_cli, llama_dir,
                                                                                    pairs_file):
     args = [*sft(llama_dir, pairs_file, "train.global_batch_size=64", "data.max_length=128"), "resources=gpu",
