@@ -180,6 +180,14 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
                            ("hydra/hydra_logging", "none")):
             if not any(a.lstrip("+~").startswith(key) for a in argv):
                 hydra_argv.append(f"{key}={value}")
+    if any(a in ("--cfg", "-c", "--info", "-i") or a.startswith(("--cfg=", "--info=")) for a in argv):
+        # Printing the config runs no job: show the run and sweep dirs without the resolver that creates them
+        # (hpc_ft.config.fresh_dir), or every --cfg would leave an empty outputs/DATE/TIME and multirun/DATE/TIME.
+        for key, plain in (("hydra.run.dir", "outputs"), ("hydra.sweep.dir", "multirun")):
+            if not any(a.lstrip("+~").startswith(key + "=") for a in argv):
+                # before a trailing --info, which takes an optional value and would take this one
+                at = len(hydra_argv) - 1 if hydra_argv[-1] in ("--info", "-i") else len(hydra_argv)
+                hydra_argv.insert(at, f"{key}={plain}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}")
     if "--resolve" in argv and not any(a.lstrip("+~").startswith("run.dir") for a in argv):
         # --cfg job --resolve: run.dir is ${hydra:runtime.output_dir}, which exists only once a job starts (Hydra
         # would fail resolving it); show what it will be instead of making the directory.
@@ -204,6 +212,12 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         print(refusal_fix(argv, prog), file=sys.stderr)
         return EXIT_BAD_CONFIG
     except Exception as exc:
+        if not _State.ran and isinstance(exc, ValueError) and str(exc).startswith("Only one of --run"):
+            # Hydra's own refusal of two modes at once (-m with --cfg): bad input, not a crash
+            print(f"error: {exc}", file=sys.stderr)
+            print(f"Fix: drop one: `{prog} -m ...` runs the sweep, `{prog} --cfg job ...` prints one job's config",
+                  file=sys.stderr)
+            return EXIT_BAD_CONFIG
         if _State.ran or not _is_config_library_error(exc):
             raise
         # Hydra re-raises what it failed to format (e.g. hydra.run.dir=${oc.env:UNSET}): bad input all the same.

@@ -261,3 +261,22 @@ def test_cfg_job_resolve_prints_the_resolved_job_without_a_traceback(tmp_path, r
     assert "Traceback" not in res.stderr and "${" not in res.stdout
     assert "dir: <hydra.run.dir, made when the job starts>" in res.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--cfg", "all", "--resolve"], ["optim.lr=1e-4", "--info"]],
+                         ids=["all-resolved", "info"])
+def test_printing_the_config_makes_no_run_or_sweep_dir(tmp_path, run_cli, args):
+    """Hydra resolves hydra.run.dir and hydra.sweep.dir to print them; their resolver (hpc_ft.config.fresh_dir)
+    creates the directory. Printing shows the timestamped paths and makes nothing."""
+    res = run_cli("submit", *args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    if "--resolve" in args:
+        assert "dir: outputs/20" in res.stdout and "dir: multirun/20" in res.stdout, res.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_and_a_config_print_at_once_is_refused_without_a_traceback(tmp_path, run_cli):
+    res = run_cli("submit", "-m", "--cfg", "job", "optim.lr=1e-5,3e-5", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "Only one of --run, --multirun, --cfg" in res.stderr and "Fix: drop one" in res.stderr
+    assert list(tmp_path.iterdir()) == []
