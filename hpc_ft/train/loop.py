@@ -67,6 +67,8 @@ def train(spec: JobSpec) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     t_start = time.monotonic()
     d = setup_dist(spec)
+    if not d.is_node_main:  # each rank builds the same model: a node's first says how (LoRA, FSDP2, ...) in that
+        logging.getLogger("hpc_ft").setLevel(logging.WARNING)  # node's torchrun.log; warnings come from every rank
     try:
         trainer = Trainer(spec, d, t_start)
         trainer.setup()
