@@ -132,6 +132,51 @@ def _console():
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
+class _HeldStderr:
+    """Holds what is written to stderr while Hydra composes, until the job starts (``release``) or Hydra refuses the
+    command line (``take``): its refusal then becomes one hpc_ft error instead of Hydra's page of hints."""
+
+    def __init__(self) -> None:
+        import io
+
+        self._buf, self._real, self._held = io.StringIO(), None, False
+
+    def __enter__(self) -> "_HeldStderr":
+        self._real, sys.stderr, self._held = sys.stderr, self._buf, True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()  # what is held waits for release() or take(): the caller knows which
+
+    def _restore(self) -> None:
+        if self._held:
+            sys.stderr, self._held = self._real, False
+
+    def release(self) -> None:
+        """Put the real stderr back and write to it what was held."""
+        self._restore()
+        sys.stderr.write(self.take())
+
+    def take(self) -> str:
+        """What was held (and no longer is), with the real stderr back."""
+        self._restore()
+        text = self._buf.getvalue()
+        self._buf.seek(0)
+        self._buf.truncate()
+        return text
+
+
+def _hydra_refusal(text: str) -> str:
+    """Hydra's refusal of a command line as one error: its first paragraph, without the hints that do not apply to
+    hpc-ft (HYDRA_FULL_ERROR for a stack trace; ``+key`` to append, which hpc_ft refuses for an unknown key) and
+    without OmegaConf's type details. The Fix line (hpc_ft.config.overrides.refusal_fix) follows it."""
+    noise = ("To append to your config", "Set the environment variable HYDRA_FULL_ERROR", "full_key:",
+             "reference_type=", "object_type=")
+    first = text.strip().split("\n\n")[0]
+    lines = [ln.strip() for ln in first.splitlines() if ln.strip() and not ln.strip().startswith(noise)]
+    return "error: " + "\n  ".join(lines) if lines else "error: Hydra refused the command line"
+
+
 def _hydra_run(task, argv: list[str], prog: str) -> int:
     """Run ``task(cfg)`` under hydra.main with ``argv`` as the command line."""
     import hydra
@@ -149,10 +194,13 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         print(f"error: {ConfigError(renamed)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
+    held = _HeldStderr()
+
     def wrapped(cfg):
         from hpc_ft.errors import HpcFtError
 
         _State.ran = True
+        held.release()  # the job's own output (and any warning of the compose) goes straight to stderr
         try:
             code = task(cfg)
         except HpcFtError as exc:
@@ -195,23 +243,28 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     sys.argv = [prog, *hydra_argv]
     try:
         try:
-            with _compose_once(argv):
+            with _compose_once(argv), held:
                 hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
+            held.release()  # --cfg, --info: no job ran; Hydra's warnings, if any
         finally:
             _prune_sweep_dirs()
     except SystemExit as exc:
         if exc.code in (0, None) or _State.ran:
+            held.release()
             raise
-        # Hydra refused an override or the config before anything ran, and printed why (key, value, type).
+        # Hydra refused an override or the config before anything ran: its reason, as one error.
+        hydra_said = held.take()
         renamed_in_file = renamed_in_config_file(exc)
         if renamed_in_file is not None:  # a config file of the user's sets a key by its old name
             print(f"error: {ConfigError([renamed_in_file])}", file=sys.stderr)
             return EXIT_BAD_CONFIG
         from hpc_ft.config.overrides import refusal_fix
 
+        print(_hydra_refusal(hydra_said), file=sys.stderr)
         print(refusal_fix(argv, prog), file=sys.stderr)
         return EXIT_BAD_CONFIG
     except Exception as exc:
+        held.release()
         if not _State.ran and isinstance(exc, ValueError) and str(exc).startswith("Only one of --run"):
             # Hydra's own refusal of two modes at once (-m with --cfg): bad input, not a crash
             print(f"error: {exc}", file=sys.stderr)
@@ -314,12 +367,34 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
 
     # As typed: iterating the ListConfig would resolve an ${...} inside an override's text.
     overrides = OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
-    conf = to_job_conf(cfg, overrides)
-    warnings = validate(conf)
-    spec = resolve(conf, overrides)
+    from hpc_ft.errors import ConfigError
     from hpc_ft.train.precheck import check_before_dispatch
 
+    conf = to_job_conf(cfg, overrides)
+    try:
+        warnings = validate(conf)
+    except ConfigError as exc:
+        raise ConfigError(exc.problems + _later_problems(conf, overrides, exc.problems)) from None
+    spec = resolve(conf, overrides)
     return spec, warnings + check_before_dispatch(spec)  # dataset sizes; what a resumed run may change
+
+
+def _later_problems(conf, overrides: list[str], known: list) -> list:
+    """The data, task and resume checks' problems of a conf that failed validation, so that the user sees every
+    problem at once; none where the invalid values leave those checks nothing sound to build on (nodes=0 has no
+    world size to split the data over), and none already among ``known``."""
+    from hpc_ft.errors import ConfigError
+    from hpc_ft.submit.executors import resolve
+    from hpc_ft.train.precheck import check_before_dispatch
+
+    try:
+        check_before_dispatch(resolve(conf, overrides))
+    except ConfigError as exc:
+        seen = {p.key for p in known}
+        return [p for p in exc.problems if p.key not in seen]
+    except Exception:  # noqa: BLE001 - a check that cannot run on invalid values: validation's problems stand
+        return []
+    return []
 
 
 def _submit_task(cfg) -> int:

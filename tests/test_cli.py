@@ -280,3 +280,30 @@ def test_a_sweep_and_a_config_print_at_once_is_refused_without_a_traceback(tmp_p
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "Only one of --run, --multirun, --cfg" in res.stderr and "Fix: drop one" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_problem_at_once_includes_the_data_checks(tmp_path, run_cli):
+    # The data checks need a resolved job; they ran only once validation passed, so a bad data.test_fraction
+    # showed up on the second try. Now both come in one error (the README's "every problem at once").
+    res = run_cli("submit", "optim.lr=-1", "data.test_fraction=1.5", "resources.nodes=0", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "(3 problem(s))" in res.stderr, res.stderr
+    assert "optim.lr=-1" in res.stderr and "data.test_fraction=1.5" in res.stderr and "resources.nodes=0" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_key_hydra_cannot_apply_is_one_error_without_hydras_hints(tmp_path, run_cli):
+    # Hydra's page (the '+key' hint hpc_ft refuses, HYDRA_FULL_ERROR, OmegaConf's type lines, the search path)
+    # becomes one error line with its reason, then hpc_ft's Fix.
+    res = run_cli("submit", "train.max_step=5", cwd=tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines[0] == "error: Could not override 'train.max_step'." and "not in 'TrainConf'" in lines[1]
+    assert lines[-1].startswith("Fix: train.max_step is not a setting; did you mean")
+    assert len(lines) == 3, res.stderr
+    for noise in ("To append", "HYDRA_FULL_ERROR", "full_key", "Config search path"):
+        assert noise not in res.stderr
+    res = run_cli("submit", "precision=bf17", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip().splitlines()[0] == (
+        "error: In 'config': Could not find 'precision/bf17'") and "Config search path" not in res.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -33,7 +33,8 @@ class ExportError(Exception):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpc-ft export", usage=USAGE, description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="the run dir (holds job.yaml and checkpoints/)")
-    p.add_argument("--out", help="output directory (default: RUN_DIR/export/step_<N>); must not exist")
+    p.add_argument("--out", help="output directory (default: RUN_DIR/export/step_<N>, with --merge "
+                                 "step_<N>_merged); must not exist")
     p.add_argument("--step", type=int, help="the checkpoint's step (default: the newest)")
     p.add_argument("--merge", action="store_true",
                    help="LoRA runs: merge the adapter into the base weights (default: the adapter alone)")
@@ -121,7 +122,7 @@ def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = Fals
         raise ExportError(f"--merge: {run_dir} trained every weight (peft.method={spec.conf.peft.method}), there is "
                           f"no adapter to merge; drop --merge")
     chosen, path, state = _checkpoint(run_dir, step)
-    out = Path(out) if out else rd.export(chosen)
+    out = Path(out) if out else rd.export(chosen, merged=merge)
     if out.exists():
         raise ExportError(f"--out {out} exists: pass a new directory (nothing is overwritten)")
     task = instantiate(spec.conf.task)
@@ -159,6 +160,21 @@ def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = Fals
     return out
 
 
+def _auto_class(out: Path) -> str:
+    """The transformers Auto class that loads the exported model (from its config's architecture)."""
+    import json
+
+    try:
+        arch = (json.loads((out / "config.json").read_text()).get("architectures") or [""])[0]
+    except (OSError, ValueError):
+        arch = ""
+    for suffix, auto in (("ForCausalLM", "AutoModelForCausalLM"),
+                         ("ForSequenceClassification", "AutoModelForSequenceClassification")):
+        if arch.endswith(suffix):
+            return auto
+    return "AutoModel"
+
+
 def export_main(argv: list[str]) -> int:
     """Entry point of `hpc-ft export`; returns the exit status (2 when the run cannot be exported)."""
     args = _parser().parse_args(argv)
@@ -173,5 +189,5 @@ def export_main(argv: list[str]) -> int:
         print(f"exported the LoRA adapter to {out} (load with PeftModel.from_pretrained(base, {str(out)!r}); "
               f"--merge writes the merged model)")
     else:
-        print(f"exported to {out} (load with AutoModelFor...from_pretrained({str(out)!r}))")
+        print(f"exported to {out} (load with {_auto_class(out)}.from_pretrained({str(out)!r}))")
     return 0

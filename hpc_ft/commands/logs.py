@@ -79,8 +79,9 @@ def logs_main(argv: list[str]) -> int:
     st = run_state(run_dir)
     nodes = st.spec.nodes if st.spec else 1
     if not 0 <= args.node < nodes:
-        print(f"error: --node {args.node}: this run has node(s) 0..{nodes - 1}. Fix: pass --node 0 to "
-              f"--node {nodes - 1}", file=sys.stderr)
+        which = "--node 0" if nodes == 1 else f"a --node from 0 to {nodes - 1}"
+        print(f"error: --node {args.node}: this run has {nodes} node(s), numbered from 0. Fix: pass {which}",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     follower = _Follower()
     follower.drain(log_files(run_dir, args.node, st.job_id))

@@ -89,9 +89,11 @@ class MemoryEstimate:
         parts = [("parameters", self.parameters), ("gradients", self.gradients),
                  ("optimizer state", self.optimizer_state), ("activations", self.activations),
                  ("temporaries", self.temporaries)]
+        # Sequences as long as data.max_length: the job's largest batch. Shorter real examples measure less.
         shape = f"micro-batch {self.micro_batch_size}" + (f" x {self.seq_len} tokens" if self.seq_len else "")
         out = [f"peak {fmt_bytes(self.peak)} per worker ({shape})",
-               "  " + ", ".join(f"{name} {fmt_bytes(v)}" for name, v in parts),
+               # What is live at that moment: a forward-pass peak has no gradients and no optimizer state yet.
+               "  at the peak: " + ", ".join(f"{name} {fmt_bytes(v)}" for name, v in parts),
                f"  {self.trainable_params:,} of {self.total_params:,} parameters trained; {self.method}"]
         out += [f"  note: {n}" for n in self.notes]
         return out

@@ -243,9 +243,10 @@ class RunDir:
         return self.path / PROGRESS_FILE
 
     # -- the nodes ------------------------------------------------------------------------------------------
-    def export(self, step: int) -> Path:
-        """Where ``hpc-ft export`` writes the model of checkpoint ``step`` by default."""
-        return self.path / EXPORT_DIR / f"step_{step:08d}"
+    def export(self, step: int, merged: bool = False) -> Path:
+        """Where ``hpc-ft export`` writes the model of checkpoint ``step`` by default (a LoRA run's adapter, or with
+        ``merged`` the base with the adapter merged in: both can be exported side by side)."""
+        return self.path / EXPORT_DIR / (f"step_{step:08d}" + ("_merged" if merged else ""))
 
     @property
     def nodes(self) -> Path:

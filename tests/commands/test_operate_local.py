@@ -128,7 +128,7 @@ def test_bad_paths_are_refused_with_exit_2(tmp_path, run_cli):
     run = tmp_path / "run"
     shutil.copytree(OLD_RUN, run)
     res = run_cli("logs", str(run), "--node", "7")
-    assert res.returncode == 2 and "--node 0 to --node 1" in res.stderr
+    assert res.returncode == 2 and "Fix: pass a --node from 0 to 1" in res.stderr, res.stderr
 
 
 def test_status_and_list_of_a_preempted_run_dir_written_by_an_earlier_version(tmp_path, run_cli):

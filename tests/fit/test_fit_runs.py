@@ -46,10 +46,15 @@ def _export_both_ways(run_cli, run, tmp_path, llama_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    adapter, merged = tmp_path / "adapter", tmp_path / "merged"
-    for out, extra in ((adapter, []), (merged, ["--merge"])):
-        done = run_cli("export", str(run), "--out", str(out), *extra)
+    from hpc_ft.rundir.layout import RunDir
+
+    # The README's two commands as written, no --out: the adapter and the merged model get folders of their own.
+    for extra in ([], ["--merge"]):
+        done = run_cli("export", str(run), *extra)
         assert done.returncode == 0, done.stderr
+    step = _train_json(run)["steps"]
+    adapter, merged = RunDir(run).export(step), RunDir(run).export(step, merged=True)
+    assert adapter.name == f"step_{step:08d}" and merged.name == f"step_{step:08d}_merged"
     assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
     with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(llama_dir), adapter).eval()
     plain = AutoModelForCausalLM.from_pretrained(merged).eval()

@@ -119,6 +119,7 @@ def test_export_round_trips_to_the_final_evaluation(tmp_path, llama_dir, pairs_f
     out = tmp_path / "exported"
     done = run_cli("export", str(spec.run_dir), "--out", str(out))
     assert done.returncode == 0, done.stderr
+    assert f"AutoModelForCausalLM.from_pretrained('{out}')" in done.stdout  # the class to load it with, by name
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert "eval_perplexity" in (out / "README.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(out)
