@@ -50,6 +50,9 @@ def main() -> None:
                 torch.save({"model": model.module.state_dict(), "step": step}, ckpt)
             dist.barrier()
             script_api.exit_for_requeue(step)
+    # Every rank done before any tears gloo down: a rank still destroying its process group when its peer's
+    # connections close can die in std::terminate (SIGABRT at exit, seen once in CI).
+    dist.barrier()
     dist.destroy_process_group()
 
 
