@@ -97,9 +97,10 @@ def model_card(spec, step: int, metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = False) -> Path:
-    """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written. A LoRA
-    run writes its adapter, or with ``merge`` the base with the adapter merged in.
+def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = False) -> tuple[Path, str]:
+    """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written and the
+    transformers Auto class that loads it (the task's head). A LoRA run writes its adapter, or with ``merge`` the
+    base with the adapter merged in.
 
     Raises ExportError when the run has no checkpoint of that step, was not trained from a Hugging Face model
     (model=hf), ``merge`` is asked of a run without LoRA, or ``out`` exists.
@@ -126,6 +127,9 @@ def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = Fals
     if out.exists():
         raise ExportError(f"--out {out} exists: pass a new directory (nothing is overwritten)")
     task = instantiate(spec.conf.task)
+    from hpc_ft.train.tasks.hf import AUTO_CLASSES
+
+    auto_class = AUTO_CLASSES.get(getattr(task, "AUTO_CLASS", ""), "AutoModel")
     model = task.build_model(spec.conf.model, dict(state.get("model_kwargs") or {}))
     keys = None
     if lora:  # the base from model.path (full precision, even for QLoRA), the adapter from the checkpoint
@@ -157,22 +161,7 @@ def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = Fals
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
-
-
-def _auto_class(out: Path) -> str:
-    """The transformers Auto class that loads the exported model (from its config's architecture)."""
-    import json
-
-    try:
-        arch = (json.loads((out / "config.json").read_text()).get("architectures") or [""])[0]
-    except (OSError, ValueError):
-        arch = ""
-    for suffix, auto in (("ForCausalLM", "AutoModelForCausalLM"),
-                         ("ForSequenceClassification", "AutoModelForSequenceClassification")):
-        if arch.endswith(suffix):
-            return auto
-    return "AutoModel"
+    return out, auto_class
 
 
 def export_main(argv: list[str]) -> int:
@@ -181,7 +170,7 @@ def export_main(argv: list[str]) -> int:
     from hpc_ft.errors import HpcFtError
 
     try:
-        out = export(Path(args.run_dir), Path(args.out) if args.out else None, args.step, args.merge)
+        out, auto_class = export(Path(args.run_dir), Path(args.out) if args.out else None, args.step, args.merge)
     except (ExportError, HpcFtError) as exc:
         print(f"hpc-ft export: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -189,5 +178,5 @@ def export_main(argv: list[str]) -> int:
         print(f"exported the LoRA adapter to {out} (load with PeftModel.from_pretrained(base, {str(out)!r}); "
               f"--merge writes the merged model)")
     else:
-        print(f"exported to {out} (load with {_auto_class(out)}.from_pretrained({str(out)!r}))")
+        print(f"exported to {out} (load with {auto_class}.from_pretrained({str(out)!r}))")
     return 0
