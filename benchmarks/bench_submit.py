@@ -36,10 +36,11 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     from hpc_ft.submit.gather import gather, wait
 
     # 2,000 synthetic steps (~2 ms each): a ~10 s job, of which ~4.4 s is torchrun's and the workers' start. The
-    # fixed cost around torchrun (submitit's controller and job processes each start Python and import submitit,
-    # then the node task reads job.yaml through OmegaConf) is in each note, in seconds; at 50 steps (a 4.5 s job)
-    # the ratio read 1.06-1.17x, which said more about the job's length than about hpc_ft.
-    repeats, steps = (1, 10) if quick else (3, 2000)
+    # fixed cost around torchrun (submitit's controller and job processes each start Python and import submitit;
+    # the node task starts torchrun from the spec it carries) is in each note, in seconds; at 50 steps (a 4.5 s
+    # job) the ratio read 1.06-1.17x, which said more about the job's length than about hpc_ft. Five runs a side:
+    # with three, one slow torchrun on the shared VM moved a median by as much as the whole fixed cost.
+    repeats, steps = (1, 10) if quick else (5, 2000)
     root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-submit-"))
     overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
     base = compose_spec(overrides, root / "compose")

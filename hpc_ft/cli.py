@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 from contextlib import contextmanager
@@ -124,6 +125,20 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
         Hydra.get_mode = original  # type: ignore[method-assign]
 
 
+@contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """Put back what running hydra.main changes in this process: ``sys.argv`` and Hydra's version base
+    (hpc_ft.config.compose.version_base_kept), for hpc-ft run in-process (a notebook, a test)."""
+    from hpc_ft.config.compose import version_base_kept
+
+    argv = list(sys.argv)
+    try:
+        with version_base_kept():
+            yield
+    finally:
+        sys.argv[:] = argv
+
+
 @functools.lru_cache(maxsize=1)
 def _console():
     from rich.console import Console
@@ -203,6 +218,8 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         held.release()  # the job's own output (and any warning of the compose) goes straight to stderr
         try:
             code = task(cfg)
+        except BrokenPipeError:  # inside the job, where Hydra would report it as the job's error
+            code = _closed_pipe()
         except HpcFtError as exc:
             _State.error = exc
             code = EXIT_BAD_CONFIG
@@ -240,10 +257,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         # --cfg job --resolve: run.dir is ${hydra:runtime.output_dir}, which exists only once a job starts (Hydra
         # would fail resolving it); show what it will be instead of making the directory.
         hydra_argv.append("run.dir='<hydra.run.dir, made when the job starts>'")
-    sys.argv = [prog, *hydra_argv]
     try:
         try:
-            with _compose_once(argv), held:
+            with _process_state_kept(), _compose_once(argv), held:
+                sys.argv = [prog, *hydra_argv]  # hydra.main reads its command line there
                 hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
             held.release()  # --cfg, --info: no job ran; Hydra's warnings, if any
         finally:
@@ -393,7 +410,7 @@ def _later_problems(conf, overrides: list[str], known: list) -> list:
         seen = {p.key for p in known}
         return [p for p in exc.problems if p.key not in seen]
     except Exception:  # noqa: BLE001 - a check that cannot run on invalid values: validation's problems stand
-        return []
+        pass
     return []
 
 
@@ -409,8 +426,9 @@ def _submit_task(cfg) -> int:
         _console().print(f"[yellow]warning:[/] {w}")
     fit = _memory_check(spec)  # a GPU job that cannot fit is refused here, before anything is submitted
     if spec.conf.dry_run:  # plain JSON: a dry run does not pay for importing rich (a tenth of its cold start)
-        print(json.dumps({**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}, indent=2))
-        _discard_unused_run_dir()  # a dry run leaves nothing behind
+        text = json.dumps({**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}, indent=2)
+        _discard_unused_run_dir()  # a dry run leaves nothing behind, even when its reader goes away (`| head`)
+        print(text)
         return 0
     from hpc_ft.rundir.lock import RunDirLock
 
@@ -529,8 +547,27 @@ def _sbatch_task(cfg) -> int:
     return 0
 
 
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `hpc-ft` console script."""
+    """Entry point of the `hpc-ft` console script. Returns the exit status (2: bad input, refused before anything
+    was submitted; 141: the reader of stdout went away, as in ``hpc-ft submit dry_run=true | head -1``)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """Stop quietly once stdout's reader has gone, as cat does: Python would print a traceback, and another at exit
+    when it flushes stdout, which now goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_CLOSED_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from hpc_ft.config.renames import upgrade_conf, upgrade_override
 from hpc_ft.config.schema import JobConf
 from hpc_ft.config.validate import workers_per_node
@@ -39,6 +37,12 @@ class JobSpec:
         return workers_per_node(self.conf)
 
     @property
+    def runs_script(self) -> bool:
+        """The job runs a user's script (``script.path`` or ``script.module``) rather than hpc_ft's loop."""
+        s = self.conf.script
+        return bool(s.path or s.module)
+
+    @property
     def world_size(self) -> int:
         return self.nodes * self.workers_per_node
 
@@ -48,18 +52,24 @@ class JobSpec:
         return {"conf": dataclasses.asdict(self.conf), "overrides": list(self.overrides)}
 
     def to_yaml(self) -> str:
+        from omegaconf import OmegaConf  # here, not above: a node task carrying its spec never needs OmegaConf
+
         return OmegaConf.to_yaml(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
         """The spec of a ``to_dict`` record; a record written before a key was renamed (``train.batch_size``)
         reads under the new name. Raises OmegaConf's errors on a key no version of the schema has."""
+        from omegaconf import OmegaConf
+
         merged = OmegaConf.merge(OmegaConf.structured(JobConf), upgrade_conf(d["conf"]))
         return cls(conf=OmegaConf.to_object(merged),
                    overrides=[upgrade_override(o) for o in d.get("overrides", [])])
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "JobSpec":
+        from omegaconf import OmegaConf
+
         data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
         return cls.from_dict(data)
 

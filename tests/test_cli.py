@@ -42,6 +42,38 @@ def test_dry_run_prints_job_and_dispatches_nothing(tmp_path):
     assert not (tmp_path / "run" / "submitit").exists()
 
 
+def test_a_dry_run_whose_reader_went_away_stops_quietly_and_leaves_no_run_dir(tmp_path):
+    """`hpc-ft submit dry_run=true | head -1`: the pipe closes before the JSON is written."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written: every write fails with EPIPE
+    try:
+        res = subprocess.run([*CLI, "submit", "dry_run=true"], cwd=tmp_path, stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141 and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []  # the timestamped run dir Hydra made is gone, outputs/ with it
+
+
+def test_running_in_process_leaves_hydras_version_base_and_argv_as_they_were(tmp_path):
+    """A later Hydra app of the same process (a notebook's, Hydra's own launcher test suites) keeps its own default:
+    hpc_ft's version base 1.3 would turn off the job's change of directory that Hydra 1.1's default makes."""
+    code = ("import contextlib, io, sys\n"
+            "import hydra.version as v\n"
+            "import hpc_ft.cli\n"
+            "before, argv = v.getbase(), list(sys.argv)\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    code = hpc_ft.cli.main(['submit', 'dry_run=true', 'model=mlp', 'data=synthetic'])\n"
+            "after_cli = v.getbase() is before\n"
+            "from hpc_ft.config.compose import compose_conf\n"
+            "compose_conf(['model=mlp', 'data=synthetic'], run_dir='run')  # the Python API's compose\n"
+            "print(code, after_cli, v.getbase() is before, sys.argv == argv)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["0", "True", "True", "True"], res.stdout + res.stderr[-2000:]
+
+
 def test_bad_config_exits_with_one_clear_error(tmp_path):
     rd = tmp_path / "run"
     res = run(["submit", "resources.nodes=0", "optim.lr=-1", f"hydra.run.dir={rd}"], tmp_path)
@@ -102,7 +134,9 @@ def refused(res):
     ("+retries=1", ["retries", "is not a setting of hpc_ft"]),
     ("~model", ["model", "conf/model/"]),  # a required group deleted
     ("~train", ["train='~train'", "cannot be deleted"]),  # hpc_ft's own group deleted: defaults would come back silently
-    ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR", "oc.env:NAME,default"]),
+    # the value as written, not '' (the error itself does not carry it)
+    ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr='${oc.env:HPC_FT_NO_SUCH_VAR}'", "oc.env:NAME,default"]),
+    ("optim.lr=${no_such.key}", ["optim.lr='${no_such.key}'", "refer to a key the job has"]),
     ("hydra.run.dir=${oc.env:HPC_FT_NO_SUCH_VAR}", ["hydra.run.dir", "HPC_FT_NO_SUCH_VAR"]),
 ])
 def test_unknown_added_deleted_and_unresolvable_keys_are_refused(tmp_path, override, words):

@@ -53,3 +53,12 @@ def test_to_dict_is_what_omegaconf_makes_of_the_structured_conf(tmp_path):
     assert spec.to_dict() == {"conf": OmegaConf.to_container(OmegaConf.structured(spec.conf)),
                               "overrides": ["peft=lora"]}
     assert JobSpec.load(write_spec(spec)).conf.script.args == ["--lr", "1e-4", "--name", "x y"]
+
+
+def test_the_schemas_missing_is_omegaconfs():
+    # hpc_ft.config.schema spells it out so that the node task need not import OmegaConf
+    import omegaconf
+
+    from hpc_ft.config import schema
+
+    assert schema.MISSING == omegaconf.MISSING

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from hpc_ft.commands.runstate import RunState, apply_slurm, run_state
+from hpc_ft.commands.runstate import RunState, apply_slurm, run_state, steps_text
 from hpc_ft.commands.status import DEFAULT_ROOTS, _to_json, fmt_duration, state_text
 
 EXIT_BAD_INPUT = 2
@@ -75,7 +75,7 @@ def list_main(argv: list[str]) -> int:
     print(f"{'state':<24} {'metric':<24} {'steps':>11} {'GPU-h':>7} {'wall':>8}  run dir")
     for st in states:
         metric = f"{st.metric[0]}={st.metric[1]:.4g}" if st.metric else "-"
-        steps = f"{st.step if st.step is not None else '-'}/{st.spec.max_steps if st.spec else '-'}"
+        steps = steps_text(st)
         gpu_h = f"{st.gpu_hours:.2f}" if st.gpu_hours is not None else "-"
         print(f"{state_text(st):<24} {metric:<24} {steps:>11} {gpu_h:>7} {fmt_duration(st.wall_s):>8}  {st.run_dir}")
     return 0

@@ -56,19 +56,19 @@ def compose_points(points: list[list[str]]):
     """
     import copy
 
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hpc_ft import CONF_DIR
     from hpc_ft.config import register_configs
+    from hpc_ft.config.compose import hpc_ft_config_dir
     from hpc_ft.config.overrides import to_job_conf
 
     register_configs()
     parser = OverridesParser.create()
     cache: dict[tuple[str, ...], object] = {}
     confs = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with hpc_ft_config_dir():
         for i, point in enumerate(points):
             job = [o for o in point if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
             key = tuple(o for o in job if plan_relevant(o))
@@ -98,9 +98,9 @@ def memory_lines(points: list[list[str]]) -> list[str]:
     """The memory estimate (hpc_ft.estimate, in a child process) of every distinct GPU job of the sweep, one line
     each: ``jobs 0-3: peak 12.40 GiB per worker, fits ...``; none for CPU jobs. Raises ConfigError when a job's
     model cannot be built."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from hpc_ft import CONF_DIR
+    from hpc_ft.config.compose import hpc_ft_config_dir
     from hpc_ft.config.overrides import to_job_conf
     from hpc_ft.estimate.child import EstimateFailed, estimate_in_child
     from hpc_ft.estimate.model import fmt_bytes
@@ -111,7 +111,7 @@ def memory_lines(points: list[list[str]]) -> list[str]:
         key = tuple(o for o in point if _memory_relevant(o.split("=", 1)[0].lstrip("+~")))
         groups.setdefault(key, []).append(i)
     lines = []
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with hpc_ft_config_dir():
         for key, jobs in groups.items():
             point = [o for o in points[jobs[0]] if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
             spec = resolve(to_job_conf(compose(config_name="config", overrides=[*point, "run.dir=plan"]), point))

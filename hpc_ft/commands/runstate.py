@@ -42,7 +42,7 @@ class SpecView:
     executor: str
     nodes: int
     gpus_per_node: int
-    max_steps: int
+    max_steps: int | None  # None for a user's script: its number of steps is its own (train.max_steps is the loop's)
     global_batch_size: int
     overrides: tuple[str, ...]
 
@@ -56,11 +56,25 @@ class SpecView:
             c = d["conf"]
             return cls(name=str(c["run"]["name"]), executor=str(c["executor"]["name"]),
                        nodes=int(c["resources"]["nodes"]), gpus_per_node=int(c["resources"]["gpus_per_node"]),
-                       max_steps=int(c["train"]["max_steps"]),
+                       max_steps=None if _runs_a_script(c) else int(c["train"]["max_steps"]),
                        global_batch_size=int(c["train"].get("global_batch_size") or c["train"].get("batch_size")),
                        overrides=tuple(d.get("overrides") or ()))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a job.yaml of hpc_ft ({exc!r} missing)") from exc
+
+
+def _runs_a_script(conf: dict) -> bool:
+    """job.yaml's conf runs a user's script (script.path or script.module set; older job.yaml files have none)."""
+    script = conf.get("script") or {}
+    return bool(script.get("path") or script.get("module"))
+
+
+def steps_text(st: "RunState") -> str:
+    """``step/max_steps`` of a run (``-`` where unknown); a script's run shows its step alone."""
+    step = st.step if st.step is not None else "-"
+    if st.spec is not None and st.spec.max_steps is None:
+        return str(step)
+    return f"{step}/{st.spec.max_steps if st.spec else '-'}"
 
 
 @dataclass(frozen=True)
@@ -274,7 +288,7 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     if last is not None:
         st.step = int(last["step"])
         st.samples_per_s = last.get("samples_per_s")
-        if alive and spec and st.samples_per_s:
+        if alive and spec and spec.max_steps and st.samples_per_s:
             st.eta_s = max(0, spec.max_steps - st.step) * spec.global_batch_size / st.samples_per_s
     trains = [r.train for r in reports.values() if r.train]
     if trains:
@@ -285,7 +299,7 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
             st.metric = (name, metrics[name])
     if reports:
         st.wall_s = max(r.wall_s for r in reports.values())
-        if spec:
+        if spec and spec.gpus_per_node:  # a CPU job used no GPU-hours: "-", not 0.00
             st.gpu_hours = sum(r.wall_s for r in reports.values()) * spec.gpus_per_node / 3600
     elif alive and owner is not None:
         st.wall_s = time.time() - owner.started_unix_s

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, steps_text, sweep_states
 
 EXIT_BAD_INPUT = 2
 DEFAULT_ROOTS = ("outputs", "multirun")
@@ -58,7 +58,7 @@ def render_run(st: RunState) -> str:
     job = f"job {st.job_id} ({PROBE_NAMES.get(st.probe, st.probe)})" if st.job_id else "no job recorded"
     lines.append(f"{job}: {state_text(st)}")
     if st.step is not None or spec:
-        of = f" of {spec.max_steps}" if spec else ""
+        of = f" of {spec.max_steps}" if spec and spec.max_steps else ""
         sps = f", {st.samples_per_s:.1f} samples/s" if st.samples_per_s else ""
         eta = f", ETA {fmt_duration(st.eta_s)}" if st.eta_s is not None else ""
         lines.append(f"step {st.step if st.step is not None else 0}{of}{sps}{eta}")
@@ -76,7 +76,7 @@ def render_sweep(path: Path, states: list[RunState]) -> str:
     lines = [f"sweep dir: {path} ({len(states)} job(s))",
              f"{'job':>4}  {'job id':<12} {'state':<28} {'step':>11}  {'metric':<22} run dir"]
     for i, st in enumerate(states):
-        step = f"{st.step if st.step is not None else '-'}/{st.spec.max_steps if st.spec else '-'}"
+        step = steps_text(st)
         metric = f"{st.metric[0]}={st.metric[1]:.4g}" if st.metric else "-"
         lines.append(f"{i:>4}  {st.job_id or '-':<12} {state_text(st):<28} {step:>11}  {metric:<22} {st.run_dir}")
     return "\n".join(lines)

@@ -118,16 +118,14 @@ def default_sweep_dir() -> str:
 
 def tune_main(argv: list[str]) -> int:
     """Run the search ``argv`` describes; 0 when it ends, 2 on bad input (nothing submitted then)."""
-    from hydra import initialize_config_dir
-
-    from hpc_ft import CONF_DIR
     from hpc_ft.config import register_configs
+    from hpc_ft.config.compose import hpc_ft_config_dir
     from hpc_ft.errors import HpcFtError
 
     overrides, sweep_dir = _split(argv)
     register_configs()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with hpc_ft_config_dir():
             try:
                 space, base = prepare(overrides)
             except HpcFtError as exc:

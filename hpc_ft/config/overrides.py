@@ -99,19 +99,43 @@ def to_job_conf(cfg: Any, overrides: list[str] | None = None) -> JobConf:
                "a group the job needs") if group in CHOICE_GROUPS else f"pass {key}=<value>"
         raise ConfigError([Problem(str(key), "???", "is required but has no value", fix)]) from None
     except OmegaConfBaseException as exc:
-        raise ConfigError([omegaconf_problem(exc)]) from None
+        raise ConfigError([omegaconf_problem(exc, cfg)]) from None
 
 
-def omegaconf_problem(exc: Exception) -> Problem:
-    """One Problem from an OmegaConf error (its message's first line, the key it names)."""
+def omegaconf_problem(exc: Exception, cfg: Any = None) -> Problem:
+    """One Problem from an OmegaConf error (its message's first line, the key it names, and the value as written:
+    the ``${...}`` of an interpolation that does not resolve, looked up in ``cfg`` where the error lacks it)."""
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "config"
     msg = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]
-    if "Interpolation" in type(exc).__name__ or "interpolation" in msg.lower():
+    if type(exc).__name__ == "InterpolationKeyError":  # ${a.b} naming a key the config does not have
+        fix = "refer to a key the job has (`hpc-ft submit --cfg job` prints them all) or write the value itself"
+    elif "Interpolation" in type(exc).__name__ or "interpolation" in msg.lower():
         fix = ("set what it refers to (e.g. export the environment variable) or give a default: "
                "${oc.env:NAME,default}")
     else:
         fix = "`hpc-ft submit --cfg job` prints every key with its current value"
-    return Problem(str(key), getattr(exc, "value", None) or "", f"{type(exc).__name__}: {msg}", fix)
+    value = getattr(exc, "value", None) or _written_value(getattr(exc, "child_node", None)) or \
+        _written_value(_node_at(cfg, str(key)))
+    return Problem(str(key), value or "", f"{type(exc).__name__}: {msg}", fix)
+
+
+def _node_at(cfg: Any, key: str) -> Any:
+    """The node at dotted ``key`` of a DictConfig, unresolved; None where there is none."""
+    node = cfg
+    for part in key.split("."):
+        get = getattr(node, "_get_node", None)
+        node = get(part) if get is not None else None
+        if node is None:
+            return None
+    return node
+
+
+def _written_value(node: Any) -> Any:
+    """A node's value as written (an interpolation's ``${...}`` text), without resolving it."""
+    try:
+        return node._value() if node is not None else None
+    except Exception:  # noqa: BLE001 - only for the message: an odd node leaves the value out
+        return None
 
 
 def _example(group: str) -> str:

@@ -27,9 +27,8 @@ PROGRESS_ENV = "HPC_FT_PROGRESS_FILE"
 
 
 def is_script(spec: JobSpec) -> bool:
-    """The job runs a user's script rather than hpc_ft's loop."""
-    s = spec.conf.script
-    return bool(s.path or s.module)
+    """The job runs a user's script rather than hpc_ft's loop (``JobSpec.runs_script``)."""
+    return spec.runs_script
 
 
 def worker_command(spec: JobSpec) -> list[str]:

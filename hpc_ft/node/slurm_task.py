@@ -9,7 +9,6 @@ runs the rest of the routine in ``checkpoint()``: wait for torchrun, decide, hol
 
 from __future__ import annotations
 
-from hpc_ft.job import JobSpec
 from hpc_ft.node.task import NodeTask
 
 
@@ -17,6 +16,5 @@ class SlurmNodeTask(NodeTask):
     """NodeTask for executor=slurm (submitted by hpc_ft.submit.dispatch and Slurm sweeps)."""
 
     def __call__(self):
-        spec = JobSpec.load(self.spec_path)
-        self.preemption(spec).install()  # before submitit's own handler, which acts on node 0 only
+        self.preemption(self.load_spec()).install()  # before submitit's own handler, which acts on node 0 only
         return super().__call__()

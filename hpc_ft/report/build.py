@@ -160,9 +160,10 @@ def _throughput(spec: JobSpec | None, nodes: list[NodeData], gpus: list[GpuRow],
     sps = _median([finite(t.samples_per_s) for t in trains])
     tps = _median([finite(t.tokens_per_s) for t in trains])
     fps = _median([finite(t.flops_per_sample) for t in trains])
-    # The dtype trained in (precision=auto decides it on the nodes), else the configured one.
-    precision = next((t.precision for t in trains if t.precision), None) or (spec.conf.precision.dtype if spec
-                                                                             else None)
+    # The dtype trained in (precision=auto decides it on the nodes), else the configured one; a user's script has
+    # none of its own to show (hpc_ft's precision setting is the loop's).
+    precision = next((t.precision for t in trains if t.precision), None) or (
+        spec.conf.precision.dtype if spec and not spec.runs_script else None)
     precision_reason = next((t.precision_reason for t in trains if t.precision_reason), None)
     name = next((g.name for g in gpus if g.name), None)
     # precision=auto with no trained dtype recorded (a result from before auto): the table's bf16 peak, as before.

@@ -39,14 +39,19 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
         table.add_row(str(r.node_rank), r.host, status, _fmt(r.wall_s, ".1f"), _fmt(t.steps),
                       _fmt(t.samples_per_s, ".1f"))
     first = next((r.train for r in reports if r.train), None) or TrainResult(steps=None)
-    lines = [table,
-             Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
-                  f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
-             *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else []),
-             Text(f"run dir: {spec.run_dir}")]
-    if is_script(spec):  # a script's own metrics, by the names it reported (hpc_ft.script_api.report)
-        lines.insert(2, Text("script metrics: " + (", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in first.metrics.items())
-                                                   or "none reported")))
+    if is_script(spec):
+        # A script's own metrics by the names it reported (hpc_ft.script_api.report): no eval accuracy or precision
+        # line, which are the loop's and would read "-" for every script.
+        lines = [table, Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   world size: "
+                             f"{_fmt(first.world_size or spec.world_size)}"),
+                 Text("script metrics: " + (", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in first.metrics.items())
+                                            or "none reported"))]
+    else:
+        lines = [table,
+                 Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
+                      f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
+                 *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else [])]
+    lines.append(Text(f"run dir: {spec.run_dir}"))
     for r in reports:
         if not r.ok and not r.resumable and r.error_tail:
             lines.append(Text(f"--- node {r.node_rank} (exit {r.exit_code}) error output, last lines:\n"

@@ -50,6 +50,15 @@ def test_a_scripts_progress_shows_throughput_and_its_metric_in_the_report(tmp_pa
     assert report["throughput"]["samples_per_s"] == train["samples_per_s"]
     assert report["metrics"] == {"eval_accuracy": pytest.approx(0.62)}
     assert "metrics: eval_accuracy 0.62" in res.stdout and "script metrics: eval_accuracy 0.62" in res.stdout
+    # Not the loop's lines, which would read "-" for every script: its majority baseline, its precision.
+    assert "majority baseline" not in res.stdout and "precision:" not in res.stdout
+    # Its steps are its own: no "of train.max_steps" (the loop's 200 by default) in status and list.
+    status = run_cli("status", str(run)).stdout
+    (step_line,) = [ln for ln in status.splitlines() if ln.startswith("step ")]
+    assert step_line.startswith("step 12") and " of " not in step_line, status
+    listed = run_cli("list", str(tmp_path)).stdout
+    (row,) = [ln for ln in listed.splitlines() if str(run) in ln]
+    assert row.split()[:4] == ["COMPLETED", "eval_accuracy=0.62", "12", "-"], listed  # a CPU job: no GPU-hours
 
 
 def test_a_sweep_of_a_script_shows_each_jobs_metric_in_the_sweep_results(tmp_path, run_cli):

@@ -101,6 +101,7 @@ def test_submitits_hook_runs_the_routine_and_requeues_the_same_task_class(cls, t
     delayed = task.checkpoint()
     assert torchrun.wait(timeout=30) == 75  # the signal reached "torchrun", which stopped
     assert type(delayed.function) is cls and delayed.function.requeues == 1
+    assert delayed.function.spec == spec  # the requeued task carries the spec (read from job.yaml here)
     assert calls.steps() == ["stop_torchrun", "may_requeue", "hold_for_requeue"]
     assert len({i for _, i in calls.seen}) == 1  # one routine per task
     task2 = delayed.function

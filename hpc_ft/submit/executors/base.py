@@ -109,8 +109,10 @@ class Executor(ABC):
         """Raise ConfigError (or SubmissionError) for a request this executor would refuse later; default: none."""
 
     def node_task(self, spec: JobSpec) -> NodeTask:
-        """The callable submitit runs once per node."""
-        return self.node_task_class(str(spec_path(spec)))
+        """The callable submitit runs once per node, carrying (a copy of) the spec that job.yaml holds."""
+        import copy
+
+        return self.node_task_class(str(spec_path(spec)), spec=copy.deepcopy(spec))
 
     @abstractmethod
     def make_executor(self, spec: JobSpec) -> Any:

@@ -5,6 +5,7 @@ exit for requeue) unless the run resumed past K.
 """
 
 import argparse
+import gc
 import os
 
 import torch
@@ -51,8 +52,12 @@ def main() -> None:
             dist.barrier()
             script_api.exit_for_requeue(step)
     # Every rank done before any tears gloo down: a rank still destroying its process group when its peer's
-    # connections close can die in std::terminate (SIGABRT at exit, seen once in CI).
+    # connections close can die in std::terminate (SIGABRT at exit, seen once in CI). DDP's reducer holds the
+    # group and its last gloo work inside reference cycles: release them while the interpreter is whole, not at
+    # its finalization (seen once more, locally, in the resumed run of the requeue test).
     dist.barrier()
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 
