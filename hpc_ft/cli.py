@@ -96,6 +96,7 @@ class _State:
     error: Exception | None = None
     ran = False  # the task function was called (Hydra composed a config)
     sweep_dirs: set = set()  # sweep dirs whose jobs left nothing (dry run, refused): removed when Hydra is done
+    named_dir: Any = None  # hpc_ft.commands.named_dir.NamedRunDir: a hydra.run.dir= as it was before the command
 
 
 @contextmanager
@@ -127,16 +128,29 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
 
 @contextmanager
 def _process_state_kept() -> Iterator[None]:
-    """Put back what running hydra.main changes in this process: ``sys.argv`` and Hydra's version base
-    (hpc_ft.config.compose.version_base_kept), for hpc-ft run in-process (a notebook, a test)."""
+    """Put back what running hydra.main changes in this process: ``sys.argv``, Hydra's version base
+    (hpc_ft.config.compose.version_base_kept) and the root logger's handlers and level (Hydra's job logging adds a
+    file handler on the run dir's log, which would take the caller's later records), for hpc-ft run in-process (a
+    notebook, a test)."""
+    import logging
+
     from hpc_ft.config.compose import version_base_kept
 
-    argv = list(sys.argv)
+    argv, root = list(sys.argv), logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     try:
         with version_base_kept():
             yield
     finally:
         sys.argv[:] = argv
+        for h in list(root.handlers):
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
 
 
 @functools.lru_cache(maxsize=1)
@@ -200,7 +214,11 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     from hpc_ft.config import register_configs
 
     register_configs()
-    _State.exit_code, _State.error, _State.ran = 0, None, False
+    _State.exit_code, _State.error, _State.ran, _State.named_dir = 0, None, False, None
+    if any(a.startswith("hydra.run.dir=") for a in argv):  # before Hydra writes into it
+        from hpc_ft.commands.named_dir import NamedRunDir
+
+        _State.named_dir = NamedRunDir.before(argv)
     from hpc_ft.config.renames import renamed_in_config_file, renamed_override_problems
     from hpc_ft.errors import ConfigError
 
@@ -309,8 +327,9 @@ def _is_config_library_error(exc: BaseException) -> bool:
 def _discard_unused_run_dir() -> None:
     """A refused job or a dry run leaves no run dir behind: remove the timestamped one Hydra made for it
     while it holds only Hydra's own files (in a sweep, the job's dir now and the sweep dir once Hydra is
-    done, see ``_prune_sweep_dirs``). A dir the user named (``hydra.run.dir=``/``hydra.sweep.dir=``) is
-    never touched: it may hold an earlier run."""
+    done, see ``_prune_sweep_dirs``). A dir the user named with ``hydra.run.dir=`` is put back as it was
+    (hpc_ft.commands.named_dir: it may hold an earlier run, whose .hydra/ Hydra has just overwritten); one named
+    with ``hydra.sweep.dir=`` is left alone."""
     import shutil
     from pathlib import Path
 
@@ -318,14 +337,17 @@ def _discard_unused_run_dir() -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    hc = HydraConfig.get()
-    named = "hydra.run.dir=" if hc.mode == RunMode.RUN else "hydra.sweep.dir="
-    if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
-        return
-    out, cwd = Path(hc.runtime.output_dir), Path.cwd()
     from hpc_ft.rundir.layout import LOCK_FILE
 
+    hc = HydraConfig.get()
+    out, cwd = Path(hc.runtime.output_dir), Path.cwd()
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
+    named = "hydra.run.dir=" if hc.mode == RunMode.RUN else "hydra.sweep.dir="
+    if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
+        if hc.mode == RunMode.RUN and _State.named_dir is not None:
+            _close_log_files_under(out)
+            _State.named_dir.put_back(out, hydra_own - {None})
+        return
     if cwd not in out.parents or not out.is_dir() or any(p.name not in hydra_own for p in out.iterdir()):
         return
     _close_log_files_under(out)

@@ -74,14 +74,60 @@ def test_running_in_process_leaves_hydras_version_base_and_argv_as_they_were(tmp
     assert res.stdout.split() == ["0", "True", "True", "True"], res.stdout + res.stderr[-2000:]
 
 
+def test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_were(tmp_path):
+    """Hydra writes .hydra/ before hpc_ft's checks: the earlier run's config.yaml and overrides.yaml come back."""
+    rd = tmp_path / "run"
+    (rd / ".hydra").mkdir(parents=True)
+    (rd / ".hydra" / "config.yaml").write_text("the earlier run's config\n")
+    (rd / ".hydra" / "config.yaml").chmod(0o644)
+    (rd / "job.yaml").write_text("the earlier run's job\n")
+    before = {p.relative_to(rd): (p.read_bytes(), p.stat().st_mode) for p in rd.rglob("*") if p.is_file()}
+    res = run(["submit", "model=mlp", "data=synthetic", "train.max_steps=-1", f"hydra.run.dir={rd}"], tmp_path)
+    assert res.returncode == 2 and "train.max_steps" in res.stderr, res.stderr
+    after = {p.relative_to(rd): (p.read_bytes(), p.stat().st_mode) for p in rd.rglob("*") if p.is_file()}
+    assert after == before  # no overrides.yaml, hydra.yaml or hpc_ft.log of the refused job either
+
+
+@pytest.mark.parametrize("extra", [["train.max_steps=-1"], ["dry_run=true"]])
+def test_a_named_run_dir_that_a_refused_or_dry_run_created_is_gone_with_its_new_parents(tmp_path, extra):
+    (tmp_path / "runs").mkdir()
+    res = run(["submit", "model=mlp", "data=synthetic", *extra, f"hydra.run.dir={tmp_path / 'runs/new/dir'}"],
+              tmp_path)
+    assert res.returncode == (2 if "train.max_steps=-1" in extra else 0), res.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"] and list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_job_run_in_process_leaves_the_callers_logging_as_it_was(tmp_path):
+    """Hydra's job logging adds a file handler on the run dir's hpc_ft.log: gone once hpc-ft returns, so the
+    caller's own later records stay out of that run's log."""
+    from tests.conftest import SYNTH
+
+    run_dir = tmp_path / "run"
+    code = ("import contextlib, io, logging, sys\n"
+            "import hpc_ft.cli\n"
+            "logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+            "root = logging.getLogger()\n"
+            "before = (list(root.handlers), root.level)\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    code = hpc_ft.cli.main(['submit', *{SYNTH!r}, 'train.max_steps=2', 'hydra.run.dir={run_dir}'])\n"
+            "logging.warning('the caller speaks')\n"
+            "print(code, (list(root.handlers), root.level) == before)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.stdout.split() == ["0", "True"], res.stdout + res.stderr[-3000:]
+    assert (run_dir / "hpc_ft.log").exists() and "the caller speaks" not in (run_dir / "hpc_ft.log").read_text()
+    assert "the caller speaks" in res.stderr  # its own handler still works
+
+
 def test_bad_config_exits_with_one_clear_error(tmp_path):
     rd = tmp_path / "run"
     res = run(["submit", "resources.nodes=0", "optim.lr=-1", f"hydra.run.dir={rd}"], tmp_path)
     assert res.returncode == 2
     assert "resources.nodes=0" in res.stderr and "optim.lr=-1" in res.stderr and "Fix:" in res.stderr
     assert "Traceback" not in res.stderr + res.stdout
-    assert not (rd / "job.yaml").exists() and not (rd / "submitit").exists()
-    assert (rd / ".hydra").is_dir()  # a run dir the user named is left as it is
+    # The named run dir did not exist: made by Hydra for the refused job, it is gone again (one that held an earlier
+    # run keeps it: test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_were).
+    assert not rd.exists()
 
 
 def test_bad_config_leaves_no_timestamped_run_dir(tmp_path):

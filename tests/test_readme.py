@@ -56,3 +56,17 @@ def test_readme_submit_examples_compose_and_validate(overrides, tmp_path, run_cl
     res = run_cli("submit", *overrides, "dry_run=true", f"hydra.run.dir={tmp_path}", timeout_s=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert not (tmp_path / "job.yaml").exists()  # a dry run dispatches nothing
+
+
+@pytest.mark.slow
+def test_the_from_python_example_runs_as_written(tmp_path):
+    """README "From Python": the block, verbatim, in a fresh interpreter (its run dir lands under tmp_path)."""
+    import subprocess
+    import sys
+
+    section = README[README.index("### From Python"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr[-3000:]
+    assert res.stdout.split()[:3] == ["0", "0", "5"], res.stdout  # node 0, exit 0, 5 steps
+    assert (tmp_path / "outputs" / "from-python" / "job.yaml").exists()

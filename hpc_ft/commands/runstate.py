@@ -123,25 +123,47 @@ class RunState:
 
 # --- reading the run dir --------------------------------------------------------------------------------------
 
-def _last_metrics(path: Path) -> dict[str, Any] | None:
-    """The last logging window of metrics.jsonl (read from its end: the file grows with the run)."""
-    from hpc_ft.rundir.evals import EVAL_KEY
-
+def _tail_records(path: Path, keep) -> list[dict[str, Any]]:
+    """The JSON-object lines near the end of ``path`` for which ``keep(record)`` holds, newest first (read from its
+    end: the file grows with the run); [] without the file."""
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 8192))
             lines = f.read().splitlines()
     except OSError:
-        return None
+        return []
+    out = []
     for line in reversed(lines):
         try:
             d = json.loads(line)
         except ValueError:
             continue  # a torn last line, or the cut first one
-        if isinstance(d, dict) and "step" in d and EVAL_KEY not in d:  # a logging window, not an evaluation
-            return d
-    return None
+        if isinstance(d, dict) and keep(d):
+            out.append(d)
+    return out
+
+
+def _last_metrics(path: Path) -> dict[str, Any] | None:
+    """The last logging window of metrics.jsonl."""
+    from hpc_ft.rundir.evals import EVAL_KEY
+
+    # a logging window, not an evaluation
+    found = _tail_records(path, lambda d: "step" in d and EVAL_KEY not in d)
+    return found[0] if found else None
+
+
+def _last_progress(path: Path) -> dict[str, Any] | None:
+    """A user's script's last progress record (hpc_ft.script_api.report) as a logging window: its step, and its
+    samples/s over the last two records that count samples (None without them)."""
+    found = _tail_records(path, lambda d: isinstance(d.get("step"), (int, float)))
+    if not found:
+        return None
+    last = {"step": int(found[0]["step"])}
+    timed = [d for d in found if isinstance(d.get("samples"), (int, float)) and isinstance(d.get("time"), (int, float))]
+    if len(timed) >= 2 and timed[0]["time"] > timed[1]["time"]:
+        last["samples_per_s"] = (timed[0]["samples"] - timed[1]["samples"]) / (timed[0]["time"] - timed[1]["time"])
+    return last
 
 
 def _node_reports(rd: RunDir) -> dict[int, NodeReport]:
@@ -285,6 +307,8 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     n_nodes = spec.nodes if spec else max(reports, default=-1) + 1
     st.nodes = [_node_state(reports.get(r), r, rd, bool(alive)) for r in range(n_nodes)]
     last = _last_metrics(rd.metrics)
+    if last is None and spec is not None and spec.max_steps is None:  # a user's script: its own progress records
+        last = _last_progress(rd.progress)
     if last is not None:
         st.step = int(last["step"])
         st.samples_per_s = last.get("samples_per_s")

@@ -83,8 +83,12 @@ def render_sweep(path: Path, states: list[RunState]) -> str:
 
 
 def newest_dir(roots: tuple[str, ...] = DEFAULT_ROOTS) -> Path | None:
-    """The newest run or sweep dir under ``roots`` (outputs/DATE/TIME, multirun/DATE/TIME)."""
-    found = [p for r in roots if Path(r).is_dir() for p in Path(r).glob("*/*") if p.is_dir()]
+    """The newest of hpc_ft's run or sweep dirs under ``roots`` (outputs/DATE/TIME, multirun/DATE/TIME): another
+    Hydra app's run in the same outputs/ (it has no job.yaml) is passed over."""
+    from hpc_ft.rundir.layout import RunDir
+
+    found = [p for r in roots if Path(r).is_dir() for p in Path(r).glob("*/*")
+             if p.is_dir() and (RunDir(p).spec.exists() or is_sweep_dir(p))]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -168,3 +168,34 @@ def test_status_list_logs_and_help_load_no_torch(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["codes"] == [0] * 13, res.stderr[-3000:]
     assert out["loaded"] == [], f"loaded by status/list/logs/cancel/-h: {out['loaded']}"
+
+
+def test_status_of_a_script_run_reads_its_progress_records(tmp_path, run_cli):
+    """While a script runs, its step and samples/s come from its own progress records (it writes no metrics.jsonl)."""
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.spec import save_spec
+    from hpc_ft.submit.executors import resolve
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    run = tmp_path / "run"
+    save_spec(resolve(compose_conf([f"script.path={script}"], run_dir=run)))
+    records = [{"step": s, "time": 1000.0 + s, "samples": 64 * s} for s in (1, 2, 3)]
+    RunDir(run).progress.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 4, "ti')  # torn
+    st = _status(run_cli, run)
+    assert st["step"] == 3 and st["samples_per_s"] == pytest.approx(64.0) and st["spec"]["max_steps"] is None
+    text = run_cli("status", str(run)).stdout
+    assert "step 3, 64.0 samples/s" in text and " of " not in text.split("step 3")[1].splitlines()[0], text
+
+
+def test_status_without_a_path_passes_over_another_hydra_apps_newer_run(tmp_path, run_cli):
+    """outputs/ is shared with the user's own Hydra apps: status without a path shows hpc_ft's newest run."""
+    ours = tmp_path / "outputs" / "2026-12-01" / "10-00-00"
+    shutil.copytree(OLD_RUN, ours)
+    theirs = tmp_path / "outputs" / "2026-12-01" / "11-00-00"
+    (theirs / ".hydra").mkdir(parents=True)
+    os.utime(ours, (1, 1))  # theirs is the newer one
+    res = run_cli("status", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / json.loads(res.stdout)["run_dir"]).resolve() == ours.resolve()  # relative to its cwd
