@@ -231,8 +231,8 @@ class JobConf:
 
 
 @functools.lru_cache(maxsize=1)
-def schema_shape(cls: type | None = None) -> tuple:
-    """Every field of ``cls`` (default JobConf), nested groups included, as (name, declared type, sub-shape).
+def schema_shape() -> tuple:
+    """Every field of JobConf, nested groups included, as (name, declared type, sub-shape).
 
     A JobConf pickled by one hpc_ft and read by another (upgraded while its job was pending) has the shape of the
     first: a node task compares shapes before using the spec it carries (hpc_ft.node.task).
@@ -244,7 +244,7 @@ def schema_shape(cls: type | None = None) -> tuple:
             out.append((f.name, str(f.type), shape(sub) if sub is not None else None))
         return tuple(out)
 
-    return shape(cls or JobConf)
+    return shape(JobConf)
 
 
 def register_configs() -> None:

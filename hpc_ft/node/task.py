@@ -55,11 +55,11 @@ class NodeTask:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        if state.get("spec") is not None and state.pop("schema_shape", None) != schema_shape():
+        shape = state.pop("schema_shape", None)
+        if state.get("spec") is not None and shape != schema_shape():
             # Pickled by an hpc_ft with another schema (upgraded while the job was pending): job.yaml is read
             # instead, with its renamed keys upgraded (hpc_ft.config.renames).
             state["spec"] = None
-        state.pop("schema_shape", None)
         self.__dict__.update({"spec": None, **state})
         self._proc = None
         self._preemption = None
