@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from hpc_ft.errors import EXIT_BAD_CONFIG
+# EXIT_CLOSED_PIPE: kept importable from here, where main's docstring names it.
+from hpc_ft.terminal import EXIT_CLOSED_PIPE, closed_pipe, console, is_write_error, write_error  # noqa: F401
 
 USAGE = """usage: hpc-ft COMMAND [hydra overrides...]
 
@@ -155,10 +157,7 @@ def _process_state_kept() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=1)
 def _console():
-    from rich.console import Console
-
-    # Job logs and pipes are not terminals: rich would squeeze tables into 80 columns there.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    return console()
 
 
 class _HeldStderr:
@@ -237,7 +236,11 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         try:
             code = task(cfg)
         except BrokenPipeError:  # inside the job, where Hydra would report it as the job's error
-            code = _closed_pipe()
+            code = closed_pipe()
+        except OSError as exc:
+            if not is_write_error(exc):
+                raise
+            code = write_error(exc)
         except HpcFtError as exc:
             _State.error = exc
             code = EXIT_BAD_CONFIG
@@ -569,24 +572,18 @@ def _sbatch_task(cfg) -> int:
     return 0
 
 
-EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hpc-ft` console script. Returns the exit status (2: bad input, refused before anything
-    was submitted; 141: the reader of stdout went away, as in ``hpc-ft submit dry_run=true | head -1``)."""
+    was submitted; 141: the reader of stdout went away, as in ``hpc-ft submit dry_run=true | head -1``; 1: stdout
+    or a file could not be written, as in ``hpc-ft status > /dev/full``)."""
     try:
         return _main(argv)
     except BrokenPipeError:
-        return _closed_pipe()
-
-
-def _closed_pipe() -> int:
-    """Stop quietly once stdout's reader has gone, as cat does: Python would print a traceback, and another at exit
-    when it flushes stdout, which now goes nowhere."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_CLOSED_PIPE
+        return closed_pipe()
+    except OSError as exc:
+        if is_write_error(exc):
+            return write_error(exc)
+        raise
 
 
 def _main(argv: list[str] | None) -> int:

@@ -12,7 +12,8 @@ The layers, bottom to top (``LAYERS`` below):
 rank  packages                                    why there
 ====  ==========================================  =====================================================
 0     ``hpc_ft`` (the package root), ``errors``,  paths, the version, exceptions, exit statuses; the
-      ``script_api``                              contract a user's script imports (nothing of hpc_ft)
+      ``script_api``, ``terminal``                contract a user's script imports (nothing of hpc_ft);
+                                                  the console the commands print to
 1     ``config``                                  structured configs and their validation
 2     ``job``                                     the resolved JobSpec
 3     ``rundir``                                  the run-dir contract: paths, atomic writes, records
@@ -60,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hpc_ft", "hydra_plugins")
 
 LAYERS: list[tuple[str, ...]] = [
-    ("hpc_ft", "errors", "script_api"),
+    ("hpc_ft", "errors", "script_api", "terminal"),
     ("config",),
     ("job",),
     ("rundir",),

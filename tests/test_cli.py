@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,40 @@ def test_a_dry_run_whose_reader_went_away_stops_quietly_and_leaves_no_run_dir(tm
         os.close(write_end)
     assert res.returncode == 141 and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []  # the timestamped run dir Hydra made is gone, outputs/ with it
+
+
+def _copy_of_old_run(tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "report" / "data" / "run_e5bbae0", run)
+    return run
+
+
+def test_a_report_whose_reader_went_away_stops_quietly(tmp_path):
+    """`hpc-ft report RUN | head -1`: rich's Console would exit 1 on the closed pipe, the status of a failed job."""
+    import os
+
+    run = _copy_of_old_run(tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run([*CLI, "report", str(run)], cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE,
+                             text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141 and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+
+
+def test_output_that_cannot_be_written_is_one_line_and_status_1(tmp_path):
+    """`hpc-ft status RUN > /dev/full`: one line naming the write error, as coreutils' tools say it; no traceback."""
+    run = _copy_of_old_run(tmp_path)
+    for args in (["status", str(run)], ["report", str(run)]):
+        with open("/dev/full", "w") as full:
+            res = subprocess.run([*CLI, *args], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE, text=True,
+                                 timeout=120)
+        assert res.returncode == 1, (args, res.stderr)
+        assert res.stderr.strip() == "hpc-ft: write error: No space left on device", (args, res.stderr)
 
 
 def test_running_in_process_leaves_hydras_version_base_and_argv_as_they_were(tmp_path):
@@ -212,6 +247,8 @@ def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
     ("resources.gpuz=1", "resources has: nodes, gpus_per_node"),
     ("train.compile=maybe", "train.compile takes true or false"),
     ("model=mpl", "minilm, mlp; did you mean"),
+    ("optim.lrr=0.1", "optim=adamw has no 'lrr'; did you mean hpc-ft"),  # a typo in a group of the user's own
+    ("optim.nesterov=true", "optim=adamw has: _target_, fused, lr, weight_decay; a new key is added with '+'"),
 ])
 def test_hydra_refusal_gives_the_fix_for_that_mistake_and_command(tmp_path, cmd, override, fix):
     err = refused(run([cmd, override, "dry_run=true"], tmp_path))

@@ -145,6 +145,35 @@ def _example(group: str) -> str:
     return names[0] if names else "<name>"
 
 
+def _chosen_option(group: str, args: list[str]) -> str:
+    """The option of ``group`` (``optim``) a command line picks: its own ``optim=NAME``, else conf/config.yaml's
+    default."""
+    for a in args:
+        if a.startswith(f"{group}="):
+            return a.split("=", 1)[1]
+    import yaml
+
+    from hpc_ft import CONF_DIR
+
+    defaults = (yaml.safe_load((Path(CONF_DIR) / "config.yaml").read_text()) or {}).get("defaults", [])
+    return next((str(d[group]) for d in defaults if isinstance(d, dict) and group in d), "")
+
+
+def _option_keys(group: str, option: str) -> set[str] | None:
+    """The top-level keys of conf/<group>/<option>.yaml; None where there is no such file or it cannot be read
+    (Hydra's own message about the option then stands)."""
+    import yaml
+
+    from hpc_ft import CONF_DIR
+
+    path = Path(CONF_DIR) / group / f"{option}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return {str(k) for k in data if k != "defaults"} if isinstance(data, dict) else None
+
+
 def _hydra_quote(key: str, value: str) -> str:
     """``key="value"`` in Hydra's quoted-string syntax (parentheses, commas, spaces are literal there)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
@@ -254,6 +283,18 @@ def refusal_fix(args: list[str], prog: str) -> str:
                 return f"Fix: {key} is not a setting; did you mean {command(a, f'{fixed}={value}')}"
             return (f"Fix: {key} is not a setting; {known or 'the job'} has: {', '.join(fields)} "
                     f"(`{cfg_prog} --cfg job` shows each with its value)")
+        if kind == "user" and not raw_key.startswith(("~", "+")) and known in CHOICE_GROUPS \
+                and key.count(".") == 1:
+            option = _chosen_option(known, args)
+            keys = _option_keys(known, option)
+            leaf = key.split(".", 1)[1]
+            if keys is not None and leaf not in keys:
+                near = _close(leaf, sorted(keys))
+                if near:
+                    return (f"Fix: {known}={option} has no {leaf!r}; did you mean "
+                            f"{command(a, f'{known}.{near}={value}')}")
+                return (f"Fix: {known}={option} has: {', '.join(sorted(keys))}; a new key is added with '+': "
+                        f"{command(a, '+' + a)}")
         if kind in ("ok", "user") and raw_key.startswith("~") and deletion_problems([a]):
             return f"Fix: hpc_ft's own settings cannot be deleted; give it another value: {command(a, key + '=...')}"
         if kind == "ok" and not raw_key.startswith("~") and not ov.is_sweep_override() \

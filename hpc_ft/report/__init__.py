@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +71,9 @@ def write_sweep_report(sweep_dir: str | Path, jobs: list[tuple[str, RunReport]])
 
 def main(path: str | Path) -> int:
     """`hpc-ft report PATH`: print the report of a run (or of every job of a sweep) and write its files."""
-    from rich.console import Console
+    from hpc_ft.terminal import console
 
-    con = Console(highlight=False, width=None if sys.stdout.isatty() else 120)  # pipes: not 80 columns
+    con = console()
     path = Path(path).expanduser()
     if not path.is_dir():
         con.print(f"[red]error:[/] {path} is not a directory; pass a run dir (with job.yaml) or a sweep dir",

@@ -1,0 +1,63 @@
+"""The terminal the commands print to: one rich Console setting, and stdout failures as exit statuses.
+
+A command's stdout can go away under it (``hpc-ft report RUN | head -1``) or fill up (``hpc-ft status > /dev/full``).
+Python answers both with a traceback, and once more at exit when it flushes stdout; rich's Console exits with
+status 1 on a closed pipe, the same status as a failed job. Here both become what a shell tool says: 141 (128 +
+SIGPIPE) for a reader that went away, 1 and one line on stderr for a write error (a full disk).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
+EXIT_WRITE_ERROR = 1  # as coreutils' tools exit after "write error"
+
+
+def console():
+    """A rich Console for stdout: no highlighting, 120 columns where stdout is not a terminal (job logs and pipes,
+    where rich would squeeze tables into 80). A closed pipe raises BrokenPipeError (rich would exit with status 1),
+    which :func:`closed_pipe` turns into a quiet exit."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True  # nothing more to write
+            raise BrokenPipeError
+
+    return _Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+def closed_pipe() -> int:
+    """Stop quietly once stdout's reader has gone, as cat does: stdout is pointed at /dev/null so that Python's flush
+    at exit does not fail too. Returns :data:`EXIT_CLOSED_PIPE`."""
+    _stdout_to_devnull()
+    return EXIT_CLOSED_PIPE
+
+
+# A full disk, a quota, a failing device: the output (or a file the command writes) cannot be written.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
+
+
+def is_write_error(exc: OSError) -> bool:
+    """Whether ``exc`` says data could not be written for want of space or a working device, whoever was writing
+    (stdout redirected to a full disk, or a record in the run dir), as opposed to a path or permission error."""
+    return exc.errno in WRITE_ERRNOS
+
+
+def write_error(exc: OSError) -> int:
+    """One line on stderr for data that could not be written (``hpc-ft status > /dev/full``), as coreutils' tools
+    say it; stdout is pointed at /dev/null so Python's flush at exit does not print a second error. Returns
+    :data:`EXIT_WRITE_ERROR`."""
+    _stdout_to_devnull()
+    where = f": {exc.filename}" if exc.filename else ""
+    print(f"hpc-ft: write error{where}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_WRITE_ERROR
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
