@@ -214,7 +214,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
 
     register_configs()
     _State.exit_code, _State.error, _State.ran, _State.named_dir = 0, None, False, None
-    if any(a.startswith("hydra.run.dir=") for a in argv):  # before Hydra writes into it
+    if any("hydra.run.dir=" in a for a in argv):  # before Hydra writes into it
         from hpc_ft.commands.named_dir import NamedRunDir
 
         _State.named_dir = NamedRunDir.before(argv)
@@ -346,7 +346,7 @@ def _discard_unused_run_dir() -> None:
     out, cwd = Path(hc.runtime.output_dir), Path.cwd()
     hydra_own = {hc.output_subdir, f"{hc.job.name}.log", LOCK_FILE}  # the lock of a submission refused after it
     named = "hydra.run.dir=" if hc.mode == RunMode.RUN else "hydra.sweep.dir="
-    if any(o.startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
+    if any(o.lstrip("+").startswith(named) for o in OmegaConf.to_container(hc.overrides.hydra, resolve=False)):
         if hc.mode == RunMode.RUN and _State.named_dir is not None:
             _close_log_files_under(out)
             _State.named_dir.put_back(out, hydra_own - {None})

@@ -14,6 +14,7 @@ from typing import Any
 
 from hpc_ft.config.renames import upgrade_conf, upgrade_override
 from hpc_ft.config.schema import JobConf
+from hpc_ft.config.script import uses_script
 from hpc_ft.config.validate import workers_per_node
 
 
@@ -39,8 +40,7 @@ class JobSpec:
     @property
     def runs_script(self) -> bool:
         """The job runs a user's script (``script.path`` or ``script.module``) rather than hpc_ft's loop."""
-        s = self.conf.script
-        return bool(s.path or s.module)
+        return uses_script(self.conf)
 
     @property
     def world_size(self) -> int:

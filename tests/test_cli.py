@@ -109,7 +109,8 @@ def test_running_in_process_leaves_hydras_version_base_and_argv_as_they_were(tmp
     assert res.stdout.split() == ["0", "True", "True", "True"], res.stdout + res.stderr[-2000:]
 
 
-def test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_were(tmp_path):
+@pytest.mark.parametrize("key", ["hydra.run.dir", "++hydra.run.dir"])
+def test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_were(tmp_path, key):
     """Hydra writes .hydra/ before hpc_ft's checks: the earlier run's config.yaml and overrides.yaml come back."""
     rd = tmp_path / "run"
     (rd / ".hydra").mkdir(parents=True)
@@ -117,17 +118,17 @@ def test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_we
     (rd / ".hydra" / "config.yaml").chmod(0o644)
     (rd / "job.yaml").write_text("the earlier run's job\n")
     before = {p.relative_to(rd): (p.read_bytes(), p.stat().st_mode) for p in rd.rglob("*") if p.is_file()}
-    res = run(["submit", "model=mlp", "data=synthetic", "train.max_steps=-1", f"hydra.run.dir={rd}"], tmp_path)
+    res = run(["submit", "model=mlp", "data=synthetic", "train.max_steps=-1", f"{key}={rd}"], tmp_path)
     assert res.returncode == 2 and "train.max_steps" in res.stderr, res.stderr
     after = {p.relative_to(rd): (p.read_bytes(), p.stat().st_mode) for p in rd.rglob("*") if p.is_file()}
     assert after == before  # no overrides.yaml, hydra.yaml or hpc_ft.log of the refused job either
 
 
+@pytest.mark.parametrize("key", ["hydra.run.dir", "++hydra.run.dir"])  # ++: Hydra's force-add sets it as well
 @pytest.mark.parametrize("extra", [["train.max_steps=-1"], ["dry_run=true"]])
-def test_a_named_run_dir_that_a_refused_or_dry_run_created_is_gone_with_its_new_parents(tmp_path, extra):
+def test_a_named_run_dir_that_a_refused_or_dry_run_created_is_gone_with_its_new_parents(tmp_path, extra, key):
     (tmp_path / "runs").mkdir()
-    res = run(["submit", "model=mlp", "data=synthetic", *extra, f"hydra.run.dir={tmp_path / 'runs/new/dir'}"],
-              tmp_path)
+    res = run(["submit", "model=mlp", "data=synthetic", *extra, f"{key}={tmp_path / 'runs/new/dir'}"], tmp_path)
     assert res.returncode == (2 if "train.max_steps=-1" in extra else 0), res.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["runs"] and list((tmp_path / "runs").iterdir()) == []
 

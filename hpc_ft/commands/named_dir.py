@@ -17,6 +17,12 @@ from pathlib import Path
 from hpc_ft.rundir.atomic import atomic_write
 
 
+def names_run_dir(arg: str) -> bool:
+    """``arg`` sets Hydra's run dir: ``hydra.run.dir=...``, or ``++hydra.run.dir=...`` (Hydra's force-add, which
+    sets an existing key too)."""
+    return arg.startswith(("hydra.run.dir=", "++hydra.run.dir="))
+
+
 @dataclass
 class NamedRunDir:
     path: Path  # absolute
@@ -26,11 +32,11 @@ class NamedRunDir:
 
     @classmethod
     def before(cls, argv: list[str], hydra_subdirs: tuple[str, ...] = (".hydra",)) -> "NamedRunDir | None":
-        """The dir ``hydra.run.dir=`` names in ``argv`` as it is now; None for a sweep (``-m``), no such override,
+        """The dir ``hydra.run.dir=`` (or ``++hydra.run.dir=``) names in ``argv`` as it is now; None for a sweep (``-m``), no such override,
         or a value Hydra has yet to resolve (``${...}``)."""
         if any(a in ("-m", "--multirun") for a in argv):
             return None
-        values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+        values = [a.split("=", 1)[1] for a in argv if names_run_dir(a)]
         if not values or "${" in values[-1]:
             return None
         value = values[-1]

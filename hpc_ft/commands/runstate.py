@@ -64,7 +64,9 @@ class SpecView:
 
 
 def _runs_a_script(conf: dict) -> bool:
-    """job.yaml's conf runs a user's script (script.path or script.module set; older job.yaml files have none)."""
+    """job.yaml's conf runs a user's script (script.path or script.module set; older job.yaml files have none).
+    hpc_ft.config.script.uses_script's rule, on the plain dict status reads (importing hpc_ft.config would load the
+    schema and its validation into every `hpc-ft status`)."""
     script = conf.get("script") or {}
     return bool(script.get("path") or script.get("module"))
 
@@ -156,13 +158,17 @@ def _last_metrics(path: Path) -> dict[str, Any] | None:
 def _last_progress(path: Path) -> dict[str, Any] | None:
     """A user's script's last progress record (hpc_ft.script_api.report) as a logging window: its step, and its
     samples/s over the last two records that count samples (None without them)."""
+    from hpc_ft.rundir.progress import rates
+
     found = _tail_records(path, lambda d: isinstance(d.get("step"), (int, float)))
     if not found:
         return None
     last = {"step": int(found[0]["step"])}
-    timed = [d for d in found if isinstance(d.get("samples"), (int, float)) and isinstance(d.get("time"), (int, float))]
-    if len(timed) >= 2 and timed[0]["time"] > timed[1]["time"]:
-        last["samples_per_s"] = (timed[0]["samples"] - timed[1]["samples"]) / (timed[0]["time"] - timed[1]["time"])
+    numeric = (int, float)
+    timed = [d for d in found if isinstance(d.get("samples"), numeric) and isinstance(d.get("time"), numeric)][:2]
+    rate = rates(timed[::-1], "samples")  # the newest two, oldest first: the rule of a script's TrainResult
+    if rate:
+        last["samples_per_s"] = rate[-1]
     return last
 
 

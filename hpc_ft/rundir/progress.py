@@ -57,8 +57,10 @@ def _num(x: Any) -> float | None:
     return float(x)
 
 
-def _rates(records: list[dict[str, Any]], key: str) -> list[float]:
-    """``key`` per second between consecutive records that both have it and a time (increasing ones only)."""
+def rates(records: list[dict[str, Any]], key: str) -> list[float]:
+    """``key`` (``samples``, ``tokens``) per second between consecutive records, oldest first, that both have it and a
+    time; a pair whose time or count does not increase gives none. The throughput of a script's TrainResult and of
+    `hpc-ft status` while it runs."""
     out = []
     prev = None
     for rec in records:
@@ -106,7 +108,7 @@ def progress_result(records: list[dict[str, Any]], *, since_unix_s: float, world
             elif k not in RECORD_KEYS and k not in fields and _num(v) is not None:
                 metrics[k] = _num(v)  # a metric named like a TrainResult field (wall_s, ...) would shadow it
     requeue = requeue_asked or any(r.get("event") == REQUEUE_EVENT for r in mine)
-    sps, tps, st = _rates(mine, "samples"), _rates(mine, "tokens"), _step_times(mine)
+    sps, tps, st = rates(mine, "samples"), rates(mine, "tokens"), _step_times(mine)
     final_loss = metrics.pop("loss", None)
     return TrainResult(
         steps=steps[-1] if steps else 0, start_step=max(before) if before else 0,
