@@ -174,7 +174,7 @@ def _option_keys(group: str, option: str) -> set[str] | None:
     return {str(k) for k in data if k != "defaults"} if isinstance(data, dict) else None
 
 
-def _hydra_quote(key: str, value: str) -> str:
+def hydra_quote(key: str, value: str) -> str:
     """``key="value"`` in Hydra's quoted-string syntax (parentheses, commas, spaces are literal there)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'{key}="{escaped}"'
@@ -257,10 +257,10 @@ def refusal_fix(args: list[str], prog: str) -> str:
         except HydraException:
             return (f"Fix: `{a}` is not valid Hydra syntax: characters such as ( ) [ ] {{ }} , = : ' \" and spaces "
                     f"are Hydra syntax in a value; quote the value for Hydra (inside the shell's quotes): "
-                    f"{command(a, _hydra_quote(raw_key, value))}")
+                    f"{command(a, hydra_quote(raw_key, value))}")
         if ov.is_sweep_override() and not multirun:
             return (f"Fix: the comma in `{a}` makes it a sweep; for one value with a comma quote it for Hydra: "
-                    f"{command(a, _hydra_quote(raw_key, value))} (a list: {raw_key}=[...]; a sweep: add -m)")
+                    f"{command(a, hydra_quote(raw_key, value))} (a list: {raw_key}=[...]; a sweep: add -m)")
         if "/" in key or "@" in key:
             continue
         group_dir = Path(CONF_DIR) / key

@@ -8,6 +8,7 @@ multiple of the new world size, a smaller micro-batch keeps the effective batch.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -198,11 +199,24 @@ def _batch_fits(spec: JobSpec, advice: dict[str, Advice]) -> bool:
 
 
 def next_overrides(spec: JobSpec, advice: list[Advice]) -> list[str]:
-    """The job's own overrides with the advised ones replacing theirs (run dirs dropped: a new run)."""
+    """The job's own overrides with the advised ones replacing theirs (run dirs dropped: a new run). A script's
+    ``script.path`` is the absolute path the job ran (a relative one would name another file, or none, when the
+    command is pasted in another directory)."""
     keys = {a.key for a in advice}
-    kept = [o for o in spec.overrides
+    kept = [_absolute_script(o, spec) for o in spec.overrides
             if o.lstrip("+~").split("=", 1)[0] not in keys | {"run.dir", "hydra.run.dir", "hydra.sweep.dir"}]
     return kept + [a.override for a in advice]
+
+
+def _absolute_script(override: str, spec: JobSpec) -> str:
+    key = override.lstrip("+").split("=", 1)[0]
+    if key != "script.path" or not spec.conf.script.path:
+        return override
+    from hpc_ft.config.overrides import hydra_quote
+
+    path = spec.conf.script.path  # made absolute by resolve() when the job was submitted
+    prefix = override[: len(override) - len(override.lstrip("+"))]
+    return f"{prefix}{key}={path}" if re.fullmatch(r"[\w./-]+", path) else prefix + hydra_quote(key, path)
 
 
 def next_command(spec: JobSpec, advice: list[Advice]) -> str:

@@ -326,3 +326,18 @@ def test_unreadable_job_yaml_is_one_error_not_a_traceback(tmp_path, capsys, text
     out = capsys.readouterr()
     assert "cannot read the records in" in out.out + out.err and "Fix:" in out.out + out.err
     assert list(run.iterdir()) == [run / "job.yaml"]  # nothing written
+
+
+def test_the_advised_command_names_the_script_the_run_ran_wherever_it_is_pasted(tmp_path, monkeypatch):
+    """script.path=train.py, given relative in the submitting directory, is the absolute path the job ran."""
+    proj = tmp_path / "my proj"
+    proj.mkdir()
+    (proj / "train.py").write_text("print('hi')\n")
+    monkeypatch.chdir(proj)
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()])], seconds=60,
+                        overrides=[*GPU_JOB, "script.path=train.py", "++script.args=[--lr,1]"])
+    spec = report.load_run(run)[1]
+    assert report.next_overrides(spec, []) == [*GPU_JOB, f'script.path="{proj / "train.py"}"', "++script.args=[--lr,1]"]
+    monkeypatch.chdir(tmp_path)
+    conf = compose_conf(report.next_overrides(spec, []), run_dir=tmp_path / "next")  # from another directory
+    assert conf.script.path == str(proj / "train.py")
