@@ -138,7 +138,7 @@ def _time_advice(spec: JobSpec, node_rows: list[NodeRow], totals: dict) -> list[
         return []
     wall_min = wall_s / 60
     finished = all(n.status == "ok" for n in node_rows)
-    hit_limit = any(n.status == "requeued" for n in node_rows) and wall_min >= 0.9 * limit
+    hit_limit = any(n.status == "preempted" for n in node_rows) and wall_min >= 0.9 * limit
     if hit_limit:
         new = _ceil_to(limit * 2, 5)
         return [Advice("resources.timeout_min", new, f"the run used {wall_min:.0f} of its {limit} min and was "

@@ -123,7 +123,7 @@ def _node_row(nd: NodeData, gpus: list[GpuRow]) -> NodeRow:
     s, r = nd.summary or {}, nd.report
     utils = [g.util_mean_pct for g in gpus if g.util_mean_pct is not None]
     train = (r.train if r else None) or TrainResult(steps=None)  # none: its figures are None
-    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("requeued" if r.preempted else "failed"))
+    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("preempted" if r.preempted else "failed"))
     energies = [g.energy_kwh for g in gpus if g.energy_kwh is not None]
     return NodeRow(
         node=nd.rank, host=(r.host if r else None) or (s.get("host_info") or {}).get("name"),
