@@ -38,9 +38,10 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     # 2,000 synthetic steps (~2 ms each): a ~10 s job, of which ~4.4 s is torchrun's and the workers' start. The
     # fixed cost around torchrun (submitit's controller and job processes each start Python and import submitit;
     # the node task starts torchrun from the spec it carries) is in each note, in seconds; at 50 steps (a 4.5 s
-    # job) the ratio read 1.06-1.17x, which said more about the job's length than about hpc_ft. Five runs a side:
-    # with three, one slow torchrun on the shared VM moved a median by as much as the whole fixed cost.
-    repeats, steps = (1, 10) if quick else (5, 2000)
+    # job) the ratio read 1.06-1.17x, which said more about the job's length than about hpc_ft. Seven runs a side:
+    # with three, one slow torchrun on the shared VM moved a median by as much as the whole fixed cost; with five,
+    # the same torchrun command alone still took from 8.5 to 11.3 s within one run (2026-12-01).
+    repeats, steps = (1, 10) if quick else (7, 2000)
     root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-submit-"))
     overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
     base = compose_spec(overrides, root / "compose")
@@ -98,13 +99,20 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
                 "submitit": plain_submitit, "cli": cli, "script": lambda: through_hpc_ft(script_base, "script"),
                 "script_raw": lambda: torchrun_alone(script_base, "script-raw")}, repeats, warmup=0 if quick else 1)
     m = {k: median(v) for k, v in s.items()}
+
+    def paired(a: str, b: str) -> str:
+        """The ratio round by round (A and B run back to back in each): its median and range, which a slow spell
+        of the VM moves less than it moves either side's median."""
+        r = sorted(x / y for x, y in zip(s[a], s[b]))
+        return f"round by round A/B: median {median(r):.3f}x, {r[0]:.2f}-{r[-1]:.2f}x"
+
     what = f"synthetic task, {steps} steps, 2 CPU workers, local executor"
     raw = "the same torchrun command alone"
     return [
         Row(f"submit -> gathered result, Python API (submit + wait + gather), {what}", raw, m["api"], m["raw"],
             repeats, SUBMIT_GOAL, key="submit.api", samples_a=s["api"], samples_b=s["raw"],
-            note=f"outside torchrun {median(outside['api']):.2f} s (median); wait() blocks on the LocalJob "
-                 "controller process instead of polling every second"),
+            note=f"outside torchrun {median(outside['api']):.2f} s (median); {paired('api', 'raw')}; wait() blocks "
+                 "on the LocalJob controller process instead of polling every second"),
         Row(f"`hpc-ft submit` end to end (compose, dispatch, wait, results), {what}", raw, m["cli"], m["raw"],
             repeats, "report", key="submit.cli", samples_a=s["cli"], samples_b=s["raw"],
             note="adds the CLI's own start (Hydra compose + validation) and the results table"),
@@ -114,8 +122,9 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
         Row(f"submit -> gathered result of a user's own script (script.path=baselines/ddp_loop.py, synthetic, "
             f"{steps} steps, 2 CPU workers, local executor)", "the same torchrun command alone",
             m["script"], m["script_raw"], repeats, SUBMIT_GOAL, key="submit.script", samples_a=s["script"],
-            samples_b=s["script_raw"], note=f"outside torchrun {median(outside['script']):.2f} s (median); README "
-                                            "\"Bring your own script\": the payload is the user's script"),
+            samples_b=s["script_raw"], note=f"outside torchrun {median(outside['script']):.2f} s (median); "
+                                            f"{paired('script', 'script_raw')}; README \"Bring your own script\": "
+                                            "the payload is the user's script"),
     ]
 
 
