@@ -1,4 +1,5 @@
-"""The terminal the commands print to: one rich Console setting, and stdout failures as exit statuses.
+"""The terminal the commands print to: one rich Console setting, stdout failures as exit statuses, and the signals
+that stop a command as a Ctrl-C.
 
 A command's stdout can go away under it (``hpc-ft report RUN | head -1``) or fill up (``hpc-ft status > /dev/full``).
 Python answers both with a traceback, and once more at exit when it flushes stdout; rich's Console exits with
@@ -8,9 +9,12 @@ SIGPIPE) for a reader that went away, 1 and one line on stderr for a write error
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import sys
+from typing import Iterator
 
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away
 EXIT_WRITE_ERROR = 1  # as coreutils' tools exit after "write error"
@@ -61,3 +65,36 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C's KeyboardInterrupt would be; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill PID``, a job's time limit) and SIGHUP (the terminal or ssh session closed)
+    raise :class:`Stopped`, a KeyboardInterrupt, so the cleanup a Ctrl-C runs (``finally:`` blocks, e.g. the tune
+    driver cancelling array tasks it will never release) runs for them too; Python's default would end the process
+    at once. The earlier handlers come back after the block. Main thread only (as Python's signal handlers)."""
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    before = {s: signal.signal(s, stop) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def interrupted_exit_status(exc: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as a shell reports a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM,
+    129 for SIGHUP."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)

@@ -155,15 +155,18 @@ def _search(space, base, overrides: list[str], sweep_dir: Path) -> int:
           f"pruner {base.tune.pruner}; budget: "
           + (f"{driver.budget.unit_hours:g} {driver.budget.unit}-hours" if driver.budget.unit_hours else "none"),
           flush=True)
+    from hpc_ft.terminal import interrupted_exit_status, stop_signals_as_interrupt
+
     try:
-        driver.run()
+        with stop_signals_as_interrupt():  # kill or a closed terminal cancels the unreleased array tasks, as Ctrl-C
+            driver.run()
     except HpcFtError as exc:
         driver.stop_all()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"\nstopped; running trials go on. Continue with: {again}", file=sys.stderr)
-        return 130
+        return interrupted_exit_status(exc)
     res = load_results(sweep_dir, base.tune.metric)
     print(render_text(res))
     write_plots(sweep_dir, res)

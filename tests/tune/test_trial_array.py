@@ -8,6 +8,8 @@ array is tested on the local Slurm (tests/slurm/test_tune_slurm.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class HeldArrays(LocalExecutor):
         self.released: list[tuple[str, int]] = []  # (task id, trials ended in the study at that moment)
         self.cancelled: list[str] = []
         self.kill_at_release: str | None = None
+        self.signal_at_release: tuple[str, int] | None = None  # (task id, signal sent to this process then)
 
     def submit_held_array(self, spec, spec_paths, folder, parallelism):
         array_id = 100 + len(self.arrays) + 1
@@ -70,6 +73,8 @@ class HeldArrays(LocalExecutor):
         if job_id == self.kill_at_release:
             self.kill_at_release = None
             raise Killed
+        if self.signal_at_release and job_id == self.signal_at_release[0]:
+            os.kill(os.getpid(), self.signal_at_release[1])  # as `kill PID` (or a closed terminal) now
         path = self.tasks[job_id]
         assert path.exists(), f"task {job_id} released before its job.yaml {path} was written"
         assert job_id not in self.cancelled
@@ -154,6 +159,31 @@ def test_a_killed_driver_run_again_starts_every_trial_exactly_once(tmp_path, hel
     kept = 2 if killed_at == "written" else 1
     assert ex.cancelled == old[kept:]  # the killed driver's unstarted tasks, never one that was released
     assert job_ids[:kept] == old[:kept] and all(j.startswith("102_") for j in job_ids[kept:])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_driver_stopped_by_kill_or_a_closed_terminal_cancels_its_unreleased_tasks(tmp_path, held_arrays, signum):
+    """Python's default for SIGTERM/SIGHUP ends the process without running the driver's finally: the array's
+    unreleased tasks would stay held in the queue for good. `hpc-ft tune` turns them into Ctrl-C's interrupt."""
+    from hpc_ft.terminal import Stopped, interrupted_exit_status, stop_signals_as_interrupt
+
+    ex, sweep = held_arrays, tmp_path / "sw"
+    ex.signal_at_release = ("101_1", signum)
+    unhandled = []
+
+    def mine(*args):  # without the fix: noted, not fatal to pytest
+        unhandled.append(args)
+
+    before = signal.signal(signum, mine)
+    try:
+        with pytest.raises(Stopped) as stopped, stop_signals_as_interrupt():
+            driver(sweep, ex, "tune.trials=5", "tune.parallelism=1").run()
+        assert signal.getsignal(signum) is mine  # the handler from before the block is back
+    finally:
+        signal.signal(signum, before)
+    assert unhandled == [] and interrupted_exit_status(stopped.value) == 128 + signum
+    ((tasks, _),) = ex.arrays
+    assert ex.cancelled == tasks[2:]  # 101_1 was released as the signal came; the rest can never start now
 
 
 def test_array_bookkeeping():

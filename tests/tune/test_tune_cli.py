@@ -1,8 +1,14 @@
 """`hpc-ft tune` refuses bad input before anything is submitted or written: exit 2, key, value, rule, fix."""
 
+import signal
+import subprocess
+
 import pytest
 
-from .conftest import TRIAL, tune
+from hpc_ft.rundir.layout import RunDir
+from tests.conftest import wait_until
+
+from .conftest import EXE, TRIAL, tune
 
 
 @pytest.mark.parametrize("extra, words", [
@@ -38,3 +44,27 @@ def test_help_names_the_grammar_and_the_settings(tmp_path):
     with contextlib.redirect_stdout(out):
         assert main(["tune", "-h"]) == 0
     assert "tag(log,interval(1e-5,1e-3))" in out.getvalue() and "tune.pruner=asha|median|none" in out.getvalue()
+
+
+def test_kill_stops_the_search_as_ctrl_c_does(tmp_path):
+    """SIGTERM (kill, a closed terminal's SIGHUP likewise) ends `hpc-ft tune` through its Ctrl-C path: the line that
+    says how to continue, the unreleased tasks cancelled, exit 143; Python's default would end it silently."""
+    sweep = tmp_path / "sw"
+    args = ["optim.lr=tag(log,interval(1e-3,1e-1))", *TRIAL, "train.max_steps=5000", "tune.trials=2",
+            "tune.parallelism=1", "tune.pruner=none", f"hydra.sweep.dir={sweep}"]
+    driver = subprocess.Popen([EXE, "tune", *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: RunDir(sweep / "0").spec.exists(), 120, "trial 0's job.yaml (the driver is running)")
+        driver.send_signal(signal.SIGTERM)
+        out, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+        # The trial's own job goes on without its driver (as after Ctrl-C); this test stops it, and waits for its
+        # node report: the job has ended.
+        cancel = subprocess.run([EXE, "cancel", str(sweep / "0"), "--yes"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if cancel.returncode == 0 and "stopped local job" in cancel.stdout:
+            wait_until(lambda: RunDir(sweep / "0").node_report(0).exists(), 120, "trial 0's job to end")
+    assert driver.returncode == 143, out[-2000:] + err[-2000:]
+    assert "stopped; running trials go on. Continue with: hpc-ft tune" in err and "Traceback" not in err, err
