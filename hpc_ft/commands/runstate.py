@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
-from hpc_ft.rundir.lock import NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock, detached_job_alive
+from hpc_ft.rundir.lock import (ACTIVE_SLURM_STATES, NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock,
+                                detached_job_alive)
 from hpc_ft.rundir.records import NodeAttempt, NodeReport, RecordError, SweepManifest
 
 SLURM_TIMEOUT_S = 20
@@ -30,8 +31,7 @@ SLURM_TIMEOUT_S = 20
 PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "CANCELLED", "UNKNOWN")
 PROBE_NAMES = {SLURM_JOB: "Slurm", PROCESS: "local process"}  # how status names where a job runs
-LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
-                         "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"})
+LIVE_STATES = ACTIVE_SLURM_STATES  # a job in one of them shows as pending or running
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.job import JobSpec
 from hpc_ft.node.launch import signal_name
 from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.lock import ACTIVE_SLURM_STATES
 
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -165,10 +166,11 @@ def make_slurm_executor(spec: JobSpec, folder: Path | None = None, hold: bool = 
     return ex
 
 
-# sacct states of a job that has, or is about to have, a run on its nodes (sacct(1), JOB STATE CODES, and squeue's
-# REQUEUE_* states). UNKNOWN (sacct has no record, or accounting is off) is not among them: the result files decide.
-ACTIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUED",
-                           "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "PREEMPTED", "READY"})
+# sacct states of a job that has, or is about to have, a run on its nodes (sacct(1), JOB STATE CODES): squeue's
+# non-final states, and PREEMPTED, which sacct shows for a requeued job until it is PENDING again (squeue's own
+# PREEMPTED is final: hpc_ft.rundir.lock leaves it out). UNKNOWN (sacct has no record, or accounting is off) is not
+# among them: the result files decide.
+ACTIVE_STATES = ACTIVE_SLURM_STATES | {"PREEMPTED", "READY"}
 
 
 def slurm_job_active(job: Any) -> bool:
