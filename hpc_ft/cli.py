@@ -12,7 +12,8 @@ from typing import Any, Iterator
 
 from hpc_ft.errors import EXIT_BAD_CONFIG
 # EXIT_CLOSED_PIPE: kept importable from here, where main's docstring names it.
-from hpc_ft.terminal import EXIT_CLOSED_PIPE, closed_pipe, console, is_write_error, write_error  # noqa: F401
+from hpc_ft.terminal import (EXIT_CLOSED_PIPE, closed_pipe, console, interrupted_exit_status,  # noqa: F401
+                             is_write_error, write_error)
 
 USAGE = """usage: hpc-ft COMMAND [hydra overrides...]
 
@@ -490,9 +491,16 @@ def _submit_locked(spec, con, lock) -> int:
             lock.detach()
         con.print(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(spec.run_dir))}", soft_wrap=True)
         return 0
-    with con.status("waiting") as status:
-        wait(job, poll_s=spec.conf.executor.poll_interval_s,
-             on_tick=lambda state, el: status.update(f"job {job.job_id}: {state}, {el:.0f} s"))
+    try:
+        with con.status("waiting") as status:
+            wait(job, poll_s=spec.conf.executor.poll_interval_s,
+                 on_tick=lambda state, el: status.update(f"job {job.job_id}: {state}, {el:.0f} s"))
+    except KeyboardInterrupt as exc:
+        if not _stop_on_interrupt(job, spec, con, lock):
+            return interrupted_exit_status(exc)
+        interrupted: KeyboardInterrupt | None = exc
+    else:
+        interrupted = None
     reports = gather(job, spec)
     save_results(spec, reports)
     from hpc_ft.submit.summary import all_preempted, render_results, resume_command
@@ -501,9 +509,37 @@ def _submit_locked(spec, con, lock) -> int:
     if all_preempted(reports):  # one unbroken line whatever the terminal width: it is meant to be pasted
         con.print(f"  {resume_command(spec)}", soft_wrap=True, markup=False, highlight=False)
     _show_run_report(spec, con)
+    if interrupted is not None:
+        return interrupted_exit_status(interrupted)
     if all(r.ok for r in reports):
         return 0
     return EXIT_PREEMPTED if all_preempted(reports) else 1
+
+
+def _stop_on_interrupt(job, spec, con, lock) -> bool:
+    """Ctrl-C while waiting: what the executor says it means (``interrupt_stops_job``). A job on this machine is
+    stopped at a checkpoint and waited for: True, its results are shown. A scheduler's job goes on, and so does a
+    local one on a second Ctrl-C: False, the job holds its run dir and hpc-ft says how to follow it."""
+    import shlex
+
+    from hpc_ft.submit.executors import executor_of
+    from hpc_ft.submit.gather import wait
+
+    run = shlex.quote(str(spec.run_dir))
+    later = f"later: hpc-ft status {run}, hpc-ft report {run}; to stop it: hpc-ft cancel {run}"
+    ex = executor_of(spec)
+    if ex.interrupt_stops_job:
+        con.print(f"\nstopping job {job.job_id} at a checkpoint (Ctrl-C again: stop waiting, the job goes on)")
+        try:
+            for line in ex.stop_and_wait([str(job.job_id)]):
+                con.print(line)
+            wait(job, poll_s=spec.conf.executor.poll_interval_s, timeout_s=60)
+            return True
+        except KeyboardInterrupt:
+            pass
+    lock.detach()  # the job, not this command, holds the run dir from now on
+    con.print(f"\nnot waiting; job {job.job_id} goes on. {later}", soft_wrap=True)
+    return False
 
 
 def _show_run_report(spec, con) -> None:
@@ -575,9 +611,12 @@ def _sbatch_task(cfg) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hpc-ft` console script. Returns the exit status (2: bad input, refused before anything
     was submitted; 141: the reader of stdout went away, as in ``hpc-ft submit dry_run=true | head -1``; 1: stdout
-    or a file could not be written, as in ``hpc-ft status > /dev/full``)."""
+    or a file could not be written, as in ``hpc-ft status > /dev/full``; 130: Ctrl-C, as a shell counts it)."""
     try:
         return _main(argv)
+    except KeyboardInterrupt as exc:  # Ctrl-C where no command gives it a meaning of its own: no traceback
+        print("\ninterrupted", file=sys.stderr)
+        return interrupted_exit_status(exc)
     except BrokenPipeError:
         return closed_pipe()
     except OSError as exc:

@@ -425,3 +425,32 @@ def test_a_key_hydra_cannot_apply_is_one_error_without_hydras_hints(tmp_path, ru
     assert res.returncode == 2 and res.stderr.strip().splitlines()[0] == (
         "error: In 'config': Could not find 'precision/bf17'") and "Config search path" not in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_waiting_for_a_schedulers_job_leaves_it_running_and_says_how_to_follow_it(tmp_path):
+    """executor=slurm: the job is the cluster's, not the terminal's; hpc-ft stops waiting and the job keeps its run
+    dir (the local executor's Ctrl-C: tests/integration/test_preempted_run.py)."""
+    import io
+
+    from rich.console import Console
+
+    from hpc_ft.cli import _stop_on_interrupt
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.submit.executors import resolve
+
+    spec = resolve(compose_conf(["executor=slurm", "model=mlp", "data=synthetic"], run_dir=tmp_path / "r1"), [])
+
+    class Job:
+        job_id = "4242"
+
+    class Lock:
+        detached = False
+
+        def detach(self):
+            self.detached = True
+
+    out, lock = io.StringIO(), Lock()
+    assert _stop_on_interrupt(Job(), spec, Console(file=out, width=300), lock) is False
+    text = out.getvalue()
+    assert lock.detached and "not waiting; job 4242 goes on" in text
+    assert f"hpc-ft cancel {tmp_path / 'r1'}" in text, text

@@ -11,12 +11,9 @@ resumes from the newest checkpoint. Asks for confirmation unless ``--yes``; with
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
@@ -35,75 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# --- local jobs: the controller's process tree ----------------------------------------------------------------
-
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below ``pid`` (children first)."""
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(0), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _is_torchrun(pid: int) -> bool:
-    try:
-        return "torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
-
-
 def cancel_local(job_id: str, grace_s: float) -> str:
-    """Stop the local job whose submitit controller has pid ``job_id``; returns what was done."""
-    pid = int(job_id)
-    tree = descendants(pid)
-    torchruns = [p for p in tree if _is_torchrun(p)]
-    if torchruns:
-        for p in torchruns:  # torchrun leads its own process group (the node task starts it in a new session)
-            try:
-                os.killpg(p, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    else:
-        os.kill(pid, signal.SIGTERM)  # submitit's controller forwards it to the node tasks
-    deadline = time.monotonic() + grace_s
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the controller ends once every node task has reported
-    if not _alive(pid):
-        return f"stopped local job {job_id} (SIGTERM: checkpoint at the current step)"
-    for p in [pid, *descendants(pid)]:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    return f"killed local job {job_id}: it did not stop within {grace_s:g} s (resumes from the newest checkpoint)"
+    """Stop the local job whose submitit controller has pid ``job_id`` (hpc_ft.submit.executors.local, which
+    Ctrl-C on a waiting `hpc-ft submit` uses too); returns what was done."""
+    from hpc_ft.submit.executors.local import stop_local_jobs
+
+    return stop_local_jobs([int(job_id)], grace_s)[0]
 
 
 def cancel_slurm(job_ids: list[str]) -> str:

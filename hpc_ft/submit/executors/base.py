@@ -79,6 +79,15 @@ class Executor(ABC):
     liveness: ClassVar[str] = NO_PROBE
     # The node task class submitted once per node.
     node_task_class: ClassVar[type[NodeTask]] = NodeTask
+    # What Ctrl-C does while hpc-ft waits for this executor's job: False, hpc-ft stops waiting and the job goes on
+    # (a batch scheduler's job does not belong to the terminal); True, the job is stopped at a checkpoint, as by
+    # `hpc-ft cancel`, and its results are shown (a job on this machine, as a foreground command's would be).
+    interrupt_stops_job: ClassVar[bool] = False
+
+    def stop_and_wait(self, job_ids: Sequence[str]) -> list[str]:
+        """Stop these jobs at a checkpoint now and wait for them to end; one line each saying what was done.
+        Needed where ``interrupt_stops_job`` is set."""
+        raise NotImplementedError(f"executor {self.name} does not stop its jobs on Ctrl-C")
 
     # -- config rules (hpc_ft.config.validate.ExecutorRules) ------------------------------------------------
     def workers_per_node(self, conf: JobConf) -> int:

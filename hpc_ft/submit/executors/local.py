@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +60,30 @@ def local_controller_output(log_path: Path) -> Iterator[None]:
             os.close(fd)
 
 
+@contextlib.contextmanager
+def terminal_interrupt_ignored() -> Iterator[None]:
+    """Processes started here ignore SIGINT (an ignored signal stays ignored across exec, and Python then installs
+    no KeyboardInterrupt for it). A terminal's Ctrl-C goes to its whole foreground process group: submitit's local
+    controller would kill the node tasks a second later and training would end mid-step without a checkpoint.
+    hpc-ft, which alone still gets it, stops the job at a checkpoint instead (``interrupt_stops_job``). Outside
+    the main thread (where Python allows no handler) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 class LocalExecutor(Executor):
     """Emulated nodes on this machine: real torchrun per node, rendezvous on 127.0.0.1."""
 
     name = "local"
     liveness = PROCESS  # a detached job holds its run dir while it runs (hpc_ft.rundir.lock)
     first_host_hint = "127.0.0.1"
+    interrupt_stops_job = True  # Ctrl-C stops the job at a checkpoint (terminal_interrupt_ignored shields it)
 
     def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
         return this_machine_gpu_problems(self.name, conf, gpu_count)
@@ -76,7 +96,13 @@ class LocalExecutor(Executor):
         return ex
 
     def submitting(self, spec: JobSpec):
-        return local_controller_output(controller_log(submitit_folder(spec)))
+        stack = contextlib.ExitStack()
+        stack.enter_context(local_controller_output(controller_log(submitit_folder(spec))))
+        stack.enter_context(terminal_interrupt_ignored())
+        return stack
+
+    def stop_and_wait(self, job_ids: Sequence[str]) -> list[str]:
+        return stop_local_jobs([int(j) for j in job_ids])
 
     def stop_job(self, job_id: str, spec: JobSpec) -> bool:
         """Send the preemption signal to the job's torchrun agents (children of its controller, pid ``job_id``):
@@ -112,7 +138,15 @@ class LocalExecutor(Executor):
                 on_submit(e)
             return e.job
 
-        run_bounded(entries, parallelism, start, poll_s)
+        try:
+            run_bounded(entries, parallelism, start, poll_s)
+        except KeyboardInterrupt:  # Ctrl-C (the jobs ignore it: terminal_interrupt_ignored): stop them at a checkpoint
+            running = [e for e in entries if e.job is not None and not e.job.done()]
+            log.warning("Ctrl-C: stopping %d running job(s) at a checkpoint; %d not started (Ctrl-C again: stop "
+                        "waiting)", len(running), sum(e.job is None for e in entries))
+            for line in self.stop_and_wait([str(e.job.job_id) for e in running]):
+                log.warning("%s", line)
+            raise
 
     def run_batch(self, ex: Any, calls: Sequence[Callable[[], Any]], parallelism: int, poll_s: float) -> list[Any]:
         """A Hydra app's sweep (hydra_plugins.hpc_ft_launcher.app): submitit's local batch would start every
@@ -163,6 +197,58 @@ def torchrun_pids(controller_pid: int) -> list[int]:
         if b"torch.distributed.run" in argv:
             out.append(pid)
     return out
+
+
+STOP_GRACE_S = 60.0  # how long a stopped local job's workers get to checkpoint before what is left is killed
+
+
+def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> list[str]:
+    """Stop local jobs at a checkpoint, as a preemption would, and wait for them; returns one line per job.
+
+    SIGTERM goes to each node's torchrun process group (the node task starts torchrun in a new session): the
+    workers finish their step, checkpoint and exit. A job without a torchrun yet gets it at its submitit controller
+    (``controller_pids``), which forwards it to the node tasks. Every job is signalled before any is waited for;
+    whatever is still alive ``grace_s`` seconds later is killed (the job resumes from its newest checkpoint).
+    """
+    from hpc_ft.node.task import process_tree
+
+    for pid in controller_pids:
+        torchruns = torchrun_pids(pid)
+        for p in torchruns or [pid]:
+            try:
+                (os.killpg if torchruns else os.kill)(p, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    while any(_alive(pid) for pid in controller_pids) and time.monotonic() < deadline:
+        time.sleep(0.2)  # a controller ends once every node task has reported
+    out = []
+    for pid in controller_pids:
+        if not _alive(pid):
+            out.append(f"stopped local job {pid} (SIGTERM: checkpoint at the current step)")
+            continue
+        for p in process_tree(pid):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        out.append(f"killed local job {pid}: it did not stop within {grace_s:g} s (resumes from the newest "
+                   "checkpoint)")
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _wait_any(jobs: Sequence[Any], poll_s: float) -> None:
