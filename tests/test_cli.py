@@ -220,6 +220,10 @@ def refused(res):
     ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr='${oc.env:HPC_FT_NO_SUCH_VAR}'", "oc.env:NAME,default"]),
     ("optim.lr=${no_such.key}", ["optim.lr='${no_such.key}'", "refer to a key the job has"]),
     ("hydra.run.dir=${oc.env:HPC_FT_NO_SUCH_VAR}", ["hydra.run.dir", "HPC_FT_NO_SUCH_VAR"]),
+    # an optimizer argument added with '+' is checked against the optimizer's signature, not left to the workers
+    ("+optim.lrr=1e-5", ["optim.lrr=1e-05: is not an argument of torch.optim.AdamW", "did you mean optim.lr?"]),
+    ("optim._target_=torch.optim.RAdam", ["optim.fused=True: is not an argument of torch.optim.RAdam", "~optim.fused"]),
+    ("optim._target_=torch.optim.NoSuch", ["optim._target_='torch.optim.NoSuch': does not name an optimizer class"]),
 ])
 def test_unknown_added_deleted_and_unresolvable_keys_are_refused(tmp_path, override, words):
     err = refused(run(["submit", "model=mlp", "data=synthetic", override, "dry_run=true"], tmp_path,
@@ -228,10 +232,17 @@ def test_unknown_added_deleted_and_unresolvable_keys_are_refused(tmp_path, overr
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("override", ["+optim.betas=[0.8,0.95]", "+optim.amsgrad=true"])
+def test_an_argument_the_optimizer_takes_is_accepted(tmp_path, override):
+    res = run(["submit", "model=mlp", "data=synthetic", override, "dry_run=true"], tmp_path)
+    assert res.returncode == 0, res.stderr
+
+
 @pytest.mark.parametrize("override, words", [
     ("+train.max_step=500", ["did you mean train.max_steps"]),
     ("~train", ["cannot be deleted"]),
     ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR"]),
+    ("+optim.lrr=1e-5", ["is not an argument of torch.optim.AdamW"]),
 ])
 def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
     err = refused(run(["submit", "-m", "model=mlp", "data=synthetic", override, "train.seed=1,2", "dry_run=true"],

@@ -145,7 +145,7 @@ def _example(group: str) -> str:
     return names[0] if names else "<name>"
 
 
-def _chosen_option(group: str, args: list[str]) -> str:
+def chosen_option(group: str, args: list[str]) -> str:
     """The option of ``group`` (``optim``) a command line picks: its own ``optim=NAME``, else conf/config.yaml's
     default."""
     for a in args:
@@ -159,9 +159,9 @@ def _chosen_option(group: str, args: list[str]) -> str:
     return next((str(d[group]) for d in defaults if isinstance(d, dict) and group in d), "")
 
 
-def _option_keys(group: str, option: str) -> set[str] | None:
-    """The top-level keys of conf/<group>/<option>.yaml; None where there is no such file or it cannot be read
-    (Hydra's own message about the option then stands)."""
+def option_values(group: str, option: str) -> dict[str, Any] | None:
+    """conf/<group>/<option>.yaml as written (its top-level mapping, ``defaults`` left out); None where there is no
+    such file or it cannot be read."""
     import yaml
 
     from hpc_ft import CONF_DIR
@@ -171,7 +171,14 @@ def _option_keys(group: str, option: str) -> set[str] | None:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return {str(k) for k in data if k != "defaults"} if isinstance(data, dict) else None
+    return {str(k): v for k, v in data.items() if k != "defaults"} if isinstance(data, dict) else None
+
+
+def _option_keys(group: str, option: str) -> set[str] | None:
+    """The top-level keys of conf/<group>/<option>.yaml; None where there is no such file or it cannot be read
+    (Hydra's own message about the option then stands)."""
+    values = option_values(group, option)
+    return None if values is None else set(values)
 
 
 def hydra_quote(key: str, value: str) -> str:
@@ -285,7 +292,7 @@ def refusal_fix(args: list[str], prog: str) -> str:
                     f"(`{cfg_prog} --cfg job` shows each with its value)")
         if kind == "user" and not raw_key.startswith(("~", "+")) and known in CHOICE_GROUPS \
                 and key.count(".") == 1:
-            option = _chosen_option(known, args)
+            option = chosen_option(known, args)
             keys = _option_keys(known, option)
             leaf = key.split(".", 1)[1]
             if keys is not None and leaf not in keys:

@@ -1,5 +1,7 @@
 """The training-side checks before dispatch: dataset split sizes, ``model=hf``'s checkpoint, ``data=files``' files,
-and what a resumed run may change. No torch, except for ``data=files`` (the task that reads the files is built)."""
+the optimizer's arguments, and what a resumed run may change. No torch, except for ``data=files`` (the task that
+reads the files is built) and an optimizer group changed from its file (its class is imported to read its
+arguments)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,51 @@ def task_problems(spec: Any) -> tuple[list[Problem], list[str]]:
     return problems, notes
 
 
+def optim_problems(spec: Any) -> list[Problem]:
+    """Keys of ``optim`` that its ``_target_`` does not take: a typo added with '+' (``+optim.lrr=1e-5``) or another
+    optimizer's option. Every worker would fail on it in ``torch.optim``'s constructor after the job was queued.
+
+    Read from the optimizer's signature (``inspect.signature``), so any optimizer class works; one that takes
+    ``**kwargs`` accepts anything. The class (torch) is imported only when the group differs from its file in
+    conf/optim/ (an added key, another ``_target_``): the default job's dry run stays without torch.
+    """
+    import inspect
+
+    from hpc_ft.config.overrides import chosen_option, option_values
+    from hpc_ft.train.tasks.base import plain
+
+    optim = plain(spec.conf.optim)
+    if not isinstance(optim, dict) or not isinstance(optim.get("_target_"), str):
+        return []
+    as_written = option_values("optim", chosen_option("optim", list(spec.overrides))) or {}
+    own = {k for k in optim if not k.startswith("_")}
+    if optim["_target_"] == as_written.get("_target_") and own <= set(as_written):
+        return []  # the file's own optimizer and keys: torch's own options
+    target = optim["_target_"]
+    import pydoc
+
+    try:
+        cls = pydoc.locate(target)  # None where the path names nothing
+        params = inspect.signature(cls).parameters if isinstance(cls, type) else None
+    except Exception:  # noqa: BLE001 - a module that fails to import, or a class without a signature: the same
+        params = None
+    if params is None:
+        return [Problem("optim._target_", target, "does not name an optimizer class that can be imported here",
+                        "pass optim=adamw (or sgd), or the import path of an optimizer class (torch.optim.RAdam)")]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    takes = [n for n in params if n != "params"]  # hpc_ft passes the parameters to train
+    problems = []
+    for key in sorted(own - set(params)):
+        import difflib
+
+        near = difflib.get_close_matches(key, takes, n=1, cutoff=0.6)
+        fix = (f"did you mean optim.{near[0]}? pass optim.{near[0]}={optim[key]!r} (not +optim.{key})" if near else
+               f"drop it (~optim.{key}); {target} takes: {', '.join(takes)}")
+        problems.append(Problem(f"optim.{key}", optim[key], f"is not an argument of {target}", fix))
+    return problems
+
+
 def check_before_dispatch(spec: Any) -> list[str]:
     """Raise ConfigError with every data and resume problem of a validated JobSpec; return its warnings.
 
@@ -63,7 +110,7 @@ def check_before_dispatch(spec: Any) -> list[str]:
         return []
     problems, warnings = data_problems(spec)
     p, w = task_problems(spec)
-    problems += p
+    problems += p + optim_problems(spec)
     from hpc_ft.train.fit_checks import qlora_problems
 
     problems += qlora_problems(spec)  # peft.quantize=4bit: bitsandbytes and the model
