@@ -70,3 +70,14 @@ def test_the_from_python_example_runs_as_written(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr[-3000:]
     assert res.stdout.split()[:3] == ["0", "0", "5"], res.stdout  # node 0, exit 0, 5 steps
     assert (tmp_path / "outputs" / "from-python" / "job.yaml").exists()
+
+
+def test_the_config_groups_line_names_every_option_in_conf():
+    para = README[README.index("Config groups:"):]
+    para = para[:para.index("\n\n")].replace("\n", " ")
+    listed = {g: {o.strip() for o in opts.split(",")} for g, opts in re.findall(r"`(\w+)` \(([\w, ]+)\)", para)}
+    for group in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir() and not p.name.startswith("hpc_ft")):
+        options = {f.stem for f in group.glob("*.yaml")}
+        assert f"`{group.name}`" in para, group.name
+        if len(options) > 1:
+            assert listed.get(group.name) == options, (group.name, listed.get(group.name), options)
