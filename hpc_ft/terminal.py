@@ -21,9 +21,9 @@ EXIT_WRITE_ERROR = 1  # as coreutils' tools exit after "write error"
 
 
 def console():
-    """A rich Console for stdout: no highlighting, 120 columns where stdout is not a terminal (job logs and pipes,
-    where rich would squeeze tables into 80). A closed pipe raises BrokenPipeError (rich would exit with status 1),
-    which :func:`closed_pipe` turns into a quiet exit."""
+    """A rich Console for stdout: no highlighting; where stdout is not a terminal (job logs, pipes, files), the width
+    ``COLUMNS`` gives, else 120 (rich would squeeze tables into 80). A closed pipe raises BrokenPipeError (rich would
+    exit with status 1), which :func:`closed_pipe` turns into a quiet exit."""
     from rich.console import Console
 
     class _Console(Console):
@@ -31,7 +31,16 @@ def console():
             self.quiet = True  # nothing more to write
             raise BrokenPipeError
 
-    return _Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    return _Console(highlight=False, width=None if sys.stdout.isatty() else _columns(default=120))
+
+
+def _columns(default: int) -> int:
+    """``COLUMNS`` when it is a positive whole number (``COLUMNS=250 hpc-ft report SWEEP > file``), else ``default``."""
+    try:
+        value = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        return default
+    return value if value > 0 else default
 
 
 def closed_pipe() -> int:

@@ -465,3 +465,14 @@ def test_ctrl_c_while_waiting_for_a_schedulers_job_leaves_it_running_and_says_ho
     text = out.getvalue()
     assert lock.detached and "not waiting; job 4242 goes on" in text
     assert f"hpc-ft cancel {tmp_path / 'r1'}" in text, text
+
+
+@pytest.mark.parametrize("columns, width", [("250", 250), ("", 120), ("wide", 120)])
+def test_piped_tables_take_the_width_columns_gives(monkeypatch, columns, width):
+    """A piped or redirected report is 120 columns wide unless COLUMNS says otherwise (a sweep's override column
+    was cut at 120 whatever the user asked)."""
+    from hpc_ft.terminal import console
+
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert console().width == width

@@ -127,7 +127,8 @@ def _host_memory_advice(spec: JobSpec, node_rows: list[NodeRow]) -> list[Advice]
     new = max(2, _ceil_to(peak * HOST_MEM_HEADROOM + 1, 2))
     if new <= MIN_SAVING * mem_gb:
         return [Advice("resources.mem_gb", new, f"the job's resident memory peaked at {peak:.1f} GiB of the "
-                       f"{mem_gb:g} GiB requested per node; {new} GiB keeps {HOST_MEM_HEADROOM:g}x headroom")]
+                       f"{mem_gb:g} GiB requested per node; {new} GiB: the peak x {HOST_MEM_HEADROOM:g} + 1 GiB, "
+                       "rounded up to an even number of GiB")]
     return []
 
 

@@ -124,6 +124,7 @@ def test_far_too_long_time_limit_and_oversized_memory(tmp_path):
     assert adv["resources.timeout_min"].value == 20  # 10 min x 1.5 + 5
     assert "10.0 min of its 1440 min" in adv["resources.timeout_min"].reason
     assert adv["resources.mem_gb"].value == 8  # 5 GiB x 1.25 + 1, rounded up to even
+    assert "8 GiB: the peak x 1.25 + 1 GiB, rounded up to an even number of GiB" in adv["resources.mem_gb"].reason
     assert rr.command.startswith("hpc-ft submit ") and "resources.timeout_min=20" in rr.command
     assert "run.dir" not in rr.command
     conf = _accepted(rr, tmp_path)
