@@ -215,6 +215,9 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
 
     register_configs()
     _State.exit_code, _State.error, _State.ran, _State.named_dir = 0, None, False, None
+    from hpc_ft.config import fresh_dir
+
+    fresh_dir.made.clear()  # this command's own
     if any("hydra.run.dir=" in a for a in argv):  # before Hydra writes into it
         from hpc_ft.commands.named_dir import NamedRunDir
 
@@ -299,6 +302,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
             return EXIT_BAD_CONFIG
         from hpc_ft.config.overrides import refusal_fix
 
+        _discard_fresh_dirs()  # a sweep's dir, made before Hydra applied the job's overrides
         print(_hydra_refusal(hydra_said), file=sys.stderr)
         print(refusal_fix(argv, prog), file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -398,6 +402,22 @@ def _prune_sweep_dirs() -> None:
             shutil.rmtree(d, ignore_errors=True)
             _remove_empty_parents(d, cwd)
     _State.sweep_dirs = set()
+
+
+def _discard_fresh_dirs() -> None:
+    """The timestamped dirs this command made (``${hpc_ft.fresh_dir:...}``) that hold nothing of a job (at most
+    Hydra's multirun.yaml): removed, with the parents they leave empty, for a command refused before any job ran."""
+    import shutil
+    from pathlib import Path
+
+    from hpc_ft.config import fresh_dir
+
+    cwd = Path.cwd()
+    while fresh_dir.made:
+        d = fresh_dir.made.pop()
+        if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+            _remove_empty_parents(d, cwd)
 
 
 def _compose_spec(cfg) -> tuple[Any, list[str]]:

@@ -243,6 +243,8 @@ def test_an_argument_the_optimizer_takes_is_accepted(tmp_path, override):
     ("~train", ["cannot be deleted"]),
     ("optim.lr=${oc.env:HPC_FT_NO_SUCH_VAR}", ["optim.lr", "HPC_FT_NO_SUCH_VAR"]),
     ("+optim.lrr=1e-5", ["is not an argument of torch.optim.AdamW"]),
+    # refused by Hydra itself, after the sweep dir was made: it goes too
+    ("optim.lrr=1e-5", ["Could not override 'optim.lrr'", "did you mean"]),
 ])
 def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
     err = refused(run(["submit", "-m", "model=mlp", "data=synthetic", override, "train.seed=1,2", "dry_run=true"],
@@ -254,6 +256,7 @@ def test_sweeps_refuse_the_same_keys(tmp_path, override, words):
 @pytest.mark.parametrize("cmd", ["submit", "sbatch"])
 @pytest.mark.parametrize("override, fix", [
     ("run.name=a(b)", """'run.name="a(b)"'"""),  # 10.9: Hydra syntax in a value: quote it for Hydra
+    ("hydra.run.dir=/tmp/x(y)", """'hydra.run.dir="/tmp/x(y)"'"""),  # Hydra's own keys too
     ("executor.setup=a,b", """'executor.setup="a,b"'"""),  # a comma would make it a sweep
     ("executor.env.HF_HOME=/tmp/hf", "+executor.env.HF_HOME=/tmp/hf"),  # own names are added with '+'
     ("resources.gpuz=1", "resources has: nodes, gpus_per_node"),

@@ -13,6 +13,9 @@ from pathlib import Path
 
 RESOLVER = "hpc_ft.fresh_dir"
 MAX_SUFFIX = 9999
+# Every directory this process made here, absolute: a command that ends before any job ran (Hydra refused an
+# override of a sweep after the sweep dir was made) removes the ones left holding only Hydra's multirun.yaml.
+made: list[Path] = []
 
 
 def fresh_dir(base: str) -> str:
@@ -27,6 +30,7 @@ def fresh_dir(base: str) -> str:
             Path(candidate).mkdir()
         except FileExistsError:
             continue
+        made.append(Path(candidate).absolute())
         return candidate
     raise FileExistsError(f"{base}: every suffix up to _{MAX_SUFFIX} exists already")
 

@@ -257,14 +257,14 @@ def refusal_fix(args: list[str], prog: str) -> str:
             continue
         raw_key, value = a.split("=", 1) if "=" in a else (a, "")
         key = raw_key.lstrip("+~")
-        if key.startswith(("hydra.", "hydra/")):
-            continue  # Hydra's own settings: its message says what is wrong
         try:
             ov = parser.parse_override(a)
         except HydraException:
             return (f"Fix: `{a}` is not valid Hydra syntax: characters such as ( ) [ ] {{ }} , = : ' \" and spaces "
                     f"are Hydra syntax in a value; quote the value for Hydra (inside the shell's quotes): "
                     f"{command(a, hydra_quote(raw_key, value))}")
+        if key.startswith(("hydra.", "hydra/")):
+            continue  # Hydra's own settings: its message says what is wrong (a value it cannot parse: above)
         if ov.is_sweep_override() and not multirun:
             return (f"Fix: the comma in `{a}` makes it a sweep; for one value with a comma quote it for Hydra: "
                     f"{command(a, hydra_quote(raw_key, value))} (a list: {raw_key}=[...]; a sweep: add -m)")
