@@ -6,6 +6,7 @@ import collections
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -113,6 +114,7 @@ class NodeTask:
         telemetry = sampler.stop() if sampler else {}
         train = (script_result(spec, since_unix_s=started_unix_s, wall_s=wall_s, exit_code=code)
                  if is_script(spec) else _read_train(ndir))
+        code = finished_code(code, train, spec)
         preempted = _preempted(code, train)
         # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
         # (torchrun.log keeps it).
@@ -282,6 +284,22 @@ def _error_tail(lines: list[str], worker_lines: int = 25, agent_lines: int = 6) 
     worker = [ln for ln in lines if ln.startswith("[rank")]
     agent = [ln for ln in lines if not ln.startswith("[rank")]
     return "".join(worker[-worker_lines:] + (["...\n"] if worker else []) + agent[-agent_lines:])
+
+
+def finished_code(code: int, train: TrainResult | None, spec: JobSpec) -> int:
+    """0 for a torchrun that a stop signal (the preemption signal, or SIGTERM) ended after its workers had trained
+    every step and written their result: a search's pruning or a cancel that came as the trial finished. torchrun
+    has no handler left in its last moments and dies of the signal (exit -12 for USR2), which read as a failure
+    of a run that is complete. Any other exit status is returned as it is."""
+    from hpc_ft.node.preempt import preempt_signum
+
+    complete = (train is not None and not train.preempted and train.max_steps is not None
+                and train.steps >= train.max_steps)
+    if code < 0 and -code in (preempt_signum(spec), signal.SIGTERM) and complete and not is_script(spec):
+        log.info("torchrun ended by signal %d after training finished (%d of %d steps): complete", -code,
+                 train.steps, train.max_steps)
+        return 0
+    return code
 
 
 def _preempted(code: int, train: TrainResult | None) -> bool:

@@ -147,3 +147,22 @@ def test_the_sbatch_entry_runs_the_routine(tmp_path, monkeypatch):
         signal.signal(signal.SIGUSR2, old)
     assert calls.steps() == ["install", "stop_torchrun", "may_requeue"]
     assert requeued == ["7", "stopped"]
+
+
+@pytest.mark.parametrize("code, train, expected", [
+    (-signal.SIGUSR2, {"steps": 20, "max_steps": 20}, 0),  # pruned or cancelled as it finished: complete
+    (-signal.SIGTERM, {"steps": 20, "max_steps": 20}, 0),
+    (-signal.SIGUSR2, {"steps": 5, "max_steps": 20}, -signal.SIGUSR2),  # stopped short: not complete
+    (-signal.SIGUSR2, {"steps": 20, "max_steps": 20, "preempted": True}, -signal.SIGUSR2),
+    (-signal.SIGKILL, {"steps": 20, "max_steps": 20}, -signal.SIGKILL),  # not a stop signal hpc_ft sends
+    (-signal.SIGUSR2, None, -signal.SIGUSR2),  # no result: nothing says it finished
+    (1, {"steps": 20, "max_steps": 20}, 1),
+])
+def test_a_stop_signal_that_reaches_torchrun_after_training_finished_is_no_failure(tmp_path, code, train, expected):
+    """`hpc-ft tune` said "trial 1 pruned after step 5", the trial had run its 20 steps, and torchrun, past its
+    handlers, died of USR2: status and list showed the complete trial FAILED (exit -12)."""
+    from hpc_ft.node.task import finished_code
+    from hpc_ft.rundir.records import TrainResult
+
+    spec = resolve(compose_conf(["model=mlp", "data=synthetic"], run_dir=tmp_path / "run"), [])
+    assert finished_code(code, None if train is None else TrainResult(**train), spec) == expected
