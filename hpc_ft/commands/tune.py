@@ -42,7 +42,7 @@ def prepare(overrides: list[str]):
     from hpc_ft.errors import ConfigError, Problem
     from hpc_ft.submit.executors import executor_of, validate
     from hpc_ft.tune.budget import TrialSize, TuneBudget, trials_affordable
-    from hpc_ft.tune.settings import tune_problems
+    from hpc_ft.tune.settings import metric_problems, tune_problems
     from hpc_ft.tune.space import corner_points, parse_space
 
     renamed = renamed_override_problems(overrides)
@@ -68,7 +68,7 @@ def prepare(overrides: list[str]):
         except ConfigError as exc:
             problems += [p for p in exc.problems if p not in problems]
     base = confs[0]
-    problems += [p for p in tune_problems(base) if p not in problems]
+    problems += [p for p in tune_problems(base) + metric_problems(base) if p not in problems]
     if base.tune.sampler == "grid":
         problems += space.grid_problems()
     if not executor_of(base).detaches:

@@ -42,6 +42,32 @@ def tune_problems(conf: JobConf) -> list[Problem]:
     return p
 
 
+def metric_problems(conf: JobConf) -> list[Problem]:
+    """``tune.metric`` against the metrics the task evaluates (its class's ``METRICS``), before any trial runs: the
+    driver would otherwise learn it from the first trial's first evaluation, with that trial's run dir left
+    failed. Imports the task class (torch). Not checked: a user's script (its metrics are its own) and a task
+    class that declares no ``METRICS``."""
+    import difflib
+    import pydoc
+
+    from hpc_ft.config.script import uses_script
+
+    task = conf.task
+    target = task.get("_target_") if hasattr(task, "get") else None
+    if uses_script(conf) or not isinstance(target, str):
+        return []
+    try:
+        names = getattr(pydoc.locate(target), "METRICS", None)
+    except Exception:  # noqa: BLE001 - a task that cannot be imported here: the trial's own check reports it
+        return []
+    metric = conf.tune.metric
+    if not names or not isinstance(metric, str) or metric in names:
+        return []
+    near = difflib.get_close_matches(metric, list(names), n=1, cutoff=0.5)
+    return [Problem("tune.metric", metric, f"is not a metric of {target.rsplit('.', 1)[-1]}, which evaluates "
+                    f"{', '.join(names)}", f"pass tune.metric={near[0] if near else names[0]}")]
+
+
 def min_steps(conf: JobConf) -> int:
     """The pruner's first rung in optimizer steps: tune.min_steps, else the first evaluation."""
     return conf.tune.min_steps or conf.train.eval_every_steps or conf.train.max_steps

@@ -19,6 +19,9 @@ from .conftest import EXE, TRIAL, tune
     (["train.eval_every_steps=0"], "tune.pruner=asha decides at evaluations"),
     (["executor=slurm", "resources.mem_gb=choice(1,2)"],  # one job array: one request for every trial
      "resources.mem_gb='choice(1,2)': executor=slurm runs a search's trials as one job array"),
+    # the task's own metrics, before trial 0 runs (it used to be refused at trial 0's first evaluation)
+    (["tune.metric=accuracy"], "tune.metric='accuracy': is not a metric of SequenceClassification, which evaluates "
+                               "eval_accuracy, eval_loss. Fix: pass tune.metric=eval_accuracy"),
 ])
 def test_bad_search_settings_are_refused_before_anything_is_written(tmp_path, extra, words):
     res = tune(["optim.lr=tag(log,interval(1e-3,1e-1))", *TRIAL, *extra, f"hydra.sweep.dir={tmp_path / 'sw'}"],
