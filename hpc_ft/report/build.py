@@ -13,6 +13,7 @@ from hpc_ft.job import JobSpec
 from hpc_ft.report.advice import Advice, advise, next_command
 from hpc_ft.report.load import NodeData, finite
 from hpc_ft.rundir.records import EVAL_METRICS
+from hpc_ft.rundir.lock import RunDirLock
 from hpc_ft.report.peaks import peak_tflops
 from hpc_ft.report.rows import GpuRow, NodeRow
 from hpc_ft.rundir.records import TrainResult
@@ -119,11 +120,12 @@ def sampling_gaps(g: GpuRow) -> str:
     return "; ".join(parts)
 
 
-def _node_row(nd: NodeData, gpus: list[GpuRow]) -> NodeRow:
+def _node_row(nd: NodeData, gpus: list[GpuRow], running: bool = False) -> NodeRow:
     s, r = nd.summary or {}, nd.report
     utils = [g.util_mean_pct for g in gpus if g.util_mean_pct is not None]
     train = (r.train if r else None) or TrainResult(steps=None)  # none: its figures are None
-    status = "missing" if r is None else ("ok" if r.exit_code == 0 else ("preempted" if r.preempted else "failed"))
+    status = (("running" if running else "missing") if r is None else
+              ("ok" if r.exit_code == 0 else ("preempted" if r.preempted else "failed")))
     energies = [g.energy_kwh for g in gpus if g.energy_kwh is not None]
     return NodeRow(
         node=nd.rank, host=(r.host if r else None) or (s.get("host_info") or {}).get("name"),
@@ -233,7 +235,9 @@ def memory_figures(run_dir: str | Path, trains: list[TrainResult]) -> dict[str, 
 def build_report(run_dir: str | Path, spec: JobSpec | None, nodes: list[NodeData]) -> RunReport:
     """The run report of one run from its loaded records (see ``load_run``)."""
     gpu_rows = [row for nd in nodes for row in _gpu_rows(nd)]
-    node_rows = [_node_row(nd, [g for g in gpu_rows if g.node == nd.rank]) for nd in nodes]
+    # A node without its report yet is running while its job is (the report of a run still going), else missing.
+    running = any(nd.report is None for nd in nodes) and RunDirLock(Path(run_dir)).in_use()
+    node_rows = [_node_row(nd, [g for g in gpu_rows if g.node == nd.rank], running) for nd in nodes]
     res = spec.conf.resources if spec else None
     tel = spec.conf.telemetry if spec else None
     walls = [n.wall_s for n in node_rows if n.wall_s is not None]

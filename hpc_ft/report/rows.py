@@ -43,7 +43,8 @@ class NodeRow:
 
     node: int  # node rank
     host: str | None
-    status: str  # ok | preempted (stopped for preemption; the results table says the same) | failed | missing (no report)
+    status: str  # ok | preempted (stopped for preemption; the results table says the same) | failed | running (no
+    # report yet, its job runs) | missing (no report)
     exit_code: int | None
     wall_s: float | None
     sampled_s: float | None

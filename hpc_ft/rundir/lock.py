@@ -127,6 +127,22 @@ class RunDirLock:
         except (OSError, ValueError, TypeError):
             return None
 
+    def in_use(self) -> bool:
+        """Whether a submission holds the dir now: its submitter is attached (it holds the flock), or its detached
+        job still runs (False where that cannot be told from this host). Reads only: nothing is created."""
+        try:
+            fd = os.open(RunDir(self.run_dir).lock, os.O_RDONLY)
+        except OSError:
+            return False  # never submitted into
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops a flock this call took
+        owner = self.read_owner()
+        return bool(owner is not None and owner.job_id and detached_job_alive(owner))
+
     def acquire(self, executor: str, liveness: str) -> None:
         """Take the dir for this process, or raise RunDirInUse naming the live owner (nothing written then).
 

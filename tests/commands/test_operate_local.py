@@ -119,6 +119,30 @@ def test_status_of_a_local_sweep_has_one_line_per_job(tmp_path, run_cli, synth):
     assert "sweep dir:" in out and "(2 job(s))" in out
 
 
+def test_a_detached_local_sweeps_running_jobs_show_running_in_status_and_report(tmp_path, run_cli, synth):
+    """A wait=false sweep's jobs are started by its detached driver: each holds its run dir as a wait=false run
+    does, so status says RUNNING (it said UNKNOWN, "no job recorded") and the report's nodes say running (missing)."""
+    sweep = tmp_path / "sw"
+    sub = run_cli("submit", "-m", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=3",
+                  "sched.array_parallelism=2", "optim.lr=0.01,0.02", f"hydra.sweep.dir={sweep}")
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    try:
+        for n in (0, 1):
+            wait_until((sweep / str(n) / "nodes" / "node0" / "held_at_step").exists, 180, f"job {n} to hold")
+        text = run_cli("status", str(sweep)).stdout
+        assert len([ln for ln in text.splitlines() if "RUNNING" in ln]) == 2, text
+        job = _status(run_cli, sweep / "0")
+        assert job["state"] == "RUNNING" and job["probe"] == "process", job
+        rep = run_cli("report", str(sweep / "0"))
+        assert rep.returncode == 0, rep.stdout + rep.stderr
+        nodes = json.loads((sweep / "0" / "report" / "report.json").read_text())["nodes"]
+        assert [n["status"] for n in nodes] == ["running"] and "sent no report" not in rep.stdout
+    finally:
+        run_cli("cancel", str(sweep), "--yes", timeout_s=120)
+    wait_until(lambda: json.loads((sweep / "manifest.json").read_text())["state"] == "finished", 120,
+               "the sweep driver to finish")
+
+
 def test_bad_paths_are_refused_with_exit_2(tmp_path, run_cli):
     for cmd in (["status", str(tmp_path / "nope")], ["logs", str(tmp_path)], ["cancel", str(tmp_path), "--yes"],
                 ["list", str(tmp_path / "nope")]):

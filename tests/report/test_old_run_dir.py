@@ -14,6 +14,7 @@ metrics.jsonl, results.json and the nodes' files; ``expected_report.json`` is th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def test_hpc_ft_report_reads_a_run_dir_of_the_previous_version(tmp_path, capsys)
     # A node stopped for preemption was "requeued" in the report then; it is "preempted" now, as in the results table.
     for n in old["nodes"]:
         n["status"] = {"requeued": "preempted"}.get(n["status"], n["status"])
+    # The memory advice now says how its figure is made (the same figure).
+    for a in old["advice"]:
+        a["reason"] = re.sub(r"(\d+) GiB keeps 1\.25x headroom",
+                             r"\1 GiB: the peak x 1.25 + 1 GiB, rounded up to an even number of GiB", a["reason"])
     for key in ("job", "nodes", "gpus", "totals", "throughput", "advice", "command", "notes"):
         assert new[key] == old[key], key
     assert [n["status"] for n in new["nodes"]] == ["preempted", "preempted"]
