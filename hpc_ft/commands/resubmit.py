@@ -61,6 +61,13 @@ def expand(argv: list[str]) -> tuple[list[str], list[str]]:
     except (OSError, ValueError, HpcFtError) as exc:
         raise ConfigError([Problem(FROM, run_dir, f"its records cannot be read ({exc})",
                                    "restore job.yaml and the node reports, or pass another run")]) from None
+    app = loaded[1].conf.script.hydra_app if loaded[1] is not None else None
+    if app:
+        from hpc_ft.report import next_command
+
+        raise ConfigError([Problem(FROM, run_dir, "is a job of your own Hydra app, which hpc-ft submit cannot run",
+                                   f"run the app again: {next_command(loaded[1], [])} (hpc-ft report {run_dir} "
+                                   "shows it with the advice applied)")])
     advice = []
     if apply:
         try:

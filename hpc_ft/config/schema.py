@@ -198,6 +198,8 @@ class ScriptConf:
     path: Optional[str] = None  # the script file; made absolute at submission, so every node finds it
     module: Optional[str] = None  # or a module on the workers' Python path, e.g. my_pkg.train
     args: List[str] = field(default_factory=list)  # the script's own command-line arguments, passed as they are
+    # Set by hpc_ft's Hydra launcher for a job of a user's own Hydra app: the app's command (python my_app.py).
+    hydra_app: Optional[str] = None
 
 
 @dataclass

@@ -183,6 +183,11 @@ def advise(spec: JobSpec, node_rows: list[NodeRow], gpu_rows: list[GpuRow], tota
         seen.setdefault(a.key, a)
     if not _batch_fits(spec, seen):  # fewer GPUs and a halved micro-batch together may not divide the batch
         seen.pop("train.grad_accum_steps", None)
+    if spec.conf.script.hydra_app:  # a Hydra app's job: its request is the launcher's, under the launcher's names
+        from hpc_ft.config.app_keys import launcher_key
+
+        return [Advice(launcher_key(a.key), a.value, a.reason) for a in seen.values()
+                if a.key.split(".")[0] in ("resources", "executor", "sched", "telemetry")]
     return list(seen.values())
 
 
@@ -221,5 +226,8 @@ def _absolute_script(override: str, spec: JobSpec) -> str:
 
 
 def next_command(spec: JobSpec, advice: list[Advice]) -> str:
-    """`hpc-ft submit ...` with every advised override, quoted for a POSIX shell."""
-    return " ".join(["hpc-ft", "submit", *(shlex.quote(o) for o in next_overrides(spec, advice))])
+    """`hpc-ft submit ...` with every advised override, quoted for a POSIX shell; for a job of a user's own Hydra
+    app, the app's command (``python my_app.py -m ...``) with that job's overrides and the launcher's settings."""
+    app = spec.conf.script.hydra_app
+    head = [app, "-m"] if app else ["hpc-ft", "submit"]
+    return " ".join([*head, *(shlex.quote(o) for o in next_overrides(spec, advice))])

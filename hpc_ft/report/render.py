@@ -148,18 +148,25 @@ def render_text(rr: RunReport):
 
 
 def sweep_table(jobs: list[tuple[str, RunReport]]):
-    """One row per job of a sweep."""
+    """One row per job of a sweep; its overrides column shows what sets the job apart from the others."""
     from rich.table import Table
 
     t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left")
     for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
                 "energy", "cost", "samples/s", "final loss", "metrics", "advice"):
         t.add_column(col, justify="left" if col in ("job", "overrides", "status", "metrics", "advice") else "right")
+
+    def shown(rr) -> list[str]:
+        return [o for o in rr.job.get("overrides", [])
+                if not o.lstrip("+~").startswith(("hydra.", "hydra/", "run.dir"))]
+
+    # What sets the jobs apart: an override every job shares (model=..., data=...) would fill the column.
+    common = set.intersection(*(set(shown(rr)) for _, rr in jobs)) if len(jobs) > 1 else set()
     for name, rr in jobs:
         res = rr.job.get("resources") or {}
         statuses = sorted({n.status for n in rr.nodes}) or ["-"]
         utils = [g.util_mean_pct for g in rr.gpus if g.util_mean_pct is not None]
-        ov = [o for o in rr.job.get("overrides", []) if not o.startswith(("hydra.", "run.dir"))]
+        ov = [o for o in shown(rr) if o not in common]
         t.add_row(name, " ".join(ov) or "-", f"{res.get('nodes', '-')} x {res.get('gpus_per_node', '-')}",
                   ",".join(statuses), fmt_num(rr.totals["wall_s"], ".0f", " s"),
                   fmt_num(sum(utils) / len(utils) if utils else None, ".0f"),

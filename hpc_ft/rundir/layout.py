@@ -205,9 +205,14 @@ class RunDir:
         return self.submitit / f"{job_id}{SUBMITIT_SLURM_SCRIPT}"
 
     def submitit_logs(self, job_id: str | None = None) -> list[Path]:
-        """submitit's task logs (``JOBID_TASK_log.out``/``.err``; of ``job_id`` only when given), by name."""
+        """submitit's task logs (``JOBID_TASK_log.out``/``.err``; of ``job_id`` only when given), by name. A sweep
+        job run as a task of a job array (a Slurm sweep, a search, a Hydra app's sweep) has its logs in the sweep's
+        array folders (``SweepDir.array_submitit``): those of ``job_id`` are found there too."""
         pattern = f"{job_id}_*" if job_id else "*"
-        return sorted(p for ext in SUBMITIT_LOG_EXTS for p in self.submitit.glob(pattern + ext))
+        folders = [self.submitit]
+        if job_id:
+            folders += sorted((self.path.parent / SWEEP_SUBMITIT_DIR).glob("array*"))
+        return sorted(p for folder in folders for ext in SUBMITIT_LOG_EXTS for p in folder.glob(pattern + ext))
 
     @property
     def lock(self) -> Path:

@@ -7,6 +7,7 @@ every job: there is one plan per sweep. CPU jobs count one unit per node in the 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Sequence
 
 from hpc_ft.config.schema import JobConf
@@ -70,6 +71,11 @@ def check_sweep_wide(confs: Sequence[JobConf]) -> None:
         raise ConfigError(problems)
 
 
+def _in_nodes(text: str) -> str:
+    """A planner's message about GPUs as it reads for a sweep of CPU-only jobs, which it plans in nodes."""
+    return re.sub(r"\bGPU-hours\b", "node-hours", re.sub(r"\bGPUs\b", "nodes", text))
+
+
 def plan_confs(confs: Sequence[JobConf], overrides: Sequence[Sequence[str]],
                history: list[dict[str, Any]] | None = None, first_num: int = 0) -> Plan:
     """Plan the sweep: one SweepJob per composed job, durations filled from history or the default."""
@@ -80,8 +86,14 @@ def plan_confs(confs: Sequence[JobConf], overrides: Sequence[Sequence[str]],
     base = confs[0]
     s = base.sched
     cpu_only = all(c.resources.gpus_per_node == 0 for c in confs)
-    plan = plan_sweep(jobs, budget_of(base, cpu_only), policy=s.policy, order=s.order,
-                      array_parallelism=s.array_parallelism, objective=s.objective)
+    try:
+        plan = plan_sweep(jobs, budget_of(base, cpu_only), policy=s.policy, order=s.order,
+                          array_parallelism=s.array_parallelism, objective=s.objective)
+    except ConfigError as exc:
+        if not cpu_only:
+            raise
+        # The planner counts units; a CPU-only sweep's units are nodes (sched.budget_gpus counts them).
+        raise ConfigError([dataclasses.replace(p, rule=_in_nodes(p.rule)) for p in exc.problems]) from None
     extra = []
     if missing:
         extra.append("durations: " + "; ".join(notes) if len(notes) <= 4 else

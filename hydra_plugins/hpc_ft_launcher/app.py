@@ -14,7 +14,9 @@ requeues the job (the task function runs again: the app resumes from its own che
 import logging
 import os
 import re
+import shlex
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -26,17 +28,10 @@ from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hpc_ft.config.app_keys import EXECUTOR_KEYS, RESOURCE_KEYS, SCHED_KEYS, TELEMETRY_KEYS, launcher_key  # noqa: F401
 from hpc_ft.errors import EXIT_BAD_CONFIG, ConfigError
 
 log = logging.getLogger(__name__)
-
-# hydra.launcher.<key> -> the JobConf key that carries it (validation names the launcher's key back).
-RESOURCE_KEYS = ("nodes", "gpus_per_node", "gpu_type", "cpus_per_task", "mem_gb", "timeout_min", "partition",
-                 "account", "qos", "constraint")
-EXECUTOR_KEYS = ("preempt_signal", "preempt_signal_delay_s", "max_requeues", "setup", "env", "extra_sbatch")
-SCHED_KEYS = ("array_parallelism", "budget_gpus", "budget_gpu_hours", "est_duration_h")
-TELEMETRY_KEYS = {"telemetry": "enabled", "telemetry_interval_s": "interval_s"}
-
 
 
 class LauncherConfigError(ConfigError, CompactHydraException):
@@ -53,8 +48,9 @@ def is_hpc_ft_config(cfg: DictConfig) -> bool:
     return {f.name for f in dataclasses.fields(JobConf)} <= keys
 
 
-def app_job_conf(params: Dict[str, Any], run_dir: str, name: str, module: str):
-    """The JobConf of one app job: the launcher's request in hpc_ft's terms, so hpc_ft validates and plans it."""
+def app_job_conf(params: Dict[str, Any], run_dir: str, name: str, module: str, app: Optional[str] = None):
+    """The JobConf of one app job: the launcher's request in hpc_ft's terms, so hpc_ft validates and plans it.
+    ``app``: the app's command (``python my_app.py``), for the run report's next command."""
     from hpc_ft.config.schema import JobConf
 
     conf = JobConf(model={}, data={}, optim={})
@@ -74,20 +70,9 @@ def app_job_conf(params: Dict[str, Any], run_dir: str, name: str, module: str):
             setattr(conf.telemetry, field, params[key])
     conf.run.dir, conf.run.name = run_dir, name
     conf.script.module = module  # the payload is the app's task function (validated as a module name)
+    conf.script.hydra_app = app
     conf.wait, conf.preflight = True, bool(params.get("preflight", True))
     return conf
-
-
-def _launcher_key(key: str) -> str:
-    """A JobConf key as the launcher's own (what the user typed)."""
-    head, _, tail = key.partition(".")
-    if head == "executor" and not tail:
-        return "hydra.launcher.executor"
-    if head in ("resources", "executor", "sched"):
-        return f"hydra.launcher.{tail}"
-    if head == "telemetry":
-        return "hydra.launcher." + {v: k for k, v in TELEMETRY_KEYS.items()}.get(tail, f"telemetry_{tail}")
-    return f"hydra.launcher ({key})"
 
 
 _DOTTED = re.compile(r"\b(resources|executor|sched|telemetry)\.(\w+)")
@@ -96,14 +81,14 @@ _BARE_EXECUTOR = re.compile(r"(?<![\w.])executor=")
 
 def _launcher_text(text: str) -> str:
     """A rule or fix as the user of the launcher types it: ``resources.nodes=1`` -> ``hydra.launcher.nodes=1``."""
-    text = _DOTTED.sub(lambda m: _launcher_key(f"{m.group(1)}.{m.group(2)}"), text)
+    text = _DOTTED.sub(lambda m: launcher_key(f"{m.group(1)}.{m.group(2)}"), text)
     return _BARE_EXECUTOR.sub("hydra.launcher.executor=", text)
 
 
 def _refusal(exc: ConfigError) -> LauncherConfigError:
     import dataclasses
 
-    return LauncherConfigError([dataclasses.replace(p, key=_launcher_key(p.key), rule=_launcher_text(p.rule),
+    return LauncherConfigError([dataclasses.replace(p, key=launcher_key(p.key), rule=_launcher_text(p.rule),
                                                     fix=_launcher_text(p.fix)) for p in exc.problems])
 
 
@@ -219,17 +204,22 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
     # The job name reaches sbatch and squeue: hpc_ft's safe alphabet (hpc_ft.config.validate.NAME_RE).
     name = re.sub(r"[^A-Za-z0-9._-]", "_", str(config.hydra.job.name)).lstrip("._-")[:64] or "hydra_app"
     nums = [initial_job_idx + i for i in range(len(job_overrides))]
+    # The app's command and its own hydra.* overrides (the launcher's settings among them, but not where its
+    # outputs go): with a job's overrides, the command line that runs that job again (the run report's advice).
+    app = "python " + shlex.quote(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    hydra_ovs = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False)  # as typed
+                 if not str(o).lstrip("+~").startswith(("hydra.sweep.", "hydra.run."))]
     specs = {}
     for n, ov in zip(nums, job_overrides):
         cfg = hydra_context.config_loader.load_sweep_config(config, list(ov))
         with open_dict(cfg):
             cfg.hydra.job.id, cfg.hydra.job.num = n, n
-        conf = app_job_conf(params, _run_dir(cfg), name, module)
+        conf = app_job_conf(params, _run_dir(cfg), name, module, app)
         try:
             validate(conf)
         except ConfigError as exc:
             _refuse(exc)
-        specs[n] = resolve(conf, [str(o) for o in ov])
+        specs[n] = resolve(conf, [*(str(o) for o in ov), *hydra_ovs])
     executor = executor_named(specs[nums[0]].conf.executor.name)
     try:
         executor.check_sweep([specs[n].conf for n in nums])

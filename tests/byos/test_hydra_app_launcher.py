@@ -8,6 +8,7 @@ runs them as ``python app.py -m hydra/launcher=hpc_ft ...``. Each job is a real 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,16 @@ def test_a_plain_apps_sweep_runs_with_telemetry_and_reports(tmp_path, run_cli):
     assert "sweep plan: 2 jobs" in (sweep / "plan.txt").read_text()
     rep = run_cli("report", str(sweep), timeout_s=120)
     assert rep.returncode == 0, rep.stdout + rep.stderr
+    # The advice is the launcher's, and the next command is the app's own, with this job's overrides.
+    job0 = json.loads((sweep / "0" / "report" / "report.json").read_text())
+    assert job0["advice"] and all(a["key"].startswith("hydra.launcher.") for a in job0["advice"]), job0["advice"]
+    app = shlex.quote(str(tmp_path / "my_app.py"))
+    assert job0["command"].startswith(f"python {app} -m +lr=0.1 hydra/launcher=hpc_ft "), job0["command"]
+    assert "hydra.launcher.cpus_per_task=1" in job0["command"] and "hydra.sweep.dir" not in job0["command"]
+    logs = run_cli("logs", str(sweep / "0"), timeout_s=60)  # the task log lies in the sweep's array folder
+    assert logs.returncode == 0 and "_0_log.out <==" in logs.stdout, logs.stdout + logs.stderr
+    again = run_cli("submit", "--from", str(sweep / "0"), timeout_s=60)
+    assert again.returncode == 2 and "is a job of your own Hydra app" in again.stderr, again.stderr
 
 
 def test_a_bad_launcher_value_is_refused_naming_its_key(tmp_path):

@@ -97,6 +97,14 @@ def test_cpu_only_sweep_is_planned_in_node_hours(tmp_path):
     assert p["unit"] == "node" and p["cost"] == 6.0 * 0.5
 
 
+def test_a_cpu_only_sweeps_budget_refusal_counts_nodes(tmp_path):
+    res = plan(["-m", "optim.lr=1,2", "resources.nodes=2", "sched.budget_gpus=1", "sched.budget_gpu_hours=0.5",
+                "sched.est_duration_h=1", "--no-queue"], tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "needs at least 2 nodes at once" in res.stderr and "at least 4.0 node-hours" in res.stderr, res.stderr
+    assert "GPU" not in res.stderr.replace("sched.budget_gpu", ""), res.stderr
+
+
 def test_a_bad_value_outside_the_planned_keys_is_refused_as_submit_refuses_it(tmp_path):
     # train.* is not composed for planning (hpc_ft.commands.plan.plan_relevant), yet every job is validated with it.
     res = plan(["-m", "optim.lr=1e-5,3e-5", "train.max_steps=5,-1", "--no-queue"], tmp_path)

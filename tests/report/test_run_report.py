@@ -342,3 +342,16 @@ def test_the_advised_command_names_the_script_the_run_ran_wherever_it_is_pasted(
     monkeypatch.chdir(tmp_path)
     conf = compose_conf(report.next_overrides(spec, []), run_dir=tmp_path / "next")  # from another directory
     assert conf.script.path == str(proj / "train.py")
+
+
+def test_the_sweep_tables_overrides_column_shows_what_sets_each_job_apart(tmp_path):
+    from hpc_ft.report.render import sweep_table
+
+    jobs = []
+    for n, lr in enumerate(("0.1", "0.01")):
+        run = synthetic_run(tmp_path / str(n), [NodeProfile(gpus=[_busy()])], seconds=60,
+                            overrides=[*GPU_JOB, f"optim.lr={lr}"], train=TRAIN)
+        jobs.append((str(n), _build(run)))
+    table = sweep_table(jobs)
+    overrides = [c for c in table.columns if c.header == "overrides"][0]
+    assert list(overrides._cells) == ["optim.lr=0.1", "optim.lr=0.01"]  # not resources=gpu executor=slurm ...
