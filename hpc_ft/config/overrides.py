@@ -246,7 +246,8 @@ def refusal_fix(args: list[str], prog: str) -> str:
     from hpc_ft import CONF_DIR
 
     parser = OverridesParser.create()
-    multirun = any(a in ("-m", "--multirun") for a in args)
+    # A search's space and a plan's points are sweeps by design (hpc-ft tune, hpc-ft plan): no "comma" fix there.
+    multirun = any(a in ("-m", "--multirun") for a in args) or prog in ("hpc-ft tune", "hpc-ft plan")
     cfg_prog = "hpc-ft submit" if prog == "hpc-ft plan" else prog  # plan has no --cfg
 
     def command(old: str, new: str) -> str:

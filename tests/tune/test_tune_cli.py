@@ -31,6 +31,13 @@ def test_bad_search_settings_are_refused_before_anything_is_written(tmp_path, ex
     assert not (tmp_path / "sw").exists() and not (tmp_path / "multirun").exists()
 
 
+def test_a_typo_in_a_searched_key_gets_the_fix_for_the_typo(tmp_path):
+    res = tune(["optim.lrr=interval(1e-3,1e-1)", *TRIAL, f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path, 120)
+    assert res.returncode == 2, res.stderr
+    fix = [ln for ln in res.stderr.splitlines() if ln.startswith("Fix:")][-1]
+    assert "did you mean" in fix and "optim.lr=interval(1e-3,1e-1)" in fix and "comma" not in fix, res.stderr
+
+
 def test_a_range_reaching_an_invalid_value_is_refused_at_its_end(tmp_path):
     res = tune(["optim.lr=interval(-1.0,0.1)", *TRIAL, f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path, 120)
     assert res.returncode == 2 and "optim.lr=-1.0: must be a positive number" in res.stderr, res.stderr
