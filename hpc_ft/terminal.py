@@ -21,8 +21,8 @@ EXIT_WRITE_ERROR = 1  # as coreutils' tools exit after "write error"
 
 
 def console():
-    """A rich Console for stdout: no highlighting; where stdout is not a terminal (job logs, pipes, files), the width
-    ``COLUMNS`` gives, else 120 (rich would squeeze tables into 80). A closed pipe raises BrokenPipeError (rich would
+    """A rich Console for stdout: no highlighting; where stdout is not a terminal (job logs, pipes, files), 120
+    columns, or more where ``COLUMNS`` asks for more (rich would squeeze tables into 80). A closed pipe raises BrokenPipeError (rich would
     exit with status 1), which :func:`closed_pipe` turns into a quiet exit."""
     from rich.console import Console
 
@@ -35,12 +35,14 @@ def console():
 
 
 def _columns(default: int) -> int:
-    """``COLUMNS`` when it is a positive whole number (``COLUMNS=250 hpc-ft report SWEEP > file``), else ``default``."""
+    """``COLUMNS`` when it asks for more than ``default`` (``COLUMNS=250 hpc-ft report SWEEP > file``), else
+    ``default``: output that goes to a file, a log or a parser is not wrapped narrower (an inherited COLUMNS=80 would
+    split run dirs and commands meant to be pasted across lines)."""
     try:
         value = int(os.environ.get("COLUMNS", ""))
     except ValueError:
         return default
-    return value if value > 0 else default
+    return max(value, default)
 
 
 def closed_pipe() -> int:

@@ -470,10 +470,10 @@ def test_ctrl_c_while_waiting_for_a_schedulers_job_leaves_it_running_and_says_ho
     assert f"hpc-ft cancel {tmp_path / 'r1'}" in text, text
 
 
-@pytest.mark.parametrize("columns, width", [("250", 250), ("", 120), ("wide", 120)])
+@pytest.mark.parametrize("columns, width", [("250", 250), ("", 120), ("wide", 120), ("80", 120)])
 def test_piped_tables_take_the_width_columns_gives(monkeypatch, columns, width):
-    """A piped or redirected report is 120 columns wide unless COLUMNS says otherwise (a sweep's override column
-    was cut at 120 whatever the user asked)."""
+    """A piped or redirected report is 120 columns wide unless COLUMNS asks for more (a sweep's override column was
+    cut at 120 whatever the user asked); never narrower, which would wrap run dirs meant to be pasted."""
     from hpc_ft.terminal import console
 
     monkeypatch.setenv("COLUMNS", columns)
