@@ -393,28 +393,27 @@ def _remove_empty_parents(path, cwd) -> None:
 
 def _prune_sweep_dirs() -> None:
     """Remove a sweep dir whose every job was discarded (it holds only Hydra's multirun.yaml)."""
-    import shutil
-    from pathlib import Path
-
-    cwd = Path.cwd()
-    for d in _State.sweep_dirs:
-        if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
-            shutil.rmtree(d, ignore_errors=True)
-            _remove_empty_parents(d, cwd)
+    _remove_if_only_multirun_yaml(_State.sweep_dirs)
     _State.sweep_dirs = set()
 
 
 def _discard_fresh_dirs() -> None:
     """The timestamped dirs this command made (``${hpc_ft.fresh_dir:...}``) that hold nothing of a job (at most
     Hydra's multirun.yaml): removed, with the parents they leave empty, for a command refused before any job ran."""
+    from hpc_ft.config import fresh_dir
+
+    _remove_if_only_multirun_yaml(fresh_dir.made)
+    fresh_dir.made.clear()
+
+
+def _remove_if_only_multirun_yaml(dirs) -> None:
+    """Each of ``dirs`` below the working directory that holds nothing but Hydra's multirun.yaml goes, with the
+    parents it leaves empty."""
     import shutil
     from pathlib import Path
 
-    from hpc_ft.config import fresh_dir
-
     cwd = Path.cwd()
-    while fresh_dir.made:
-        d = fresh_dir.made.pop()
+    for d in dirs:
         if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
             shutil.rmtree(d, ignore_errors=True)
             _remove_empty_parents(d, cwd)

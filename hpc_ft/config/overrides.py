@@ -174,13 +174,6 @@ def option_values(group: str, option: str) -> dict[str, Any] | None:
     return {str(k): v for k, v in data.items() if k != "defaults"} if isinstance(data, dict) else None
 
 
-def _option_keys(group: str, option: str) -> set[str] | None:
-    """The top-level keys of conf/<group>/<option>.yaml; None where there is no such file or it cannot be read
-    (Hydra's own message about the option then stands)."""
-    values = option_values(group, option)
-    return None if values is None else set(values)
-
-
 def hydra_quote(key: str, value: str) -> str:
     """``key="value"`` in Hydra's quoted-string syntax (parentheses, commas, spaces are literal there)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
@@ -294,7 +287,7 @@ def refusal_fix(args: list[str], prog: str) -> str:
         if kind == "user" and not raw_key.startswith(("~", "+")) and known in CHOICE_GROUPS \
                 and key.count(".") == 1:
             option = chosen_option(known, args)
-            keys = _option_keys(known, option)
+            keys = option_values(known, option)  # None: no such file, and Hydra's own message stands
             leaf = key.split(".", 1)[1]
             if keys is not None and leaf not in keys:
                 near = _close(leaf, sorted(keys))

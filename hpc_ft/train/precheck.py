@@ -68,6 +68,8 @@ def optim_problems(spec: Any) -> list[Problem]:
     from hpc_ft.config.overrides import chosen_option, option_values
     from hpc_ft.train.tasks.base import plain
 
+    if not any(o.lstrip("+~").startswith("optim.") for o in spec.overrides):
+        return []  # optim as its file in conf/optim/ has it (no file read: this runs in every dry run)
     optim = plain(spec.conf.optim)
     if not isinstance(optim, dict) or not isinstance(optim.get("_target_"), str):
         return []

@@ -87,19 +87,9 @@ def _no_owner():
 
 def submit_trial(spec: JobSpec) -> tuple[Any, str]:
     """Submit ``spec`` (wait=false semantics) holding its run dir for the job; returns (submitit job, job id)."""
-    from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.executors import executor_of
 
-    ex = executor_of(spec)
-    lock = RunDirLock(Path(spec.run_dir))
-    lock.acquire(spec.conf.executor.name, ex.liveness)
-    try:
-        job = submit(spec)
-    except BaseException:
-        lock.release()
-        raise
-    lock.record_job(str(job.job_id))
-    lock.detach()  # the job holds its run dir from now on; a restarted driver reads who
+    job = executor_of(spec).submit_held(spec)  # the job holds its run dir from now on; a restarted driver reads who
     return job, str(job.job_id)
 
 

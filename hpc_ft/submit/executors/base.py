@@ -29,7 +29,7 @@ from hpc_ft.errors import Problem
 from hpc_ft.job import JobSpec
 from hpc_ft.node.task import NodeTask
 from hpc_ft.rundir.layout import RunDir
-from hpc_ft.rundir.lock import NO_PROBE
+from hpc_ft.rundir.lock import NO_PROBE, RunDirLock
 from hpc_ft.rundir.records import NodeReport
 from hpc_ft.rundir.spec import save_spec, spec_path  # noqa: F401  save_spec: the package re-exports it
 
@@ -113,6 +113,21 @@ class Executor(ABC):
         executor = self.make_executor(spec)
         with self.submitting(spec):
             return executor.submit(self.node_task(spec))
+
+    def submit_held(self, spec: JobSpec) -> Any:
+        """``submit``, with the run dir held for the job from then on (wait=false semantics: a sweep's job, a search's
+        trial): the owner record names the job, so `hpc-ft status` and a later submission see it runs. A refused
+        submission leaves the dir free."""
+        lock = RunDirLock(Path(spec.run_dir))
+        lock.acquire(self.name, self.liveness)
+        try:
+            job = self.submit(spec)
+        except BaseException:
+            lock.release()
+            raise
+        lock.record_job(str(job.job_id))
+        lock.detach()
+        return job
 
     def check_before_submit(self, spec: JobSpec) -> None:
         """Raise ConfigError (or SubmissionError) for a request this executor would refuse later; default: none."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from hpc_ft.rundir.lock import PROCESS, RunDirLock
+from hpc_ft.rundir.lock import PROCESS
 from hpc_ft.config.schema import JobConf
 from hpc_ft.errors import Problem
 from hpc_ft.job import JobSpec
@@ -135,15 +135,7 @@ class LocalExecutor(Executor):
         def start(e: SweepEntry) -> Any:
             # Each job holds its own run dir, as a wait=false submission's does: `hpc-ft status` of the job or the
             # sweep tells it runs from the owner record (its controller's pid), not only from its node reports.
-            lock = RunDirLock(Path(e.spec.run_dir))
-            lock.acquire(self.name, self.liveness)
-            try:
-                e.job = self.submit(e.spec)
-            except BaseException:
-                lock.release()
-                raise
-            lock.record_job(str(e.job.job_id))
-            lock.detach()
+            e.job = self.submit_held(e.spec)
             if on_submit is not None:
                 on_submit(e)
             return e.job
