@@ -6,6 +6,7 @@ to a temporary name and renamed, so a reader never sees half a PNG.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ GPU_PLOTS = {  # file stem -> (column metric, y label)
     "memory": ("mem_used_gb", "GPU memory used (GiB)"),
     "power": ("power_w", "GPU power (W)"),
 }
+
+
+def quiet_matplotlib() -> None:
+    """Keep matplotlib's INFO records off the console: under Hydra's job logging (root logger at INFO) the first
+    plot on a machine printed "[matplotlib.font_manager][INFO] - generated new fontManager" after the run report.
+    Its warnings still show; a level the user set on the "matplotlib" logger is kept."""
+    lg = logging.getLogger("matplotlib")
+    if lg.level == logging.NOTSET:
+        lg.setLevel(logging.WARNING)
 
 
 def _minutes(rr: RunReport) -> tuple[dict[int, list[float]], float]:
@@ -108,6 +118,7 @@ def host_figure(rr: RunReport):
 
 def write_plots(rr: RunReport, out_dir: str | Path) -> list[Path]:
     """Write utilization.png, memory.png, power.png (when a GPU was sampled) and host.png."""
+    quiet_matplotlib()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -144,15 +144,20 @@ def slurm_parameters(spec: JobSpec) -> dict[str, Any]:
     return params
 
 
-def make_slurm_executor(spec: JobSpec, folder: Path | None = None, hold: bool = False, **extra: Any):
+def make_slurm_executor(spec: JobSpec, folder: Path | None = None, hold: bool = False, node_tasks: bool = True,
+                        **extra: Any):
     """A submitit SlurmExecutor for the spec; requeues after time-out bounded by executor.max_requeues.
 
     ``folder`` defaults to the run dir's submitit folder (a sweep's array passes its own); ``hold``: submit the
-    job (every task of an array) held (``sbatch --hold``) until ``scontrol release``; ``extra`` are further
-    submitit parameters (``array_parallelism``). The one place that sets submitit's preemption signal.
+    job (every task of an array) held (``sbatch --hold``) until ``scontrol release``; ``node_tasks``: its jobs are
+    hpc_ft's node tasks, started through hpc_ft.node.submitit_job (False: a Hydra app's task functions, through
+    submitit's own entry); ``extra`` are further submitit parameters (``array_parallelism``). The one place that
+    sets submitit's preemption signal.
     """
     import submitit
     from submitit.slurm.slurm import SlurmJobEnvironment
+
+    from hpc_ft.node.submitit_job import node_job_python
 
     params = slurm_parameters(spec)
     if hold:
@@ -161,7 +166,8 @@ def make_slurm_executor(spec: JobSpec, folder: Path | None = None, hold: bool = 
     # the nodes reads SUBMITIT_PREEMPT_SIGNAL, exported by slurm_setup_lines).
     SlurmJobEnvironment.USR_SIG = preempt_sig(spec)
     ex = submitit.SlurmExecutor(folder=RunDir.of(spec).submitit if folder is None else folder,
-                                max_num_timeout=spec.conf.executor.max_requeues)
+                                max_num_timeout=spec.conf.executor.max_requeues,
+                                python=node_job_python() if node_tasks else None)
     ex.update_parameters(**params, **extra)
     return ex
 

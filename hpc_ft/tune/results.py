@@ -141,6 +141,9 @@ def _fmt(v: Any) -> str:
 def write_plots(sweep_dir: str | Path, res: SearchResults) -> list[Path]:
     """PNGs under SWEEP_DIR/report/: the metric over trials, against each parameter, and every trial's curve
     over steps (pruned ones dashed, with an x where they stopped). Returns the paths written."""
+    from hpc_ft.report.plots import quiet_matplotlib
+
+    quiet_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -36,6 +36,15 @@ def local_parameters(spec: JobSpec) -> dict[str, Any]:
             "signal_delay_s": spec.conf.executor.preempt_signal_delay_s}
 
 
+def _submitit_local(spec: JobSpec, folder: Path, python: str | None) -> Any:
+    """submitit's LocalExecutor for ``spec`` in ``folder``; ``python``: its job command (None: submitit's own)."""
+    import submitit
+
+    ex = submitit.LocalExecutor(folder=folder, python=python)
+    ex.update_parameters(**local_parameters(spec))
+    return ex
+
+
 @contextlib.contextmanager
 def local_controller_output(log_path: Path) -> Iterator[None]:
     """Point file descriptors 1 and 2 at ``log_path`` while a LocalExecutor submits.
@@ -89,11 +98,14 @@ class LocalExecutor(Executor):
         return this_machine_gpu_problems(self.name, conf, gpu_count)
 
     def make_executor(self, spec: JobSpec) -> Any:
-        import submitit
+        from hpc_ft.node.submitit_job import node_job_python
 
-        ex = submitit.LocalExecutor(folder=submitit_folder(spec))
-        ex.update_parameters(**local_parameters(spec))
-        return ex
+        # The node task's job process starts without submitit's numpy import (hpc_ft.node.submitit_job).
+        return _submitit_local(spec, submitit_folder(spec), python=node_job_python())
+
+    def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
+        # The payload is a Hydra app's task function, not a node task: submitit's own job entry runs it.
+        return _submitit_local(spec, Path(folder).expanduser().absolute(), python=None)
 
     def submitting(self, spec: JobSpec):
         stack = contextlib.ExitStack()

@@ -106,10 +106,11 @@ class SlurmExecutor(Executor):
         return _slurm_command(["scancel", *job_ids]) if job_ids else True
 
     def array_executor(self, spec: JobSpec, folder: Path, parallelism: int) -> Any:
-        """One Slurm job array (``%parallelism``) for a batch of jobs with ``spec``'s request."""
+        """One Slurm job array (``%parallelism``) for a batch of jobs with ``spec``'s request (a Hydra app's task
+        functions: submitit's own job entry runs them)."""
         from hpc_ft.submit.slurm import make_slurm_executor
 
-        return make_slurm_executor(spec, folder=folder, array_parallelism=parallelism)
+        return make_slurm_executor(spec, folder=folder, node_tasks=False, array_parallelism=parallelism)
 
     def submit_sweep(self, entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, wait: bool,
                      poll_s: float, record_state: RecordState, record_ids: RecordIds) -> bool:
