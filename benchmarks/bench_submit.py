@@ -9,7 +9,10 @@
 
 Every run trains the synthetic task in a fresh run dir (hpc_ft would otherwise resume the last run).
 
-    python benchmarks/bench_submit.py [--quick] [--out FILE]
+    python benchmarks/bench_submit.py [--quick] [--out FILE] [--rows api,cli,submitit,script] [--repeats N]
+
+``--rows`` measures some rows only, each with its own baseline (the others' runs would sit between its A and B);
+``--repeats`` sets the runs a side (7 by default): more runs narrow a median the shared VM's noise moves.
 """
 
 from __future__ import annotations
@@ -29,7 +32,11 @@ from hpc_ft.rundir.layout import RunDir  # noqa: E402
 SUBMIT_GOAL = "<= 1.05x"
 
 
-def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
+ROWS = ("api", "cli", "submitit", "script")
+
+
+def measure(quick: bool = False, root: Path | None = None, rows: tuple[str, ...] = ROWS,
+            repeats: int | None = None) -> list[Row]:
     import submitit
 
     from hpc_ft.submit.dispatch import submit
@@ -41,7 +48,11 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     # job) the ratio read 1.06-1.17x, which said more about the job's length than about hpc_ft. Seven runs a side:
     # with three, one slow torchrun on the shared VM moved a median by as much as the whole fixed cost; with five,
     # the same torchrun command alone still took from 8.5 to 11.3 s within one run (2026-12-01).
-    repeats, steps = (1, 10) if quick else (7, 2000)
+    default_repeats, steps = (1, 10) if quick else (7, 2000)
+    repeats = repeats or default_repeats
+    unknown = set(rows) - set(ROWS)
+    if unknown or not rows:
+        raise SystemExit(f"--rows: {','.join(sorted(unknown)) or '(none)'} is not a row; the rows are {','.join(ROWS)}")
     root = Path(root or tempfile.mkdtemp(prefix="hpc_ft-bench-submit-"))
     overrides = [*SYNTHETIC, f"train.max_steps={steps}", "train.warmup_steps=2"]
     base = compose_spec(overrides, root / "compose")
@@ -98,10 +109,13 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
     script_base = compose_spec([f"script.path={script}", f"script.args=[{','.join(script_args)}]",
                                 "resources.workers_per_node=2", "telemetry=off"], root / "compose-script")
 
+    fns = {"api": lambda: through_hpc_ft(base, "api"), "raw": lambda: torchrun_alone(base, "raw"),
+           "submitit": plain_submitit, "cli": cli, "script": lambda: through_hpc_ft(script_base, "script"),
+           "script_raw": lambda: torchrun_alone(script_base, "script-raw")}
+    wanted = {*rows, *(["raw"] if set(rows) & {"api", "cli", "submitit"} else []),
+              *(["script_raw"] if "script" in rows else [])}
     # One discarded round first: the submitter's own first-call imports are not the job's wall time.
-    s = rotate({"api": lambda: through_hpc_ft(base, "api"), "raw": lambda: torchrun_alone(base, "raw"),
-                "submitit": plain_submitit, "cli": cli, "script": lambda: through_hpc_ft(script_base, "script"),
-                "script_raw": lambda: torchrun_alone(script_base, "script-raw")}, repeats, warmup=0 if quick else 1)
+    s = rotate({k: f for k, f in fns.items() if k in wanted}, repeats, warmup=0 if quick else 1)
     m = {k: median(v) for k, v in s.items()}
 
     def paired(a: str, b: str) -> str:
@@ -112,28 +126,44 @@ def measure(quick: bool = False, root: Path | None = None) -> list[Row]:
 
     what = f"synthetic task, {steps} steps, 2 CPU workers, local executor"
     raw = "the same torchrun command alone"
-    return [
-        Row(f"submit -> gathered result, Python API (submit + wait + gather), {what}", raw, m["api"], m["raw"],
+    row = {
+        "api": lambda: Row(
+            f"submit -> gathered result, Python API (submit + wait + gather), {what}", raw, m["api"], m["raw"],
             repeats, SUBMIT_GOAL, key="submit.api", samples_a=s["api"], samples_b=s["raw"],
             note=f"outside torchrun {median(outside['api']):.2f} s (median); {paired('api', 'raw')}; wait() blocks "
                  "on the LocalJob controller process instead of polling every second"),
-        Row(f"`hpc-ft submit` end to end (compose, dispatch, wait, results), {what}", raw, m["cli"], m["raw"],
+        "cli": lambda: Row(
+            f"`hpc-ft submit` end to end (compose, dispatch, wait, results), {what}", raw, m["cli"], m["raw"],
             repeats, "report", key="submit.cli", samples_a=s["cli"], samples_b=s["raw"],
             note="adds the CLI's own start (Hydra compose + validation) and the results table"),
-        Row(f"reference: plain submitit LocalExecutor + job.result(), {what}", raw, m["submitit"], m["raw"],
+        "submitit": lambda: Row(
+            f"reference: plain submitit LocalExecutor + job.result(), {what}", raw, m["submitit"], m["raw"],
             repeats, "report", key="submit.submitit", samples_a=s["submitit"], samples_b=s["raw"],
             note="A here is raw submitit, not hpc_ft: the cost hpc_ft's wait() avoids"),
-        Row(f"submit -> gathered result of a user's own script (script.path=baselines/ddp_loop.py, synthetic, "
+        "script": lambda: Row(
+            f"submit -> gathered result of a user's own script (script.path=baselines/ddp_loop.py, synthetic, "
             f"{script_steps} steps, 2 CPU workers, local executor)", "the same torchrun command alone",
             m["script"], m["script_raw"], repeats, SUBMIT_GOAL, key="submit.script", samples_a=s["script"],
             samples_b=s["script_raw"], note=f"outside torchrun {median(outside['script']):.2f} s (median); "
                                             f"{paired('script', 'script_raw')}; README \"Bring your own script\": "
                                             "the payload is the user's script"),
-    ]
+    }
+    return [row[name]() for name in ROWS if name in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
-    return group_main(measure, "Submit to result", __doc__.splitlines()[0], argv)
+    import argparse
+
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--repeats", type=int)
+    own, rest = ap.parse_known_args(argv)
+    rows = tuple(r for r in own.rows.split(",") if r)
+
+    def measure_these(quick: bool) -> list[Row]:
+        return measure(quick, rows=rows, repeats=own.repeats)
+
+    return group_main(measure_these, "Submit to result", __doc__.splitlines()[0], rest)
 
 
 if __name__ == "__main__":

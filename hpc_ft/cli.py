@@ -195,17 +195,6 @@ class _HeldStderr:
         return text
 
 
-def _hydra_refusal(text: str) -> str:
-    """Hydra's refusal of a command line as one error: its first paragraph, without the hints that do not apply to
-    hpc-ft (HYDRA_FULL_ERROR for a stack trace; ``+key`` to append, which hpc_ft refuses for an unknown key) and
-    without OmegaConf's type details. The Fix line (hpc_ft.config.overrides.refusal_fix) follows it."""
-    noise = ("To append to your config", "Set the environment variable HYDRA_FULL_ERROR", "full_key:",
-             "reference_type=", "object_type=")
-    first = text.strip().split("\n\n")[0]
-    lines = [ln.strip() for ln in first.splitlines() if ln.strip() and not ln.strip().startswith(noise)]
-    return "error: " + "\n  ".join(lines) if lines else "error: Hydra refused the command line"
-
-
 def _hydra_run(task, argv: list[str], prog: str) -> int:
     """Run ``task(cfg)`` under hydra.main with ``argv`` as the command line."""
     import hydra
@@ -230,6 +219,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         print(f"error: {ConfigError(renamed)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
 
+    if any(a.lstrip("+").startswith("hydra/sweeper=optuna") for a in argv):
+        from hydra_plugins.hpc_ft_launcher.launcher import quiet_optuna_sweeper_deprecations
+
+        quiet_optuna_sweeper_deprecations()  # before Hydra instantiates the sweeper and its sampler
     held = _HeldStderr()
 
     def wrapped(cfg):
@@ -300,10 +293,10 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         if renamed_in_file is not None:  # a config file of the user's sets a key by its old name
             print(f"error: {ConfigError([renamed_in_file])}", file=sys.stderr)
             return EXIT_BAD_CONFIG
-        from hpc_ft.config.overrides import refusal_fix
+        from hpc_ft.config.overrides import hydra_refusal, refusal_fix
 
         _discard_fresh_dirs()  # a sweep's dir, made before Hydra applied the job's overrides
-        print(_hydra_refusal(hydra_said), file=sys.stderr)
+        print(hydra_refusal(hydra_said), file=sys.stderr)
         print(refusal_fix(argv, prog), file=sys.stderr)
         return EXIT_BAD_CONFIG
     except Exception as exc:

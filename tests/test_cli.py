@@ -272,6 +272,34 @@ def test_hydra_refusal_gives_the_fix_for_that_mistake_and_command(tmp_path, cmd,
     assert f"hpc-ft {cmd}" in fix_line and f"hpc-ft {'sbatch' if cmd == 'submit' else 'submit'}" not in fix_line
 
 
+@pytest.mark.parametrize("cmd", ["submit", "plan"])
+@pytest.mark.parametrize("override, fix", [
+    # each value of a sweep is checked: the Fix names the bad one and keeps the sweep with the rest
+    ("train.max_steps=10,abc", "train.max_steps takes a whole number; 'abc' in the sweep is not; did you mean "
+                               "hpc-ft {cmd} -m train.max_steps=10"),
+    ("model=minilm,mlpp", "mlpp in the sweep is not one; did you mean hpc-ft {cmd} -m model=minilm,mlp"),
+    ("precision=bf16,fp8", "fp8 in the sweep is not one; did you mean hpc-ft {cmd} -m precision=bf16"),
+    ("train.max_steps=a,b", "'a', 'b' in the sweep are not"),  # nothing left to keep: no command
+])
+def test_a_sweeps_bad_value_gets_a_fix_that_keeps_the_sweep(tmp_path, cmd, override, fix):
+    extra = ["dry_run=true"] if cmd == "submit" else ["--no-queue"]
+    err = refused(run([cmd, "-m", override, *extra], tmp_path))
+    fix_line = next(line for line in err.splitlines() if line.startswith("Fix:"))
+    assert fix.format(cmd=cmd) in fix_line, err
+    # one error: Hydra's first paragraph, not its list of options and config search path (the Fix names them)
+    assert "Config search path" not in err and "Available options" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["submit", "model=mlp", "dry_run=true"],
+                                  ["plan", "-m", "model=mlp,minilm", "--no-queue"]], ids=["submit", "plan"])
+def test_a_model_reading_a_key_the_chosen_data_lacks_names_the_option_that_has_it(tmp_path, args):
+    """model=mlp takes ${data.num_features}; the default data (chatterbot) has none: the Fix names data=synthetic."""
+    err = refused(run(args, tmp_path))
+    assert "model.num_features reads data.num_features, which only data=synthetic sets" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sbatch_prints_a_pasteable_command_for_any_run_dir(tmp_path):
     import shlex
 

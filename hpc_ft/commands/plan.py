@@ -180,7 +180,7 @@ def plan_main(argv: list[str]) -> int:
         return EXIT_BAD_CONFIG
     except Exception as exc:  # Hydra's own: a bad override or a missing config group option
         if type(exc).__module__.startswith(("hydra", "omegaconf")):
-            from hpc_ft.config.overrides import refusal_fix
+            from hpc_ft.config.overrides import hydra_refusal, refusal_fix
             from hpc_ft.config.renames import renamed_in_config_file
             from hpc_ft.errors import ConfigError
 
@@ -188,7 +188,8 @@ def plan_main(argv: list[str]) -> int:
             if renamed is not None:  # a config file of the user's sets a key by its old name
                 print(f"error: {ConfigError([renamed])}", file=sys.stderr)
                 return EXIT_BAD_CONFIG
-            print(f"error: {exc}", file=sys.stderr)
+            cause = f"\n{exc.__cause__}" if exc.__cause__ is not None else ""  # as Hydra's own CLI prints it
+            print(hydra_refusal(f"{exc}{cause}"), file=sys.stderr)
             print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG
         raise

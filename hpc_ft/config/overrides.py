@@ -116,7 +116,29 @@ def omegaconf_problem(exc: Exception, cfg: Any = None) -> Problem:
         fix = "`hpc-ft submit --cfg job` prints every key with its current value"
     value = getattr(exc, "value", None) or _written_value(getattr(exc, "child_node", None)) or \
         _written_value(_node_at(cfg, str(key)))
+    if type(exc).__name__ == "InterpolationKeyError":
+        fix = _options_that_set(str(value or ""), str(key)) or fix
     return Problem(str(key), value or "", f"{type(exc).__name__}: {msg}", fix)
+
+
+def _options_that_set(written: str, key: str) -> str:
+    """For ``key: ${data.num_features}`` where the chosen data option has no ``num_features`` (model=mlp with
+    data=chatterbot): the options of that group that set it, as the Fix; "" when ``written`` is not such a
+    reference or no option sets it."""
+    import re
+
+    from hpc_ft import CONF_DIR
+
+    m = re.fullmatch(r"\$\{(\w+)\.(\w+)\}", written.strip())
+    if not m or m.group(1) not in CHOICE_GROUPS:
+        return ""
+    group, leaf = m.groups()
+    having = [p.stem for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
+              if leaf in (option_values(group, p.stem) or {})]
+    if not having:
+        return ""
+    return (f"{key} reads {group}.{leaf}, which only {', '.join(f'{group}={h}' for h in having)} sets: pick "
+            f"{'it' if len(having) == 1 else 'one'}, or write the value itself ({key}=...)")
 
 
 def _node_at(cfg: Any, key: str) -> Any:
@@ -230,6 +252,52 @@ def _type_words(key: str) -> str:
     return words + (" (or null)" if optional else "")
 
 
+def hydra_refusal(text: str) -> str:
+    """Hydra's refusal of a command line as one error: its first paragraph, without the hints that do not apply to
+    hpc-ft (HYDRA_FULL_ERROR for a stack trace; ``+key`` to append, which hpc_ft refuses for an unknown key; the
+    list of options and the config search path, which the Fix line names instead) and without OmegaConf's type
+    details. The Fix line (``refusal_fix``) follows it."""
+    noise = ("To append to your config", "Set the environment variable HYDRA_FULL_ERROR", "full_key:",
+             "reference_type=", "object_type=")
+    first = text.strip().split("\n\n")[0]
+    lines = [ln.strip() for ln in first.splitlines() if ln.strip() and not ln.strip().startswith(noise)]
+    return "error: " + "\n  ".join(lines) if lines else "error: Hydra refused the command line"
+
+
+def _choice_elements(ov: Any) -> list[Any] | None:
+    """The values of a choice sweep (``key=a,b,c`` or ``key=choice(a,b)``) as Hydra parses them; None for an
+    override that is not one (a single value, ``range(...)``, ``interval(...)``)."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    if not ov.is_sweep_override() or not isinstance(ov.value(), ChoiceSweep):
+        return None
+    return list(ov.sweep_iterator())
+
+
+def _sweep_fixed(command: Any, arg: str, raw_key: str, elements: list[Any], fixed: Any) -> str:
+    """"; did you mean CMD" with each element of a choice sweep replaced by ``fixed(element)`` (dropped where that
+    is empty); "" when nothing would be left. ``command(old, new)`` renders the whole corrected command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    kept: list[str] = []
+    for e in elements:
+        new = fixed(e)
+        if new == "" or new is None:
+            continue
+        text = str(new).lower() if isinstance(new, bool) else str(new)
+        try:  # an element Hydra would read differently unquoted (a space, a comma) keeps Hydra's quotes
+            OverridesParser.create().parse_override(f"{raw_key}={text}")
+        except HydraException:
+            text = repr(str(new))
+        if text not in kept:
+            kept.append(text)
+    if not kept:
+        return ""
+    values = ",".join(kept)
+    return f"; did you mean {command(arg, f'{raw_key}={values}')}"
+
+
 def refusal_fix(args: list[str], prog: str) -> str:
     """The Fix line for overrides Hydra refused: the first mistake found in ``args``, with the corrected
     command for ``prog`` (``hpc-ft submit`` / ``hpc-ft sbatch``) shell-quoted, ready to paste."""
@@ -265,6 +333,16 @@ def refusal_fix(args: list[str], prog: str) -> str:
         if "/" in key or "@" in key:
             continue
         group_dir = Path(CONF_DIR) / key
+        elements = _choice_elements(ov)  # the values of a sweep a,b,c (None: not a choice sweep)
+        if "." not in key and group_dir.is_dir() and elements is not None:
+            names = sorted(p.stem for p in group_dir.glob("*.yaml"))
+            bad = [e for e in elements if str(e) not in names]
+            if bad and not raw_key.startswith("~"):
+                return (f"Fix: {key} options are the files in {group_dir}/: {', '.join(names)}; "
+                        f"{', '.join(map(str, bad))} in the sweep {'is not one' if len(bad) == 1 else 'are not'}"
+                        + _sweep_fixed(command, a, raw_key, elements, lambda e: str(e) if str(e) in names
+                                       else _close(str(e), names)))
+            continue
         if "." not in key and group_dir.is_dir():
             names = sorted(p.stem for p in group_dir.glob("*.yaml"))
             if not raw_key.startswith("~") and value not in names:
@@ -302,5 +380,12 @@ def refusal_fix(args: list[str], prog: str) -> str:
                 and not _fits_schema(key, ov.value()):
             return (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
                     "current value")
+        if kind == "ok" and not raw_key.startswith("~") and elements is not None:
+            bad = [e for e in elements if not _fits_schema(key, e)]
+            if bad:
+                return (f"Fix: {key} takes {_type_words(key)}; {', '.join(map(repr, bad))} in the sweep "
+                        f"{'is not' if len(bad) == 1 else 'are not'}"
+                        + _sweep_fixed(command, a, raw_key, elements,
+                                       lambda e: e if _fits_schema(key, e) else ""))
     return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "
             f"in {CONF_DIR}/<group>/ (e.g. model=mlp).")

@@ -21,6 +21,22 @@ from hpc_ft.train.blocks import transformer_blocks
 
 log = logging.getLogger("hpc_ft.train")
 
+
+class _NoKernelsHubNote(logging.Filter):
+    """Drops bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" warning.
+
+    peft imports bitsandbytes when it is installed (hpc_ft[qlora]); on a CPU with AVX512-BF16, bitsandbytes then
+    tries the optional ``kernels`` package, which would fetch a kernel from the Hugging Face Hub, and logs a
+    warning when it is absent before using its own CPU kernel. hpc_ft fetches nothing at run time, so on every LoRA
+    run and export that line was noise, and it suggested installing a package that reaches the network."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+
+
+# Before any peft import below (they are all inside functions): bitsandbytes logs it once, on its import.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoKernelsHubNote())
+
 HEAD_NAMES = ("classifier", "score", "head")  # task heads, initialised fresh: trained in full, not adapted
 
 

@@ -83,6 +83,8 @@ class HpcFtLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        if _OPTUNA_SWEEPER in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or ""):
+            quiet_optuna_sweeper_deprecations()  # the distributions it builds in sweep(), for any Hydra app
 
     # -- Hydra's entry point --------------------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -254,6 +256,26 @@ class HpcFtLauncher(Launcher):
         assert self.config is not None
         target = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
         return conf.tune.metric if "optuna" in target.lower() else None
+
+
+_OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper."
+
+
+def quiet_optuna_sweeper_deprecations() -> None:
+    """Ignore the FutureWarnings Hydra's Optuna sweeper causes on the Optuna hpc_ft installs.
+
+    hydra-optuna-sweeper 1.3.0 (its last release, written for optuna<3; installed without its pins, README) passes
+    TPESampler arguments and builds distributions that Optuna deprecated since: six FutureWarnings per sweep about
+    the sweeper's own code, which nobody running a sweep can act on. Only those: the sampler's five deprecated
+    arguments and warnings raised in the sweeper's modules. Hydra instantiates the sweeper, and its sampler, before
+    the launcher's ``setup``: ``hpc-ft`` calls this before Hydra starts when the command line picks the sweeper."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"hydra_plugins\.hydra_optuna_sweeper(\.|$)")
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning, module=r"optuna\.samplers\._tpe\.sampler$",
+        message=r"`(consider_prior|prior_weight|consider_magic_clip|consider_endpoints|warn_independent_sampling)` "
+                r"has been deprecated")
 
 
 class SweepJobFailed(LaunchError, CompactHydraException):

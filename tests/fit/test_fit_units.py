@@ -174,3 +174,28 @@ def test_qlora_trains_a_4bit_base_on_this_cpu_and_checkpoints_only_the_adapters(
     state = load_latest(spec.run_dir).state["model"]
     assert state and all("lora_" in k for k in state)  # the 4-bit base is never written
     assert trainer.eval_metrics["eval_loss"] == pytest.approx(trainer.eval_metrics["eval_loss"])  # not NaN
+
+
+def test_bitsandbytes_kernels_hub_note_is_dropped_and_its_other_warnings_are_kept():
+    """peft imports bitsandbytes; on AVX512-BF16 CPUs it warned that `kernels` (a Hub download) is missing."""
+    import logging
+    import subprocess
+    import sys
+
+    import hpc_ft.train.lora  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+
+    def record(msg: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, msg, ("No module named 'kernels'",), None)
+
+    assert not logger.filter(record("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make "
+                                    "sure you already `pip install kernels` and the kernels >= 0.11.1"))
+    assert logger.filter(record("any other warning of bitsandbytes: %s"))
+    # and for real, whatever this CPU: a LoRA model built and merged through peft prints nothing
+    code = ("import hpc_ft.train.lora, torch\n"
+            "from peft import LoraConfig, get_peft_model\n"
+            "m = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(target_modules=['0'], r=2))\n"
+            "m.merge_and_unload()\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "gemm_4bit" not in res.stderr, res.stderr
