@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import shlex
 import typing
 from pathlib import Path
@@ -22,8 +23,11 @@ from hpc_ft.errors import ConfigError, Problem
 CHOICE_GROUPS = ("model", "data", "optim")
 
 
+@functools.lru_cache(maxsize=None)
 def _dataclass_fields(cls: type) -> dict[str, Any]:
-    """Field name -> resolved type of a schema dataclass (the schema uses postponed annotations)."""
+    """Field name -> resolved type of a schema dataclass (the schema uses postponed annotations). Cached: a plan
+    checks every node of every point, and resolving the annotations was a tenth of a 1,000-point plan.
+    Callers must not change the returned dict."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
