@@ -131,14 +131,11 @@ def _options_that_set(written: str, key: str) -> str:
     reference or no option sets it."""
     import re
 
-    from hpc_ft import CONF_DIR
-
     m = re.fullmatch(r"\$\{(\w+)\.(\w+)\}", written.strip())
     if not m or m.group(1) not in CHOICE_GROUPS:
         return ""
     group, leaf = m.groups()
-    having = [p.stem for p in sorted((Path(CONF_DIR) / group).glob("*.yaml"))
-              if leaf in (option_values(group, p.stem) or {})]
+    having = [name for name in group_options(group) if leaf in (option_values(group, name) or {})]
     if not having:
         return ""
     return (f"{key} reads {group}.{leaf}, which only {', '.join(f'{group}={h}' for h in having)} sets: pick "
@@ -164,10 +161,15 @@ def _written_value(node: Any) -> Any:
         return None
 
 
-def _example(group: str) -> str:
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the stems of ``conf/<group>/*.yaml``, sorted ([] for no such group)."""
     from hpc_ft import CONF_DIR
 
-    names = sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def _example(group: str) -> str:
+    names = group_options(group)
     return names[0] if names else "<name>"
 
 
@@ -278,10 +280,10 @@ def _choice_elements(ov: Any) -> list[Any] | None:
     return list(ov.sweep_iterator())
 
 
-def _sweep_fixed(command: Any, arg: str, raw_key: str, elements: list[Any], fixed: Any) -> str:
+def _sweep_fixed(command: Any, parser: Any, arg: str, raw_key: str, elements: list[Any], fixed: Any) -> str:
     """"; did you mean CMD" with each element of a choice sweep replaced by ``fixed(element)`` (dropped where that
-    is empty); "" when nothing would be left. ``command(old, new)`` renders the whole corrected command line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    is empty); "" when nothing would be left. ``command(old, new)`` renders the whole corrected command line;
+    ``parser`` is Hydra's OverridesParser, which tells whether an element needs Hydra's quotes."""
     from hydra.errors import HydraException
 
     kept: list[str] = []
@@ -291,7 +293,7 @@ def _sweep_fixed(command: Any, arg: str, raw_key: str, elements: list[Any], fixe
             continue
         text = str(new).lower() if isinstance(new, bool) else str(new)
         try:  # an element Hydra would read differently unquoted (a space, a comma) keeps Hydra's quotes
-            OverridesParser.create().parse_override(f"{raw_key}={text}")
+            parser.parse_override(f"{raw_key}={text}")
         except HydraException:
             text = repr(str(new))
         if text not in kept:
@@ -338,21 +340,21 @@ def refusal_fix(args: list[str], prog: str) -> str:
             continue
         group_dir = Path(CONF_DIR) / key
         elements = _choice_elements(ov)  # the values of a sweep a,b,c (None: not a choice sweep)
-        if "." not in key and group_dir.is_dir() and elements is not None:
-            names = sorted(p.stem for p in group_dir.glob("*.yaml"))
-            bad = [e for e in elements if str(e) not in names]
-            if bad and not raw_key.startswith("~"):
-                return (f"Fix: {key} options are the files in {group_dir}/: {', '.join(names)}; "
-                        f"{', '.join(map(str, bad))} in the sweep {'is not one' if len(bad) == 1 else 'are not'}"
-                        + _sweep_fixed(command, a, raw_key, elements, lambda e: str(e) if str(e) in names
-                                       else _close(str(e), names)))
-            continue
         if "." not in key and group_dir.is_dir():
-            names = sorted(p.stem for p in group_dir.glob("*.yaml"))
-            if not raw_key.startswith("~") and value not in names:
+            names = group_options(key)
+            options = f"Fix: {key} options are the files in {group_dir}/: {', '.join(names)}"
+            if raw_key.startswith("~"):
+                continue
+            if elements is not None:
+                bad = [e for e in elements if str(e) not in names]
+                if bad:
+                    return (f"{options}; {', '.join(map(str, bad))} in the sweep "
+                            f"{'is not one' if len(bad) == 1 else 'are not'}"
+                            + _sweep_fixed(command, parser, a, raw_key, elements,
+                                           lambda e: str(e) if str(e) in names else _close(str(e), names)))
+            elif value not in names:
                 near = _close(value, names)
-                return (f"Fix: {key} options are the files in {group_dir}/: {', '.join(names)}"
-                        + (f"; did you mean {command(a, f'{raw_key}={near}')}" if near else ""))
+                return options + (f"; did you mean {command(a, f'{raw_key}={near}')}" if near else "")
             continue
         kind, known, fields = _schema_path(key)
         if kind == "mapping" and not raw_key.startswith("+"):
@@ -389,7 +391,7 @@ def refusal_fix(args: list[str], prog: str) -> str:
             if bad:
                 return (f"Fix: {key} takes {_type_words(key)}; {', '.join(map(repr, bad))} in the sweep "
                         f"{'is not' if len(bad) == 1 else 'are not'}"
-                        + _sweep_fixed(command, a, raw_key, elements,
+                        + _sweep_fixed(command, parser, a, raw_key, elements,
                                        lambda e: e if _fits_schema(key, e) else ""))
     return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "
             f"in {CONF_DIR}/<group>/ (e.g. model=mlp).")

@@ -83,7 +83,7 @@ class HpcFtLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
-        if _OPTUNA_SWEEPER in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or ""):
+        if _optuna_sweeper(config):
             quiet_optuna_sweeper_deprecations()  # the distributions it builds in sweep(), for any Hydra app
 
     # -- Hydra's entry point --------------------------------------------------------------------------------
@@ -254,11 +254,12 @@ class HpcFtLauncher(Launcher):
     def _returned_metric(self, conf: Any) -> Optional[str]:
         """tune.metric when Hydra's Optuna sweeper drives this launcher (it optimises a number per job)."""
         assert self.config is not None
-        target = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
-        return conf.tune.metric if "optuna" in target.lower() else None
+        return conf.tune.metric if _optuna_sweeper(self.config) else None
 
 
-_OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper."
+def _optuna_sweeper(config: DictConfig) -> bool:
+    """Does Hydra's Optuna sweeper drive this launcher (``hydra/sweeper=optuna``)?"""
+    return "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "").lower()
 
 
 def quiet_optuna_sweeper_deprecations() -> None:
