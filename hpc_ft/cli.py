@@ -37,12 +37,14 @@ commands:
 Hydra's own flags (--cfg, --info, -m, hydra.run.dir=...) work after the command.
 """
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped at a preemption checkpoint; submitting again resumes (not a failure)
+EXIT_DOES_NOT_FIT = 1  # hpc-ft estimate: the job does not fit one GPU's memory (2 stays bad input)
 
 COMMAND_USAGE = {
     "submit": """usage: hpc-ft submit [--cfg job] [-m] [overrides...]
 
 Compose conf/ with the Hydra overrides, validate, dispatch (executor=local | debug | slurm), wait and report.
   dry_run=true          print the job description; dispatch and leave nothing
+  wait=false            submit and return (hpc-ft status / logs / report RUN_DIR follow the job)
   --cfg job             print the composed config
   -m a=1,2              a sweep (planned by hpc_ft.sched)
   --from RUN_DIR        that run's job again, in a new run dir (its overrides, then yours)
@@ -58,7 +60,9 @@ sbatch command that submits it. Takes the same overrides as hpc-ft submit.""",
 Estimate the job's peak memory per worker (parameters, gradients, optimizer state, activations) by tracing one
 training step on fake tensors (nothing is allocated, nothing is submitted), compare it with the memory of one GPU
 of resources.gpu_type (or resources.gpu_mem_gb), and when it does not fit, list the smallest overrides that make
-it fit. Takes the same overrides as hpc-ft submit; `hpc-ft submit` refuses a GPU job that does not fit.""",
+it fit. Takes the same overrides as hpc-ft submit, without the checks of this machine (its GPUs); `hpc-ft submit`
+refuses a GPU job that does not fit.
+Exit status: 0 it fits (or there is no GPU to compare with), 1 it does not fit, 2 bad input.""",
     "report": """usage: hpc-ft report RUN_DIR
 
 Print the run report (utilization, idle GPUs, energy, cost, advice) of a run dir, or of every job of a
@@ -412,12 +416,16 @@ def _remove_if_only_multirun_yaml(dirs) -> None:
             _remove_empty_parents(d, cwd)
 
 
-def _compose_spec(cfg) -> tuple[Any, list[str]]:
-    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem; the run dir is only read."""
+def _compose_spec(cfg, dispatches: bool = True) -> tuple[Any, list[str]]:
+    """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem; the run dir is only read.
+
+    ``dispatches=False`` (``hpc-ft estimate``, which runs nothing): the executor is not asked about this machine's
+    GPUs (the local executor's count), which a login node lacks; every other check stands."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from hpc_ft.config.overrides import to_job_conf
+    from hpc_ft.config.validate import local_gpu_count
     from hpc_ft.submit.executors import resolve, validate
 
     # As typed: iterating the ListConfig would resolve an ${...} inside an override's text.
@@ -426,8 +434,9 @@ def _compose_spec(cfg) -> tuple[Any, list[str]]:
     from hpc_ft.train.precheck import check_before_dispatch
 
     conf = to_job_conf(cfg, overrides)
+    gpu_count = local_gpu_count if dispatches else (lambda: conf.resources.gpus_per_node)  # as many as it asks
     try:
-        warnings = validate(conf)
+        warnings = validate(conf, gpu_count)
     except ConfigError as exc:
         raise ConfigError(exc.problems + _later_problems(conf, overrides, exc.problems)) from None
     spec = resolve(conf, overrides)
@@ -562,23 +571,25 @@ def _show_run_report(spec, con) -> None:
         from hpc_ft import report
 
         rr = report.build_report(*report.load_run(spec.run_dir))
-        con.print(report.render_text(rr))
+        report.print_report(con, rr)  # the advised command on one unbroken line, to paste
         report.write_report(rr, spec.run_dir)
     except Exception as exc:  # noqa: BLE001 - the training result is already printed and saved
         con.print(f"[yellow]run report unavailable:[/] {exc}")
 
 
 def _estimate_task(cfg) -> int:
-    """`hpc-ft estimate`: the memory estimate of the composed job, in this process (torch loads here)."""
+    """`hpc-ft estimate`: the memory estimate of the composed job, in this process (torch loads here). Returns 0
+    when the job fits (or has no GPU to compare with), EXIT_DOES_NOT_FIT when it does not."""
     from hpc_ft.estimate.fit import fit_report
 
-    spec, warnings = _compose_spec(cfg)
+    spec, warnings = _compose_spec(cfg, dispatches=False)
     _discard_unused_run_dir()  # an estimate leaves nothing behind, like a dry run
     for w in warnings:
         _console().print(f"[yellow]warning:[/] {w}")
-    for line in fit_report(spec).lines():
+    report = fit_report(spec)
+    for line in report.lines():
         print(line)
-    return 0
+    return EXIT_DOES_NOT_FIT if report.fits is False else 0
 
 
 def _memory_check(spec) -> Any:

@@ -74,11 +74,72 @@ class JobSpec:
         return cls.from_dict(data)
 
 
+# The keys of conf/ and the schema whose value may name a local file or directory the job reads (``model=hf``'s
+# checkpoint, ``data=files``' files, a tokenizer's directory, an MLflow file store). ``sched.history`` (a list) and
+# ``script.path`` are made absolute beside them.
+LOCAL_PATH_KEYS = ("model.path", "model.model_dir", "data.path", "data.eval_path", "data.model_dir",
+                   "tracking.mlflow_uri")
+
+
+def absolute_if_local(value: Any, base: str | os.PathLike | None = None) -> Any:
+    """``value`` as an absolute path when it names an existing local file or directory relative to ``base`` (the
+    working directory when None); anything else as it is: None, an absolute path, a Hugging Face hub name that is
+    no local path (``bert-base-uncased``, read from the local cache), a URI (``http://...``), a missing file (the
+    checks name it). ``~`` is expanded. Symbolic links are kept, not followed: a file's name (its extension, which
+    tells ``data.format=auto`` its format) stays the one the user gave."""
+    if not isinstance(value, str) or not value.strip() or Path(value).is_absolute():
+        return value
+    full = Path(base if base is not None else os.getcwd()) / Path(value).expanduser()  # '/' keeps an absolute ~
+    try:
+        found = full.exists()
+    except (OSError, ValueError):  # a name too long, or with a NUL: no file; the checks name the value
+        return value
+    return os.path.normpath(full) if found else value  # normpath, not resolve(): no link is followed
+
+
+def local_paths(conf: JobConf) -> dict[str, Any]:
+    """The ``LOCAL_PATH_KEYS`` the job sets, with their values (``{"model.path": "/work/tiny_llm", ...}``)."""
+    out = {}
+    for key in LOCAL_PATH_KEYS:
+        group, name = key.split(".", 1)
+        holder = getattr(conf, group)  # model and data: plain mappings; tracking: a dataclass
+        value = holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def absolute_local_paths(conf: JobConf, base: str | os.PathLike | None = None) -> list[str]:
+    """Make every ``LOCAL_PATH_KEYS`` value (and ``sched.history``'s dirs) that names an existing local path
+    relative to ``base`` (the working directory when None) absolute, in place; returns the keys changed."""
+    changed = []
+    for key, value in local_paths(conf).items():
+        new = absolute_if_local(value, base)
+        if new != value:
+            group, name = key.split(".", 1)
+            holder = getattr(conf, group)
+            if isinstance(holder, dict):
+                holder[name] = new
+            else:
+                setattr(holder, name, new)
+            changed.append(key)
+    history = [absolute_if_local(h, base) for h in conf.sched.history]
+    if history != list(conf.sched.history):
+        conf.sched.history = history
+        changed.append("sched.history")
+    return changed
+
+
 def resolve(conf: JobConf, overrides: list[str] | None = None) -> JobSpec:
-    """Make a JobSpec from a validated conf: absolute run dir, workers per node pinned."""
+    """Make a JobSpec from a validated conf: absolute run dir, script and local paths, workers per node pinned.
+
+    Every node, every requeue and every later command (export, report, a resumed run) reads the job's files from
+    its job.yaml, whatever its own working directory: the paths are taken from the submitting directory here.
+    """
     conf.run.dir = str(Path(conf.run.dir).expanduser().resolve())
     if conf.script.path:  # every node (and the requeued job) starts the script from its own working directory
         conf.script.path = str(Path(conf.script.path).expanduser().resolve())
+    absolute_local_paths(conf)
     conf.resources.workers_per_node = workers_per_node(conf)
     return JobSpec(conf=conf, overrides=list(overrides or []))
 

@@ -1,5 +1,5 @@
-"""The terminal the commands print to: one rich Console setting, stdout failures as exit statuses, and the signals
-that stop a command as a Ctrl-C.
+"""The terminal the commands print to: one rich Console setting, how byte sizes read, stdout failures as exit
+statuses, and the signals that stop a command as a Ctrl-C.
 
 A command's stdout can go away under it (``hpc-ft report RUN | head -1``) or fill up (``hpc-ft status > /dev/full``).
 Python answers both with a traceback, and once more at exit when it flushes stdout; rich's Console exits with
@@ -32,6 +32,15 @@ def console():
             raise BrokenPipeError
 
     return _Console(highlight=False, width=None if sys.stdout.isatty() else _columns(default=120))
+
+
+def fmt_bytes(n: int | float) -> str:
+    """``n`` bytes as GiB with two decimals, MiB with one below 1 GiB (a 2.5 MB peak reads ``2.5 MiB``, not
+    ``0.00 GiB``): the one byte formatter of the estimate, the plan and the run report."""
+    gib = 1024 ** 3
+    if abs(n) >= gib:
+        return f"{n / gib:.2f} GiB"
+    return f"{n / 1024 ** 2:.1f} MiB"
 
 
 def _columns(default: int) -> int:

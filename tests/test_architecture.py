@@ -52,10 +52,13 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("hpc_ft", "hydra_plugins")
@@ -454,3 +457,35 @@ def test_login_node_commands_load_no_torch(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["codes"] == [0, 0, 0, 0], res.stderr[-3000:]
     assert out["loaded"] == [], f"loaded by --help, a dry run, sbatch or plan: {out['loaded']}"
+
+
+# A dry run of model=hf on data=files checks the checkpoint (config.json, read as JSON) and the files (read through
+# `datasets`, which imports no torch, so the row counts are the ones training sees) and builds the task for its
+# data settings: none of it may load torch or transformers (the task plug-ins import torch only to make tensors).
+FILES_DRY_RUN_CHECK = textwrap.dedent("""
+    import contextlib, io, json, sys
+    import hpc_ft.cli
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = hpc_ft.cli.main(sys.argv[1:])
+    print(json.dumps({"code": code, "loaded": [m for m in HEAVY if m in sys.modules]}))
+""")
+
+
+@pytest.mark.parametrize("task", ["sequence_classification", "causal_lm"])
+def test_a_dry_run_of_model_hf_on_files_loads_no_torch(task, tmp_path):
+    from hpc_ft.testing.hf_models import tiny_bert, write_jsonl
+
+    model = tiny_bert(tmp_path / "bert")
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"text": f"example number {i}", "label": i % 2} for i in range(40)])
+    argv = ["submit", "dry_run=true", f"task={task}", "model=hf", f"model.path={model}", "data=files",
+            f"data.path={rows}", "data.text_field=text", "data.max_length=32", "train.global_batch_size=8"]
+    argv += ["data.label_field=label"] if task == "sequence_classification" else []
+    heavy = tuple(m for m in HEAVY if m != "datasets") + ("transformers",)
+    code = f"HEAVY = {heavy!r}\n" + FILES_DRY_RUN_CHECK
+    env = {**os.environ, "HPC_FT_DATA_CACHE": str(tmp_path / "data_cache")}
+    res = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0, res.stderr[-3000:]
+    assert out["loaded"] == [], f"loaded by a model=hf data=files dry run: {out['loaded']}"

@@ -124,6 +124,38 @@ def test_a_refused_resubmission_leaves_the_named_run_dirs_hydra_files_as_they_we
     assert after == before  # no overrides.yaml, hydra.yaml or hpc_ft.log of the refused job either
 
 
+def test_a_finished_run_submitted_again_is_refused_and_its_run_dir_left_as_it_was(tmp_path, monkeypatch, capsys):
+    # The same command again started a job that trained 0 steps and overwrote train.json with final_loss nan.
+    from hpc_ft import cli
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.spec import write_spec
+    from hpc_ft.submit.executors import resolve
+    from hpc_ft.train.checkpoint import ckpt_path
+
+    overrides = ["model=mlp", "data=synthetic", "train.max_steps=20", "telemetry=off"]
+    rd = RunDir(tmp_path / "run")
+    spec = resolve(compose_conf(overrides, run_dir=rd.path), overrides)
+    write_spec(spec)
+    ckpt_path(rd.path, 20).parent.mkdir()
+    ckpt_path(rd.path, 20).write_bytes(b"the step 20 checkpoint")  # its name is all a check before dispatch reads
+    rd.node(0).path.mkdir(parents=True)
+    rd.node(0).train_result.write_text('{"steps": 20, "final_loss": 0.12}\n')
+    (rd.path / ".hydra").mkdir()
+    (rd.path / ".hydra" / "config.yaml").write_text("the finished run's config\n")
+    before = {p.relative_to(rd.path): p.read_bytes() for p in rd.path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["submit", *overrides, f"hydra.run.dir={rd.path}"]) == 2
+    err = capsys.readouterr().err
+    assert "(1 problem(s))" in err and "train.max_steps=20" in err, err
+    assert (f"the run in {rd.path} has already reached train.max_steps (checkpoint at step 20): nothing left to "
+            f"train" in err)
+    assert f"hpc-ft report {rd.path}" in err and "train.max_steps=M with M > 20" in err
+    assert "hydra.run.dir=NEW_DIR" in err
+    assert "Traceback" not in err
+    assert {p.relative_to(rd.path): p.read_bytes() for p in rd.path.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("key", ["hydra.run.dir", "++hydra.run.dir"])  # ++: Hydra's force-add sets it as well
 @pytest.mark.parametrize("extra", [["train.max_steps=-1"], ["dry_run=true"]])
 def test_a_named_run_dir_that_a_refused_or_dry_run_created_is_gone_with_its_new_parents(tmp_path, extra, key):

@@ -62,3 +62,36 @@ def test_the_schemas_missing_is_omegaconfs():
     from hpc_ft.config import schema
 
     assert schema.MISSING == omegaconf.MISSING
+
+
+def test_resolve_makes_local_paths_absolute_and_keeps_hub_names(tmp_path, monkeypatch):
+    # `cd scratch && hpc-ft export ../outputs/rel` failed: job.yaml held model.path=scratch/tiny_llm, relative to
+    # the directory the run was submitted from.
+    (tmp_path / "scratch" / "tiny_llm").mkdir(parents=True)
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "3f2a").write_text("{}\n")
+    (tmp_path / "scratch" / "sft.jsonl").symlink_to(tmp_path / "blobs" / "3f2a")  # a link into a cache
+    (tmp_path / "scratch" / "dev.jsonl").write_text("{}\n")
+    (tmp_path / "old_run").mkdir()
+    (tmp_path / "mlruns").mkdir()
+    monkeypatch.chdir(tmp_path)
+    spec = resolve(compose_conf(["model=hf", "model.path=scratch/tiny_llm", "data=files", "data.path=scratch/sft.jsonl",
+                                 "data.eval_path=./scratch/../scratch/dev.jsonl", "sched.history=[old_run]",
+                                 "tracking.mlflow_uri=mlruns"],
+                                run_dir="run"))
+    assert spec.conf.model["path"] == str(tmp_path / "scratch" / "tiny_llm")
+    # The link is kept, not followed: its name's .jsonl tells data.format=auto the format.
+    assert spec.conf.data["path"] == str(tmp_path / "scratch" / "sft.jsonl")
+    assert spec.conf.data["eval_path"] == str(tmp_path / "scratch" / "dev.jsonl")
+    assert spec.conf.sched.history == [str(tmp_path / "old_run")]
+    assert spec.conf.tracking.mlflow_uri == str(tmp_path / "mlruns")  # a local MLflow file store
+    # A hub name (read from the local Hugging Face cache) is no local path: kept, in model.path and the tokenizer's
+    # data.model_dir alike; so is a path that names nothing (the checks name it), and a URI.
+    hub = resolve(compose_conf(["model=hf", "model.path=bert-base-uncased", "data=chatterbot",
+                                "tracking.mlflow_uri=http://mlflow:5000"], run_dir="run"))
+    assert hub.conf.model["path"] == "bert-base-uncased" and hub.conf.data["model_dir"] == "bert-base-uncased"
+    assert hub.conf.tracking.mlflow_uri == "http://mlflow:5000"
+    missing = resolve(compose_conf(["model=hf", "model.path=no/such_dir"], run_dir="run"))
+    assert missing.conf.model["path"] == "no/such_dir"
+    local = resolve(compose_conf(["model=hf", "model.path=scratch/tiny_llm", "data=chatterbot"], run_dir="run"))
+    assert local.conf.data["model_dir"] == str(tmp_path / "scratch" / "tiny_llm")  # the tokenizer's dir as well

@@ -3,9 +3,11 @@
 Slurm: ``scancel`` of the job, or of the whole job array of a sweep. Local executor: SIGTERM to each node's
 torchrun process group: the workers finish their step, checkpoint and exit, as on a preemption (without a
 torchrun yet, to submitit's local controller, which forwards it); anything still alive after the grace period
-is killed. Either way nothing in the run dir is removed: ``hpc-ft submit`` with the same ``hydra.run.dir``
-resumes from the newest checkpoint. Asks for confirmation unless ``--yes``; without a terminal to ask on,
-``--yes`` is required.
+is killed. A user's script checkpoints only if it keeps hpc_ft.script_api's contract; otherwise it dies of the
+signal. Either way nothing in the run dir is removed: ``hpc-ft submit`` with the same ``hydra.run.dir`` resumes
+from the newest checkpoint. Each run dir records the job cancelled (``CancelRecord``), so ``hpc-ft status`` says
+CANCELLED without asking Slurm. Asks for confirmation unless ``--yes``; without a terminal to ask on, ``--yes``
+is required.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
-from hpc_ft.rundir.lock import PROCESS, SLURM_JOB
+from hpc_ft.rundir.layout import RunDir
+from hpc_ft.rundir.lock import PROCESS, SLURM_JOB, RunDirLock
+from hpc_ft.rundir.records import CancelRecord
 
 EXIT_BAD_INPUT = 2
 GRACE_S = 60.0  # local: how long the workers get to checkpoint before what is left is killed
@@ -32,12 +37,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def cancel_local(job_id: str, grace_s: float) -> str:
+def cancel_local(job_id: str, grace_s: float, checkpoints: bool = True) -> str:
     """Stop the local job whose submitit controller has pid ``job_id`` (hpc_ft.submit.executors.local, which
-    Ctrl-C on a waiting `hpc-ft submit` uses too); returns what was done."""
+    Ctrl-C on a waiting `hpc-ft submit` uses too); returns what was done. ``checkpoints=False``: a user's script,
+    whose checkpoint is not promised."""
     from hpc_ft.submit.executors.local import stop_local_jobs
 
-    return stop_local_jobs([int(job_id)], grace_s)[0]
+    return stop_local_jobs([int(job_id)], grace_s, checkpoints=checkpoints)[0]
+
+
+def runs_script(st: RunState) -> bool:
+    """The run's job runs a user's script (its job.yaml has no train.max_steps of hpc_ft's loop)."""
+    return st.spec is not None and st.spec.max_steps is None
+
+
+def record_cancel(st: RunState) -> Path:
+    """Write the run dir's CancelRecord for ``st``'s job (atomically); returns its path."""
+    rd = RunDir(st.run_dir)
+    owner = RunDirLock(rd.path).read_owner()
+    submitted = owner.started_unix_s if owner is not None and owner.job_id == st.job_id else None
+    CancelRecord(job_id=str(st.job_id), submitted_unix_s=submitted, cancelled_unix_s=time.time()).save(
+        rd.cancel_record)
+    return rd.cancel_record
 
 
 def cancel_slurm(job_ids: list[str]) -> str:
@@ -63,8 +84,6 @@ def cancel_main(argv: list[str]) -> int:
     2 for a bad path or a missing --yes."""
     args = _parser().parse_args(argv)
     path = Path(args.path)
-    from hpc_ft.rundir.layout import RunDir
-
     if RunDir(path).spec.exists():
         states = [run_state(path)]
     elif path.is_dir() and is_sweep_dir(path):
@@ -92,16 +111,29 @@ def cancel_main(argv: list[str]) -> int:
 
 def _cancel(live: list[RunState], path: Path, grace_s: float) -> int:
     code = 0
-    slurm = sorted({s.job_id.split("_")[0] for s in live if s.probe == SLURM_JOB})
+    # Recorded before the signal: status shows CANCELLED as soon as the job has ended, not what it died of.
+    records = {id(s): record_cancel(s) for s in live}
+    done: set[int] = set()
+    slurm = [s for s in live if s.probe == SLURM_JOB]
     try:
         if slurm:
-            print(cancel_slurm(slurm))
+            print(cancel_slurm(sorted({s.job_id.split("_")[0] for s in slurm})))
+            done.update(id(s) for s in slurm)
         for s in live:
             if s.probe == PROCESS:
-                print(cancel_local(s.job_id, grace_s))
+                print(cancel_local(s.job_id, grace_s, checkpoints=not runs_script(s)))
+                done.add(id(s))
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 1
-    print(f"the run dir is kept; to resume: hpc-ft submit ... hydra.run.dir={shlex.quote(str(path))} "
-          "(the same overrides: it continues from the newest checkpoint)")
+    for s in live:
+        if id(s) not in done:  # not cancelled: its record must not call it so
+            records[id(s)].unlink(missing_ok=True)
+    where = f"hydra.run.dir={shlex.quote(str(path))}"
+    if all(runs_script(s) for s in live):
+        print(f"the run dir is kept; hpc-ft submit ... {where} runs the script again there (the same overrides): "
+              "it continues only from a checkpoint of its own ($HPC_FT_RUN_DIR, README \"Bring your own script\")")
+    else:
+        print(f"the run dir is kept; to resume: hpc-ft submit ... {where} "
+              "(the same overrides: it continues from the newest checkpoint)")
     return code

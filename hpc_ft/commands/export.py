@@ -97,13 +97,51 @@ def model_card(spec, step: int, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def submitted_from(run_dir: Path) -> Path | None:
+    """The directory the run was submitted from, as Hydra recorded it (``hydra.runtime.cwd``), or None where the run
+    dir has no such record (a Python API or tune trial's dir) or it cannot be read."""
+    from omegaconf import OmegaConf
+
+    from hpc_ft.rundir.layout import RunDir
+
+    try:
+        cwd = OmegaConf.select(OmegaConf.load(RunDir(run_dir).hydra_record), "hydra.runtime.cwd")
+    except Exception:  # noqa: BLE001 - missing or unreadable: the record is only a help
+        return None
+    return Path(cwd) if isinstance(cwd, str) and Path(cwd).is_absolute() else None
+
+
+def _local_model_paths(spec, run_dir: Path) -> None:
+    """Make the relative paths of a run dir written before jobs recorded them absolute (``hpc_ft.job.resolve``)
+    absolute, from the directory the run was submitted from where the run dir records it. Raises ExportError
+    naming ``model.path`` when it is still relative and names no checkpoint from here."""
+    from hpc_ft.job import absolute_local_paths
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.train.tasks.base import plain
+    from hpc_ft.train.tasks.hf_checks import resolve_model_path
+
+    base = submitted_from(run_dir)
+    if base is not None:
+        absolute_local_paths(spec.conf, base)  # each path that names an existing file from there
+    path = plain(spec.conf.model).get("path")
+    if not isinstance(path, str) or Path(path).expanduser().is_absolute() or resolve_model_path(path)[1] is None:
+        return  # absolute (today's runs; found or not, the checks below name it), or found from here
+    where = (f"{base}, where it names nothing now" if base is not None else
+             "not recorded in the run dir: no readable .hydra/hydra.yaml")
+    raise ExportError(f"model.path={path!r} in {RunDir(run_dir).spec} was recorded relative to the directory the run "
+                      f"was submitted from ({where}); from {Path.cwd()} it is neither a local directory nor a hub name "
+                      f"in the local Hugging Face cache: run hpc-ft export from the directory you submitted from, or "
+                      f"set model.path to the checkpoint's absolute path in that job.yaml")
+
+
 def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = False) -> tuple[Path, str]:
     """Export checkpoint ``step`` (newest: None) of ``run_dir`` into ``out``; returns the directory written and the
     transformers Auto class that loads it (the task's head). A LoRA run writes its adapter, or with ``merge`` the
     base with the adapter merged in.
 
     Raises ExportError when the run has no checkpoint of that step, was not trained from a Hugging Face model
-    (model=hf), ``merge`` is asked of a run without LoRA, or ``out`` exists.
+    (model=hf), ``merge`` is asked of a run without LoRA, ``out`` exists, or an older run dir's relative model.path
+    names no checkpoint from here (nor from the directory the run was submitted from).
     """
     from hpc_ft.job import JobSpec
     from hpc_ft.rundir.layout import RunDir
@@ -118,6 +156,7 @@ def export(run_dir: Path, out: Path | None, step: int | None, merge: bool = Fals
     if not is_hf_model(spec.conf.model):
         raise ExportError(f"{run_dir} trained model._target_={spec.conf.model.get('_target_')}, not a Hugging Face "
                           f"checkpoint: export writes Hugging Face format, so train with model=hf model.path=DIR")
+    _local_model_paths(spec, run_dir)  # an older run dir's relative model.path
     lora = spec.conf.peft.method == "lora"
     if merge and not lora:
         raise ExportError(f"--merge: {run_dir} trained every weight (peft.method={spec.conf.peft.method}), there is "

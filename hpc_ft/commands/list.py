@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from hpc_ft.commands.runstate import RunState, apply_slurm, run_state, steps_text
+from hpc_ft.commands.runstate import RunState, apply_slurm, find_run_dirs, run_state, steps_text
 from hpc_ft.commands.status import DEFAULT_ROOTS, _to_json, fmt_duration, state_text
 
 EXIT_BAD_INPUT = 2
@@ -27,19 +27,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50; 0: all)")
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     return p
-
-
-def find_run_dirs(roots: list[Path]) -> list[Path]:
-    """Every run dir (a dir holding job.yaml) at any depth below ``roots``."""
-    from hpc_ft.rundir.layout import RunDir, SweepDir
-
-    out: set[Path] = set()
-    for r in roots:
-        if RunDir(r).spec.exists():
-            out.add(r)
-        elif r.is_dir():
-            out.update(SweepDir(r).run_dirs_anywhere())
-    return sorted(out)
 
 
 def _sort_key(key: str):

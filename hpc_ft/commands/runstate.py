@@ -24,7 +24,7 @@ from typing import Any
 from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
 from hpc_ft.rundir.lock import (ACTIVE_SLURM_STATES, NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock,
                                 detached_job_alive)
-from hpc_ft.rundir.records import NodeAttempt, NodeReport, RecordError, SweepManifest
+from hpc_ft.rundir.records import CancelRecord, NodeAttempt, NodeReport, RecordError, SweepManifest
 
 SLURM_TIMEOUT_S = 20
 # Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
@@ -117,6 +117,7 @@ class RunState:
     gpu_hours: float | None = None
     wall_s: float | None = None
     updated_unix_s: float | None = None
+    cancelled: bool = False  # `hpc-ft cancel` stopped this job (the run dir's CancelRecord); state CANCELLED
 
     @property
     def live(self) -> bool:
@@ -268,9 +269,45 @@ def _sacct(job_id: str) -> list[SlurmJob]:
 
 # --- one run --------------------------------------------------------------------------------------------------
 
-def _node_state(report: NodeReport | None, rank: int, rd: RunDir, live: bool) -> NodeState:
+def cancelled_by_user(rd: RunDir, job_id: str | None, owner: LockOwner | None) -> bool:
+    """``hpc-ft cancel`` recorded that it stopped job ``job_id`` of this run dir. A record of another job (an earlier
+    one: this is a later submission into the dir), or of the same local pid submitted again (another owner start
+    time), does not count; nor does an unreadable one."""
+    try:
+        rec = CancelRecord.load(rd.cancel_record)
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return False
+    if job_id is None or rec.job_id != job_id:
+        return False
+    return (rec.submitted_unix_s is None or owner is None or owner.job_id != job_id
+            or owner.started_unix_s == rec.submitted_unix_s)
+
+
+ENDED_STATES = (UNKNOWN, COMPLETED, CANCELLED, FAILED, "TIMEOUT")  # the node reports tell more than these
+
+
+def ended_state(state: str, reports: list[NodeReport], cancelled: bool) -> str:
+    """The state of a run whose job is not alive (or not known to be): ``state`` (Slurm's final state, UNKNOWN
+    without an answer) refined by the node reports and by ``cancelled`` (``cancelled_by_user``).
+
+    The user's cancel makes it CANCELLED, whatever stopped the nodes (a script dies of the SIGTERM: "failed"; the
+    loop checkpoints: "preempted") and without asking Slurm, unless every node completed (the cancel came as the
+    job finished). Slurm's CANCELLED stays. Otherwise the reports say COMPLETED, PREEMPTED (every node finished
+    or stopped at a checkpoint: resumable; Slurm's COMPLETED covers that too) or FAILED.
+    """
+    if cancelled and not (reports and all(r.ok for r in reports)):
+        return CANCELLED
+    if state not in ENDED_STATES or state == CANCELLED or not reports:
+        return state
+    if all(r.ok for r in reports):
+        return COMPLETED
+    return PREEMPTED if all(r.ok or r.resumable for r in reports) else FAILED
+
+
+def _node_state(report: NodeReport | None, rank: int, rd: RunDir, live: bool, cancelled: bool = False) -> NodeState:
     if report is not None and not live:
-        state = ("completed" if report.ok else "preempted" if report.resumable else f"failed (exit {report.exit_code})")
+        state = ("completed" if report.ok else "preempted" if report.resumable else
+                 f"{'cancelled' if cancelled else 'failed'} (exit {report.exit_code})")
         return NodeState(rank, state, report.host, report.train.steps if report.train else None)
     started = rd.node(rank).torchrun_log.exists()
     return NodeState(rank, "running" if live and started else "pending" if live else "not started")
@@ -304,14 +341,12 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
         st.state = RUNNING if alive else UNKNOWN
     if st.probe == PROCESS and st.job_id:
         st.requeues = local_requeues(rd, st.job_id)
-    if not alive and st.state in (UNKNOWN, COMPLETED, "CANCELLED", "FAILED", "TIMEOUT") and reports:
-        # The node reports say how training ended (Slurm's COMPLETED covers a preempted, resumable run too).
-        oks = [r.ok for r in reports.values()]
-        if st.state != "CANCELLED":
-            st.state = (COMPLETED if all(oks) else PREEMPTED if all(r.ok or r.resumable for r in reports.values())
-                        else FAILED)
+    if not alive:
+        by_user = cancelled_by_user(rd, st.job_id, owner)
+        st.state = ended_state(st.state, list(reports.values()), by_user)
+        st.cancelled = by_user and st.state == CANCELLED
     n_nodes = spec.nodes if spec else max(reports, default=-1) + 1
-    st.nodes = [_node_state(reports.get(r), r, rd, bool(alive)) for r in range(n_nodes)]
+    st.nodes = [_node_state(reports.get(r), r, rd, bool(alive), st.cancelled) for r in range(n_nodes)]
     last = _last_metrics(rd.metrics)
     if last is None and spec is not None and spec.max_steps is None:  # a user's script: its own progress records
         last = _last_progress(rd.progress)
@@ -339,6 +374,41 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     return st
 
 
+# --- finding runs ---------------------------------------------------------------------------------------------
+
+def find_run_dirs(roots: list[Path]) -> list[Path]:
+    """Every run dir (a dir holding job.yaml) at any depth below ``roots``: outputs/DATE/TIME, a dir named with
+    ``hydra.run.dir=outputs/NAME``, a sweep's or a search's jobs (``hpc-ft list`` and ``hpc-ft status``)."""
+    out: set[Path] = set()
+    for r in roots:
+        if RunDir(r).spec.exists():
+            out.add(r)
+        elif r.is_dir():
+            out.update(SweepDir(r).run_dirs_anywhere())
+    return sorted(out)
+
+
+def started_unix_s(path: str | os.PathLike) -> float:
+    """When the run in ``path`` last started (seconds since the epoch): the latest of its submission (the owner
+    record's start, held while a submission or a detached job holds the dir), node 0's start (its attempt record,
+    rewritten when each run of its job starts) and job.yaml's time (written when it is submitted; kept when a
+    resubmission writes the same job). 0.0 when none can be read: its own times, not its dir's name or time."""
+    rd = RunDir(path)
+    times = []
+    owner = RunDirLock(rd.path).read_owner()
+    if owner is not None:
+        times.append(owner.started_unix_s)
+    try:
+        times.append(NodeAttempt.load(rd.node(0).attempt).started_unix_s)
+    except (OSError, ValueError):  # RecordError is a ValueError
+        pass
+    try:
+        times.append(rd.spec.stat().st_mtime)
+    except OSError:
+        pass
+    return max(times, default=0.0)
+
+
 # --- sweeps ---------------------------------------------------------------------------------------------------
 
 def is_sweep_dir(path: str | os.PathLike) -> bool:
@@ -362,6 +432,10 @@ def sweep_states(path: str | os.PathLike) -> tuple[SweepManifest | None, list[Ru
             if st.job_id and "_" in st.job_id:  # submitit names array tasks so; local job ids are pids
                 st.probe = SLURM_JOB
     apply_slurm(states)
+    for st in states:  # a Slurm array task's cancel record names the sweep's id of it (ARRAY_TASK)
+        if not st.live and st.state not in (COMPLETED, CANCELLED) and cancelled_by_user(RunDir(st.run_dir),
+                                                                                        st.job_id, None):
+            st.state, st.cancelled = CANCELLED, True
     return manifest, states
 
 

@@ -2,7 +2,8 @@
 
 A run: its job and state (pending with Slurm's reason, running, requeued N times, preempted, completed,
 failed, cancelled), the current step of max, throughput, ETA, the last telemetry sample and each node's state.
-A sweep or search dir: one line per job. Without a path: the newest run or sweep under ./outputs and ./multirun.
+A sweep or search dir: one line per job. Without a path: the newest run (or the sweep of the newest run) under
+./outputs and ./multirun, by when it started, named dirs included.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, steps_text, sweep_states
+from hpc_ft.commands.runstate import (PROBE_NAMES, RunState, find_run_dirs, is_sweep_dir, run_state, started_unix_s,
+                                     steps_text, sweep_states)
+from hpc_ft.rundir.layout import SweepDir
 
 EXIT_BAD_INPUT = 2
 DEFAULT_ROOTS = ("outputs", "multirun")
@@ -83,13 +86,32 @@ def render_sweep(path: Path, states: list[RunState]) -> str:
 
 
 def newest_dir(roots: tuple[str, ...] = DEFAULT_ROOTS) -> Path | None:
-    """The newest of hpc_ft's run or sweep dirs under ``roots`` (outputs/DATE/TIME, multirun/DATE/TIME): another
-    Hydra app's run in the same outputs/ (it has no job.yaml) is passed over."""
-    from hpc_ft.rundir.layout import RunDir
+    """The dir of hpc_ft's newest run under ``roots``: every run dir at any depth, as ``hpc-ft list`` finds them
+    (outputs/DATE/TIME, outputs/NAME of ``hydra.run.dir=``, a sweep's jobs), the newest by when it started
+    (``started_unix_s``); a sweep's or a search's job stands for its sweep dir, which is returned. Another Hydra
+    app's run in the same outputs/ (it has no job.yaml) is passed over."""
+    dirs = [Path(r) for r in roots if Path(r).is_dir()]
+    started: dict[Path, float] = {}
+    for run in find_run_dirs(dirs):
+        shown = _sweep_of(run, dirs) or run
+        started[shown] = max(started.get(shown, 0.0), started_unix_s(run))
+    for d in dirs:  # a sweep whose jobs have no run dir yet (all pending): its manifest's time
+        for manifest in d.rglob(SweepDir(d).manifest.name):
+            if manifest.parent not in started and is_sweep_dir(manifest.parent):
+                started[manifest.parent] = manifest.stat().st_mtime
+    return max(started, key=lambda p: started[p]) if started else None
 
-    found = [p for r in roots if Path(r).is_dir() for p in Path(r).glob("*/*")
-             if p.is_dir() and (RunDir(p).spec.exists() or is_sweep_dir(p))]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+def _sweep_of(run: Path, roots: list[Path]) -> Path | None:
+    """The sweep or search dir ``run`` is a job of (the nearest dir above it, below its root, with a sweep's
+    manifest or a search's journal); None for a run of its own."""
+    for parent in run.parents:
+        if parent in roots or not any(r in parent.parents for r in roots):
+            return None
+        sd = SweepDir(parent)
+        if sd.manifest.exists() or sd.tune_journal.exists():
+            return parent
+    return None
 
 
 def _to_json(st: RunState) -> dict:

@@ -77,7 +77,7 @@ class TrainConf:
     grad_clip_norm: float = 1.0  # 0 disables clipping
     seed: int = 0
     deterministic: bool = True  # torch deterministic algorithms (bitwise-repeatable on CPU)
-    num_threads: Optional[int] = None  # torch intra-op threads per worker (None: cpus_per_task // workers)
+    num_threads: Optional[int] = None  # torch intra-op threads per worker (None: validate.threads_per_worker)
     compile: bool = False  # torch.compile the model (first steps slower while it compiles; GPUs gain most)
     # Recompute each transformer block's activations in the backward pass instead of keeping them: activation
     # memory of one block instead of all, for about one more forward pass of compute (hpc_ft.train.ac).

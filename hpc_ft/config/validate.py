@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 import signal
 from typing import Callable, Mapping, Protocol
@@ -70,6 +71,33 @@ def workers_per_node(conf: JobConf) -> int:
     if r.workers_per_node is not None:
         return r.workers_per_node
     return r.gpus_per_node if r.gpus_per_node > 0 else 2
+
+
+def host_cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, as Slurm or taskset leave it; else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity call (macOS)
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(conf: JobConf, host_cpus: int | None = None) -> int:
+    """Torch intra-op threads (and OMP_NUM_THREADS) of each worker, never below 1.
+
+    ``train.num_threads`` when set; else the node's CPUs (``resources.cpus_per_task``) split among its workers.
+    ``host_cpus``: every node of the job runs on one host of that many CPUs (the local executor's emulated nodes),
+    so no worker gets more than the host's CPUs split among the workers of every node (2 nodes x 1 worker on 2
+    CPUs: 1 thread each, not 2: oversubscribed CPUs run several times slower).
+    """
+    if conf.train.num_threads:
+        return conf.train.num_threads
+    # max(1, ...): an invalid request (resources.nodes=0) is refused by validate with its own message; the checks
+    # that run beside it (every problem at once) still get a thread count.
+    workers = max(1, workers_per_node(conf))
+    threads = conf.resources.cpus_per_task // workers
+    if host_cpus is not None:
+        threads = min(threads, host_cpus // max(1, conf.resources.nodes * workers))
+    return max(1, threads)
 
 
 def _is_int(x: object) -> bool:

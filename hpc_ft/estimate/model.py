@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from hpc_ft.terminal import fmt_bytes  # the one byte formatter (the run report's too); imported from here as well
+
 GIB = 1024 ** 3
 
 # Nominal memory (GiB) by the GPU type names Slurm clusters use in GRES (resources.gpu_type), lower case.
@@ -136,14 +138,15 @@ class FitReport:
                    f"{USABLE_FRACTION:.0%} of the rest)")
         for fix, peak in zip(self.fixes, self.fix_peaks):
             out.append(f"  fits with: {' '.join(fix)}   (peak {fmt_bytes(peak)})")
+        if self.fits is False and not self.fixes:
+            out.append(f"  no change it tried makes it fit ({TRIED_FIXES}): it needs a GPU with more memory "
+                       "(resources.gpu_type, resources.gpu_mem_gb) or a smaller model")
         return out
 
 
-def fmt_bytes(n: int | float) -> str:
-    """``n`` bytes as GiB with two decimals (MiB below 1 GiB)."""
-    if abs(n) >= GIB:
-        return f"{n / GIB:.2f} GiB"
-    return f"{n / 1024 ** 2:.1f} MiB"
+# What hpc_ft.estimate.fixes.candidates tries, in its order, for a job that does not fit (where each applies).
+TRIED_FIXES = ("more accumulation steps, activation checkpointing, FSDP2, twice the GPUs with FSDP2, LoRA, "
+               "and pairs of these")
 
 
 def fit_problem(report: FitReport) -> "Problem | None":

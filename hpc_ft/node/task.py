@@ -6,9 +6,11 @@ import collections
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -18,7 +20,9 @@ from typing import Any, ClassVar
 from hpc_ft.config.schema import schema_shape
 from hpc_ft.errors import LaunchError
 from hpc_ft.job import JobSpec
-from hpc_ft.node.launch import torchrun_argv, worker_env
+from hpc_ft.node import errortail
+from hpc_ft.node.errortail import WorkerOutput, collapse_prefix
+from hpc_ft.node.launch import scoped_environ, torchrun_argv, user_env, worker_env
 from hpc_ft.node.payload import is_script, run_script_in_process, script_result
 from hpc_ft.node.preempt import NodePreemption
 from hpc_ft.node.rdzv_store import agree_endpoint
@@ -27,8 +31,6 @@ from hpc_ft.rundir.layout import NodeDir, RunDir
 from hpc_ft.rundir.records import PREEMPTED_EXIT_CODE, NodeAttempt, NodeReport, TrainResult
 
 log = logging.getLogger(__name__)
-
-ERROR_TAIL_LINES = 400  # kept in memory; the report gets a digest of them (see _error_tail)
 
 
 @dataclass
@@ -96,17 +98,26 @@ class NodeTask:
             return report
 
     def _torchrun(self, spec: JobSpec, place: Placement, ndir: NodeDir) -> NodeReport:
-        argv = torchrun_argv(spec, place)
+        # torchrun's --log-dir: its --tee copies of the workers' output and their error files, on the node's local
+        # disk (not the shared run dir); the workers' lines are in torchrun.log, so it goes when torchrun ends.
+        log_dir = tempfile.mkdtemp(prefix="hpc_ft-torchrun-")
+        try:
+            return self._run_agent(spec, place, ndir, log_dir)
+        finally:
+            shutil.rmtree(log_dir, ignore_errors=True)
+
+    def _run_agent(self, spec: JobSpec, place: Placement, ndir: NodeDir, log_dir: str) -> NodeReport:
+        argv = torchrun_argv(spec, place, log_dir=log_dir)
         env = worker_env(spec, place)
         ndir.torchrun_argv.write_text(json.dumps(argv))
-        tail: collections.deque[str] = collections.deque(maxlen=ERROR_TAIL_LINES)
+        output = WorkerOutput()
         sampler = _start_sampler(spec, ndir, _JobPids(self))
         t0, started_unix_s = time.monotonic(), time.time()
         with open(ndir.torchrun_log, "a", buffering=1) as logf:  # line-buffered: a killed node keeps its log
             # Own process group so a Ctrl-C on the submitter's terminal reaches torchrun exactly once, via us.
             self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                           text=True, bufsize=1, start_new_session=True)
-            pump = threading.Thread(target=_tee, args=(self._proc.stdout, logf, tail), daemon=True)
+            pump = threading.Thread(target=_tee, args=(self._proc.stdout, logf, output), daemon=True)
             pump.start()
             code = self._proc.wait()
             pump.join(timeout=10)
@@ -121,7 +132,7 @@ class NodeTask:
         quiet = code == 0 or (train is not None and train.preempted)
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
                             wall_s=wall_s, train=train, telemetry=telemetry,
-                            error_tail="" if quiet else _error_tail(list(tail)), preempted=preempted)
+                            error_tail="" if quiet else output.error_tail(), preempted=preempted)
         report.save(ndir.report)
         return report
 
@@ -132,27 +143,21 @@ class NodeTask:
         ndir.train_result.unlink(missing_ok=True)
         single = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
                   "HPC_FT_NODE_RANK": str(place.node_rank)}
-        saved = {k: os.environ.get(k) for k in single}
-        os.environ.update(single)
         t0, started_unix_s, error_tail = time.monotonic(), time.time(), ""
-        try:
+        # The user's executor.env as torchrun's workers get it (worker_env), for this run only: the submitting
+        # process's environment is as before once it returns or raises.
+        with scoped_environ({**user_env(spec), **single}):
             if is_script(spec):
                 code, error_tail = run_script_in_process(spec)
             else:
                 from hpc_ft.train.loop import train
 
                 code = train(spec)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         wall_s = time.monotonic() - t0
         train = (script_result(spec, since_unix_s=started_unix_s, wall_s=wall_s, exit_code=code)
                  if is_script(spec) else _read_train(ndir))
         report = NodeReport(host=place.host, node_rank=place.node_rank, job_id=place.job_id, exit_code=code,
-                            wall_s=wall_s, train=train, error_tail=_error_tail(error_tail.splitlines(True)),
+                            wall_s=wall_s, train=train, error_tail=errortail.error_tail(error_tail.splitlines()),
                             preempted=_preempted(code, train))
         report.save(ndir.report)
         return report
@@ -198,12 +203,13 @@ def _start_sampler(spec: JobSpec, ndir: NodeDir, pids):
     return sampler
 
 
-def _tee(stream, logf, tail) -> None:
-    """Copy torchrun's output to our stdout and the node log, keeping the tail for the report."""
+def _tee(stream, logf, output: WorkerOutput) -> None:
+    """Copy torchrun's output to our stdout and the node log, keeping each worker's last lines for the report."""
     for line in stream:
+        line = collapse_prefix(line)
         sys.stdout.write(line)
         logf.write(line)
-        tail.append(line)
+        output.add(line)
     sys.stdout.flush()
     logf.flush()
 
@@ -274,16 +280,6 @@ def _process_tree_scan(root: int) -> list[int]:
         out.append(pid)
         todo.extend(children.get(pid, []))
     return out
-
-
-def _error_tail(lines: list[str], worker_lines: int = 25, agent_lines: int = 6) -> str:
-    """The end of the workers' own error output (torchrun prefixes it with [rankN]:), then torchrun's verdict.
-
-    torchrun's closing summary alone is long and never names the cause, so the workers' lines come first.
-    """
-    worker = [ln for ln in lines if ln.startswith("[rank")]
-    agent = [ln for ln in lines if not ln.startswith("[rank")]
-    return "".join(worker[-worker_lines:] + (["...\n"] if worker else []) + agent[-agent_lines:])
 
 
 def finished_code(code: int, train: TrainResult | None, spec: JobSpec) -> int:

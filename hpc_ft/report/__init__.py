@@ -1,7 +1,7 @@
 """Run reports: utilization, idle GPUs, memory, energy, GPU-hours, cost, throughput/MFU, right-sizing.
 
     rr = build_report(*load_run(run_dir))   # pure once loaded
-    console.print(render_text(rr))           # terminal tables
+    print_report(console, rr)                # terminal tables, the advised command
     write_report(rr, run_dir)                # run_dir/report/report.json + PNG plots
 
 ``main(path)`` is `hpc-ft report PATH`, for a run dir or a Hydra multirun (sweep) dir.
@@ -20,8 +20,17 @@ from hpc_ft.report.load import NodeData, find_sweep_jobs, load_run
 from hpc_ft.report.render import gpu_table, node_table, render_text, sweep_table, totals_lines
 
 __all__ = ["Advice", "NodeData", "RunReport", "advise", "build_report", "find_sweep_jobs", "gpu_table", "load_run",
-           "main", "next_command", "next_overrides", "node_table", "render_text", "sweep_table", "totals_lines",
-           "write_plots", "write_report", "write_sweep_report"]
+           "main", "next_command", "next_overrides", "node_table", "print_report", "render_text", "sweep_table",
+           "totals_lines", "write_plots", "write_report", "write_sweep_report"]
+
+
+def print_report(con, rr: RunReport) -> None:
+    """Print ``rr``'s report on the rich Console ``con``: tables and prose fit its width; the advised `hpc-ft submit`
+    command, meant to be pasted, comes last on one unbroken line whatever the width (a break without a ``\\``
+    would run its first line alone, itself a valid job)."""
+    con.print(render_text(rr, command=False))
+    if rr.command:
+        con.print(f"  {rr.command}", style="green", soft_wrap=True, markup=False, highlight=False)
 
 
 def json_safe(x: Any) -> Any:
@@ -118,7 +127,7 @@ def _report(path: Path, con) -> int:
             con.print(f"[red]error:[/] {path} holds no job.yaml and no nodes/: not an hpc_ft run or sweep dir",
                       soft_wrap=True)
             return 2
-        con.print(render_text(rr))
+        print_report(con, rr)
         out = write_report(rr, path)
         con.print(f"wrote {RunDir(path).run_report} and plots in {out}")
         return 0
@@ -130,7 +139,7 @@ def _report(path: Path, con) -> int:
     con.print(sweep_table(reports))
     for name, rr in reports:
         con.rule(f"job {name}")
-        con.print(render_text(rr))
+        print_report(con, rr)
     out = write_sweep_report(path, reports)
     con.print(f"wrote {SweepDir(path).sweep_report}; each job's report.json and plots are in its run dir")
     return 0

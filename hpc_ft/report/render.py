@@ -6,6 +6,7 @@ from typing import Any
 
 from hpc_ft.report.build import RunReport, fmt_num, sampling_gaps
 from hpc_ft.rundir.records import eval_summary
+from hpc_ft.terminal import fmt_bytes
 
 MAX_GPU_ROWS = 64  # a 64-node x 8-GPU run lists idle or notable GPUs beyond this, not all 512
 
@@ -95,13 +96,14 @@ def totals_lines(rr: RunReport) -> list[str]:
            f"{tp['gpus']} x {fmt_num(tp['peak_tflops_per_gpu'], 'g')} TFLOPS, {tp['peak_source']})"
            if tp["mfu"] is not None
            else f"MFU: n/a ({tp['mfu_unavailable']})")
+    # A job without tokens (data=synthetic, a vector model) records 0 tokens/s: there is no rate to show.
     lines.append(f"throughput: {fmt_num(tp['samples_per_s'], '.1f')} samples/s, "
-                 f"{fmt_num(tp['tokens_per_s'], '.0f')} tokens/s; {mfu}")
+                 f"{fmt_num(tp['tokens_per_s'] or None, '.0f')} tokens/s; {mfu}")
     m = rr.memory
     if m.get("estimated_bytes") or m.get("measured_bytes"):
-        gib = 1024 ** 3
-        est = fmt_num(m["estimated_bytes"] / gib, ".2f", " GiB") if m.get("estimated_bytes") else "- (none saved)"
-        meas = (fmt_num(m["measured_bytes"] / gib, ".2f", f" GiB ({m.get('measured_source')})")
+        # MiB below 1 GiB, as the estimate prints it: a 2.5 MB peak is not "0.00 GiB"
+        est = fmt_bytes(m["estimated_bytes"]) if m.get("estimated_bytes") else "- (none saved)"
+        meas = (f"{fmt_bytes(m['measured_bytes'])} ({m.get('measured_source')})"
                 if m.get("measured_bytes") else "-")
         err = f"; estimate {100 * m['estimate_error']:+.0f}%" if m.get("estimate_error") is not None else ""
         lines.append(f"memory per worker: estimated {est}, measured {meas}{err}")
@@ -121,8 +123,9 @@ def metrics_text(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k} {fmt_num(v, '.4g')}" for k, v in metrics.items()) or "-"
 
 
-def render_text(rr: RunReport):
-    """The whole run report as one rich renderable."""
+def render_text(rr: RunReport, command: bool = True):
+    """The whole run report as one rich renderable; ``command=False`` leaves out the advised command line, which
+    the commands print on its own, unbroken (``hpc_ft.report.print_report``)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -141,7 +144,8 @@ def render_text(rr: RunReport):
         parts.append(Text("right-sizing advice for the next submission:", style="bold"))
         for a in rr.advice:
             parts.append(Text(f"  {a.override}   ({a.reason})"))
-        parts.append(Text(f"  {rr.command}", style="green"))
+        if command:
+            parts.append(Text(f"  {rr.command}", style="green"))
     else:
         parts.append(Text("right-sizing: the request fits what the job used; no change advised"))
     return Group(*parts)

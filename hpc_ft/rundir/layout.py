@@ -23,6 +23,7 @@ A run dir (``run.dir``)::
     submitit/                 submitit's folder (pickles, logs);  job.sbatch, slurm-JOBID.out: a script job
     .hpc_ft.lock, .hpc_ft.owner.json   the run-dir lock (hpc_ft.rundir.lock)
     .hpc_ft.stop              `hpc-ft tune` stopped this trial early (pruned): not requeued after its checkpoint
+    .hpc_ft.cancel.json       `hpc-ft cancel` stopped job JOB_ID (CancelRecord): status says CANCELLED for that job
 
 One naming scheme for a node: everything of node r lies under ``nodes/node{r}/``, its report included, so one
 directory is what a node wrote (copy it, delete it, glob it). The directory keeps the name earlier versions
@@ -66,6 +67,7 @@ SLURM_LOG = "slurm-%j.out"  # %j: sbatch's job id pattern
 LOCK_FILE = ".hpc_ft.lock"
 OWNER_FILE = ".hpc_ft.owner.json"
 STOP_REQUEST_FILE = ".hpc_ft.stop"  # a search stopped this run early: its preemption checkpoint is not requeued
+CANCEL_RECORD_FILE = ".hpc_ft.cancel.json"  # the user cancelled a job of this run dir (hpc-ft cancel)
 
 NODE_REPORT_FILE = "node_report.json"
 TRAIN_RESULT_FILE = "train.json"
@@ -179,6 +181,12 @@ class RunDir:
     def spec(self) -> Path:
         return self.path / SPEC_FILE
 
+    @property
+    def hydra_record(self) -> Path:
+        """Hydra's record of the submission into the dir (``.hydra/hydra.yaml``; ``hydra.runtime.cwd``: the
+        directory it was submitted from). Written by Hydra, not hpc_ft: absent from a Python API or tune trial."""
+        return self.path / ".hydra" / "hydra.yaml"
+
     def spec_backup(self, stamp: str) -> Path:
         """Where an earlier, different job.yaml is kept aside (``stamp``: e.g. 20240101-100000)."""
         return self.path / f"job.{stamp}.yaml"
@@ -227,6 +235,11 @@ class RunDir:
     def stop_request(self) -> Path:
         """Written by `hpc-ft tune` before it stops this run early: the node does not requeue it."""
         return self.path / STOP_REQUEST_FILE
+
+    @property
+    def cancel_record(self) -> Path:
+        """Written by ``hpc-ft cancel`` (a CancelRecord): which job of this run dir the user cancelled."""
+        return self.path / CANCEL_RECORD_FILE
 
     @property
     def memory_estimate(self) -> Path:

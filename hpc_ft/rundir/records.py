@@ -307,3 +307,31 @@ class NodeAttempt:
         kw = _check(cls, _load_json(path), NODE_ATTEMPT_VERSION, {}, where)
         _require_fields(cls, kw, where)
         return cls(**kw)
+
+
+CANCEL_RECORD_VERSION = 1
+
+
+@dataclass
+class CancelRecord:
+    """``.hpc_ft.cancel.json``: ``hpc-ft cancel`` stopped job ``job_id`` of this run dir (written before it signals).
+
+    Tied to that job: the state of a later submission into the dir (another job id, or the same local pid reused by
+    another submission: another ``submitted_unix_s``) is not the cancel's.
+    """
+
+    job_id: str  # the scheduler's id of the cancelled job, as ``hpc-ft status`` shows it
+    submitted_unix_s: float | None  # the run dir's owner record's start for that job (None: no owner record)
+    cancelled_unix_s: float
+    version: int = CANCEL_RECORD_VERSION
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(path, json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "CancelRecord":
+        """Raises OSError (no file), ValueError (not JSON) or RecordError (not a CancelRecord this reads)."""
+        where = str(path)
+        kw = _check(cls, _load_json(path), CANCEL_RECORD_VERSION, {}, where)
+        _require_fields(cls, kw, where)
+        return cls(**kw)

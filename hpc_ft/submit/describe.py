@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from hpc_ft.job import JobSpec
+from hpc_ft.config.validate import threads_per_worker
+from hpc_ft.job import JobSpec, local_paths
 from hpc_ft.node.launch import torchrun_argv
 from hpc_ft.node.rendezvous import Placement
 from hpc_ft.submit.executors import executor_of
@@ -31,13 +32,15 @@ def describe(spec: JobSpec) -> dict[str, Any]:
         "run_dir": str(spec.run_dir),
         "executor": c.executor.name,
         "resources": {"nodes": r.nodes, "gpus_per_node": r.gpus_per_node, "workers_per_node": spec.workers_per_node,
-                      "world_size": spec.world_size, "cpus_per_task": r.cpus_per_task, "mem_gb": r.mem_gb,
+                      "world_size": spec.world_size, "cpus_per_task": r.cpus_per_task,
+                      "threads_per_worker": threads_per_worker(c), "mem_gb": r.mem_gb,
                       "timeout_min": r.timeout_min, "partition": r.partition},
         "precision": c.precision.dtype,
         "script": ({"path": c.script.path, "module": c.script.module, "args": list(c.script.args)}
                    if c.script.path or c.script.module else None),  # the payload instead of hpc_ft's loop
         "model": c.model.get("_target_"),
         "data": c.data.get("_target_"),
+        "paths": local_paths(c),  # the local files the job reads, absolute (made so by resolve) where they exist
         # The global batch is split over every worker and accumulation step: show what one forward pass sees.
         "train": {"max_steps": c.train.max_steps, "global_batch_size": c.train.global_batch_size,
                   "grad_accum_steps": c.train.grad_accum_steps,

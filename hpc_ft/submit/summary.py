@@ -17,11 +17,35 @@ def _fmt(v: Any, spec: str = "") -> str:
 
 
 def _eval_line(t: TrainResult) -> str:
-    """Classification as it always read (accuracy against the majority baseline); other tasks their metrics."""
-    if t.metric("eval_accuracy") is not None or not t.metrics:
+    """Classification as it always read (accuracy against the majority baseline); other tasks their metrics; a run
+    that left none (it failed before evaluating) ``eval: -``, whatever its task."""
+    if t.metric("eval_accuracy") is not None:
         return (f"eval accuracy: {_fmt(t.metric('eval_accuracy'), '.3f')} "
                 f"(majority baseline {_fmt(t.metric('majority_accuracy'), '.3f')})")
-    return t.eval_summary()
+    return t.eval_summary() if t.metrics else "eval: -"
+
+
+class Fields:
+    """``label: value`` fields on one line, three spaces apart, broken between fields only when the console is
+    narrower than the line: rich's word wrap would part a label from its value (``precision:`` at the end of one
+    line, ``bf16`` on the next). A field wider than the console wraps on its own line as any text does."""
+
+    SEP = "   "
+
+    def __init__(self, *fields: str) -> None:
+        self.fields = [f for f in fields if f]
+
+    def __rich_console__(self, console, options):
+        from rich.cells import cell_len
+        from rich.text import Text
+
+        lines: list[str] = []
+        for f in self.fields:
+            if lines and cell_len(lines[-1] + self.SEP + f) <= options.max_width:
+                lines[-1] += self.SEP + f
+            else:
+                lines.append(f)
+        yield Text("\n".join(lines))
 
 
 def render_results(spec: JobSpec, reports: list[NodeReport]):
@@ -42,14 +66,14 @@ def render_results(spec: JobSpec, reports: list[NodeReport]):
     if is_script(spec):
         # A script's own metrics by the names it reported (hpc_ft.script_api.report): no eval accuracy or precision
         # line, which are the loop's and would read "-" for every script.
-        lines = [table, Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   world size: "
-                             f"{_fmt(first.world_size or spec.world_size)}"),
+        lines = [table, Fields(f"final train loss: {_fmt(first.final_loss, '.4f')}",
+                               f"world size: {_fmt(first.world_size or spec.world_size)}"),
                  Text("script metrics: " + (", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in first.metrics.items())
                                             or "none reported"))]
     else:
         lines = [table,
-                 Text(f"final train loss: {_fmt(first.final_loss, '.4f')}   {_eval_line(first)}   "
-                      f"precision: {_fmt(first.precision)}   world size: {_fmt(first.world_size)}"),
+                 Fields(f"final train loss: {_fmt(first.final_loss, '.4f')}", _eval_line(first),
+                        f"precision: {_fmt(first.precision)}", f"world size: {_fmt(first.world_size)}"),
                  *([Text(f"precision: {first.precision_reason}")] if first.precision_reason else [])]
     lines.append(Text(f"run dir: {spec.run_dir}"))
     for r in reports:

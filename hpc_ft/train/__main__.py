@@ -4,7 +4,12 @@ import logging
 import os
 import sys
 
+from torch.distributed.elastic.multiprocessing.errors import record
 
+
+# @record: an exception is written to torchrun's error file for this worker (TORCHELASTIC_ERROR_FILE), so torchrun's
+# closing summary shows its traceback and orders the failed ranks by when they failed (hpc_ft.node.errortail).
+@record
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -32,4 +37,5 @@ def exit_now(code: int) -> None:
 
 
 if __name__ == "__main__":
-    exit_now(main())
+    code = main()
+    exit_now(0 if code is None else code)  # None: @record's return for a SystemExit(0)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Union
 
 import torch
 
-LABELS = "labels"
+from hpc_ft.train.tasks.base import LABELS  # noqa: F401  (re-exported: the key of a batch's targets)
 
 
 @dataclass

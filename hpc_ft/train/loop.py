@@ -33,8 +33,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from hpc_ft.config.validate import split_problems
-from hpc_ft.errors import EXIT_BAD_CONFIG, ConfigError
+from hpc_ft.config.validate import split_problems, threads_per_worker
+from hpc_ft.errors import EXIT_BAD_CONFIG, ConfigError, Problem
 from hpc_ft.job import JobSpec
 from hpc_ft.rundir.evals import append_eval
 from hpc_ft.rundir.layout import RunDir
@@ -403,8 +403,7 @@ def evaluate(model: torch.nn.Module, objective: Objective, data: TaskData, micro
 
 def _seed_everything(spec: JobSpec, d: Dist) -> None:
     t = spec.conf.train
-    threads = t.num_threads or max(1, spec.conf.resources.cpus_per_task // spec.workers_per_node)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads_per_worker(spec.conf))
     if d.device.type == "cuda":
         # Only on GPU, where kernels (atomics in scatter/index_add, cuBLAS workspaces) can differ run to
         # run. On CPU the kernels are deterministic for a fixed thread count (the bitwise resume tests
@@ -429,9 +428,30 @@ def _check_data(data: TaskData, spec: JobSpec, d: Dist) -> list[str]:
                                         "give the dataset more samples (see its data.* size settings)",
                                         global_batch_size=spec.conf.train.global_batch_size,
                                         world_size=d.world_size)
+    problems += _packed_blocks_problems(data.num_train, spec)
     if problems:
         raise ConfigError(problems)
     return warnings
+
+
+def _packed_blocks_problems(num_train: int, spec: JobSpec) -> list[Problem]:
+    """``data=files`` refuses a train split smaller than one global batch before dispatch (hpc_ft.data.files), but
+    with ``data.packing=true`` the training examples are the blocks of ``data.max_length`` tokens, known only once
+    the files are tokenized, here: the same rule, refused before the first step (the error reaches the submitter
+    as the failed node's error). Fix: shorter blocks (more of them, for about as many tokens), a smaller global
+    batch, or no packing."""
+    from hpc_ft.train.tasks.base import is_file_data
+
+    data, batch = spec.conf.data, spec.conf.train.global_batch_size
+    if not (is_file_data(data) and data.get("packing") is True and num_train < batch):
+        return []
+    length = data.get("max_length")
+    shorter = max(1, int(length) * num_train // batch) if isinstance(length, int) else None
+    return [Problem("data.packing", True, f"packs the train split into {num_train} blocks of data.max_length="
+                    f"{length} tokens, fewer than one global batch (train.global_batch_size={batch}); data=files "
+                    f"refuses a train split smaller than one global batch",
+                    (f"pass data.max_length={shorter} (about {batch} blocks), " if shorter else "pass ")
+                    + f"train.global_batch_size={max(1, num_train)}, or data.packing=false")]
 
 
 def _report_refusal(exc: ConfigError, rank: int) -> None:

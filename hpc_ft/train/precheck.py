@@ -1,7 +1,7 @@
 """The training-side checks before dispatch: dataset split sizes, ``model=hf``'s checkpoint, ``data=files``' files,
-the optimizer's arguments, and what a resumed run may change. No torch, except for ``data=files`` (the task that
-reads the files is built) and an optimizer group changed from its file (its class is imported to read its
-arguments)."""
+the optimizer's arguments, and what a resumed run may change. No torch (``data=files`` builds the task, whose
+module imports torch only to make tensors, and reads the files through ``datasets``), except for an optimizer group
+changed from its file (its class is imported to read its arguments)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ def task_problems(spec: Any) -> tuple[list[Problem], list[str]]:
     problems: list[Problem] = []
     notes: list[str] = []
     if is_hf_model(conf.model):
-        from hpc_ft.train.tasks.hf_checks import model_problems
+        from hpc_ft.train.tasks.hf_checks import max_length_problems, model_problems
 
         problems, notes = model_problems(plain(conf.model))
+        if not problems and is_file_data(conf.data):  # every task truncates examples (and packs) to data.max_length
+            problems += max_length_problems(plain(conf.model), conf.data.get("max_length"))
     if is_file_data(conf.data):
         from hpc_ft.train.tasks.base import instantiate
         from hpc_ft.train.tasks.files import data_problems

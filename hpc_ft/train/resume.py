@@ -16,6 +16,7 @@ so a job.yaml edited by hand or a checkpoint from an earlier submission is still
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,17 @@ def _show(v: Any) -> str:
     return "null" if v is None else str(v)
 
 
+def _same_local_path(key: str, was: Any, now: Any) -> bool:
+    """Whether ``was``, a path an older job.yaml or checkpoint recorded relative to its submitting directory,
+    names the file ``now`` names: today's jobs record it absolute (``hpc_ft.job.resolve``). Relative to this
+    working directory, where the same command is run again to resume (a worker runs where it was submitted)."""
+    from hpc_ft.job import LOCAL_PATH_KEYS
+
+    return (key in LOCAL_PATH_KEYS and isinstance(was, str) and isinstance(now, str) and os.path.isabs(now)
+            and not os.path.isabs(os.path.expanduser(was))
+            and os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(was))) == os.path.normpath(now))
+
+
 def compare(old_conf: dict[str, Any], new_conf: dict[str, Any], old_world: int, new_world: int, step: int,
             where: str) -> ResumeCheck:
     """Apply RULES to every key that differs between the checkpointed job and the new one.
@@ -162,7 +174,8 @@ def compare(old_conf: dict[str, Any], new_conf: dict[str, Any], old_world: int, 
     check = ResumeCheck(step=step)
     check.fresh_optimizer = old.get("optim._target_", _UNSET) != new.get("optim._target_", _UNSET)
     changed = [(k, old.get(k, _UNSET), new.get(k, _UNSET)) for k in sorted(old.keys() | new.keys())
-               if old.get(k, _UNSET) != new.get(k, _UNSET)]
+               if old.get(k, _UNSET) != new.get(k, _UNSET)
+               and not _same_local_path(k, old.get(k, _UNSET), new.get(k, _UNSET))]
     if old_world != new_world:
         changed.append((WORLD_SIZE, old_world, new_world))
     for key, was, now in changed:
@@ -204,23 +217,49 @@ def compare_with_checkpoint(state: dict[str, Any], new_conf: dict[str, Any], new
                    where)
 
 
+def nothing_left(spec: Any, step: int) -> Problem:
+    """The refusal of a submission into a run dir whose newest checkpoint (``step``) is at or past the new
+    ``train.max_steps``: its job would train no step and overwrite the run's results with a step-less attempt's."""
+    import shlex
+
+    where = shlex.quote(str(spec.run_dir))
+    max_steps = spec.conf.train.max_steps
+    rule = (f"the run in {spec.run_dir} has already reached train.max_steps (checkpoint at step {step}): nothing "
+            f"left to train" if max_steps == step else
+            f"is below the step the run in {spec.run_dir} has already reached (checkpoint at step {step}): "
+            f"nothing left to train")
+    return Problem("train.max_steps", max_steps, rule,
+                   f"`hpc-ft report {where}` shows its results; pass train.max_steps=M with M > {step} to train "
+                   f"further; or start a new run in a new run dir (hydra.run.dir=NEW_DIR)")
+
+
 def check_before_dispatch(spec: Any) -> ResumeCheck | None:
     """Compare a JobSpec with the previous job in its run dir when that run left checkpoints; else None.
 
-    The previous job is the run dir's job.yaml (the last submission). Raises ConfigError when that file
-    cannot be read (nothing is known about what the checkpoints hold). Reads no checkpoint: no torch.
+    The previous job is the run dir's job.yaml (the last submission). A run whose newest checkpoint is at or past
+    the new ``train.max_steps`` is refused (``nothing_left``), with or without job.yaml: only before dispatch, a
+    requeued job of it still finishes (its workers compare with ``compare_with_checkpoint``, which allows it).
+    Raises ConfigError when job.yaml cannot be read (nothing is known about what the checkpoints hold). Reads no
+    checkpoint: no torch.
     """
     from hpc_ft.job import JobSpec
     from hpc_ft.rundir.spec import spec_path
     from hpc_ft.train.checkpoint import list_checkpoints
 
     ckpts = list_checkpoints(spec.run_dir)
-    if not ckpts or not spec_path(spec).exists():
-        return None  # nothing trained yet (or no record of it: the worker compares with the checkpoint)
+    if not ckpts:
+        return None  # nothing trained yet
+    step = ckpts[-1][0]
+    finished = spec.conf.train.max_steps <= step
+    if not spec_path(spec).exists():  # no record of the job: the worker compares with the checkpoint
+        return ResumeCheck(step=step, problems=[nothing_left(spec, step)]) if finished else None
     try:
         old = JobSpec.load(spec_path(spec))
     except Exception as exc:  # noqa: BLE001 - any unreadable job.yaml means: we can't tell what is resumed
         raise ConfigError([Problem("run.dir", str(spec.run_dir), f"holds checkpoints but its job.yaml cannot be "
                                    f"read ({type(exc).__name__}: {exc})", "use a new run dir (hydra.run.dir=NEW_DIR)")])
-    return compare(old.to_dict()["conf"], spec.to_dict()["conf"], old.world_size, spec.world_size, ckpts[-1][0],
-                   str(spec.run_dir))
+    check = compare(old.to_dict()["conf"], spec.to_dict()["conf"], old.world_size, spec.world_size, step,
+                    str(spec.run_dir))
+    if finished:  # one refusal of train.max_steps, with the fix that trains further (compare's says >= step)
+        check.problems = [p for p in check.problems if p.key != "train.max_steps"] + [nothing_left(spec, step)]
+    return check

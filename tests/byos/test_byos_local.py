@@ -83,7 +83,10 @@ def test_a_failing_script_shows_its_exit_status_and_error_tail(tmp_path, run_cli
     assert res.returncode == 1, res.stdout + res.stderr
     (node,) = _results(run)
     assert node["exit_code"] == 1 and not node["preempted"]
-    assert "RuntimeError: bad batch at step 2 (on purpose)" in node["error_tail"]
+    # The failed rank's own traceback (torchrun names it the root cause), not torchrun's footer: the error is last.
+    tail = node["error_tail"].rstrip().splitlines()
+    assert tail[0].startswith("rank 1 failed (exit code 1") and "Traceback (most recent call last):" in tail
+    assert tail[-1] == "ValueError: bad batch at step 2 on rank 1 (on purpose)", node["error_tail"]
     assert "error output, last lines" in res.stdout and "bad batch at step 2" in res.stdout
 
 

@@ -164,24 +164,44 @@ def test_the_dry_run_shows_the_script_command(tmp_path, run_cli):
     assert d["nodes"][0]["torchrun"].endswith(f"{SCRIPTS / 'plain_ddp.py'} --steps 3")
 
 
-def test_the_debug_executor_runs_the_script_in_this_process(tmp_path):
-    """World size 1, in the submitting process (pdb works): the script records its pid and world size."""
+def test_the_debug_executor_runs_the_script_in_this_process(tmp_path, monkeypatch):
+    """World size 1, in the submitting process (pdb works): the script records its pid, world size and the
+    user's executor.env (set for the run, as under torchrun, and gone again afterwards)."""
     from hpc_ft.submit.dispatch import submit
     from hpc_ft.submit.gather import gather
 
+    monkeypatch.delenv("STEPS", raising=False)
+    monkeypatch.setenv("HPC_FT_TEST_KEPT", "before")
     script = tmp_path / "whoami.py"
     script.write_text("import json, os, sys\n"
                       "from hpc_ft import script_api\n"
                       "out = script_api.run_dir() / 'whoami.json'\n"
                       "out.write_text(json.dumps({'pid': os.getpid(), 'world': os.environ['WORLD_SIZE'],\n"
-                      "    'argv': sys.argv[1:], 'master': os.environ['MASTER_ADDR']}))\n"
+                      "    'argv': sys.argv[1:], 'master': os.environ['MASTER_ADDR'],\n"
+                      "    'steps': os.environ.get('STEPS'), 'kept': os.environ.get('HPC_FT_TEST_KEPT')}))\n"
                       "script_api.report(1, samples=1, accuracy=0.5)\n"
                       "sys.exit(3)\n")
-    spec = resolve(compose_conf([f"script.path={script}", "script.args=[--a,1]", "executor=debug", "telemetry=off"],
+    spec = resolve(compose_conf([f"script.path={script}", "script.args=[--a,1]", "executor=debug", "telemetry=off",
+                                 "+executor.env.STEPS=5", "+executor.env.HPC_FT_TEST_KEPT=during"],
                                 run_dir=tmp_path / "run"))
     job = submit(spec)
     (report,) = gather(job, spec)
     seen = json.loads((spec.run_dir / "whoami.json").read_text())
-    assert seen == {"pid": os.getpid(), "world": "1", "argv": ["--a", "1"], "master": "127.0.0.1"}
+    assert seen == {"pid": os.getpid(), "world": "1", "argv": ["--a", "1"], "master": "127.0.0.1", "steps": "5",
+                    "kept": "during"}
     assert report.exit_code == 3 and report.train.metrics == {"accuracy": 0.5}
-    assert "HPC_FT_RUN_DIR" not in os.environ  # the environment is restored
+    # The environment is restored: the contract's and the user's variables unset, an overridden one as it was.
+    assert "HPC_FT_RUN_DIR" not in os.environ and "STEPS" not in os.environ
+    assert os.environ["HPC_FT_TEST_KEPT"] == "before"
+
+
+def test_the_in_process_environment_is_restored_when_the_run_raises(monkeypatch):
+    from hpc_ft.node.launch import scoped_environ
+
+    monkeypatch.delenv("HPC_FT_TEST_NEW", raising=False)
+    monkeypatch.setenv("HPC_FT_TEST_OLD", "old")
+    with pytest.raises(KeyboardInterrupt):
+        with scoped_environ({"HPC_FT_TEST_NEW": "1", "HPC_FT_TEST_OLD": "new"}):
+            assert os.environ["HPC_FT_TEST_NEW"] == "1" and os.environ["HPC_FT_TEST_OLD"] == "new"
+            raise KeyboardInterrupt  # Ctrl-C in pdb, or the loop's own error
+    assert "HPC_FT_TEST_NEW" not in os.environ and os.environ["HPC_FT_TEST_OLD"] == "old"

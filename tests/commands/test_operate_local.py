@@ -58,7 +58,8 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
         assert _status(run_cli, run)["state"] == "RUNNING"
         cancelled = run_cli("cancel", str(run), "--yes", timeout_s=120)
         assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-        assert f"stopped local job {st['job_id']}" in cancelled.stdout
+        assert f"stopped local job {st['job_id']} (SIGTERM: checkpoint at the current step)" in cancelled.stdout
+        assert "continues from the newest checkpoint" in cancelled.stdout  # hpc_ft's loop: it checkpointed
         out, _ = follow.communicate(timeout=60)  # -f returns once the job has ended
         assert follow.returncode == 0 and "preempted" in out, out
     finally:
@@ -66,13 +67,15 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
             with __import__("contextlib").suppress(ProcessLookupError):
                 __import__("os").kill(pid, 9)
     st = _status(run_cli, run)
-    assert st["state"] == "PREEMPTED" and [n["state"] for n in st["nodes"]] == ["preempted"], st
+    # The user cancelled it (the run dir's cancel record): CANCELLED, its node stopped at a checkpoint.
+    assert st["state"] == "CANCELLED" and [n["state"] for n in st["nodes"]] == ["preempted"], st
     assert run_cli("cancel", str(run), "--yes").stdout.startswith("nothing to cancel")
     assert (run / "checkpoints").is_dir() and (run / "metrics.jsonl").exists()  # the run dir stays
 
     resumed = run_cli("submit", *synth, f"hydra.run.dir={run}")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    st = _status(run_cli, run)
+    assert "resumed from" in (run / "nodes" / "node0" / "torchrun.log").read_text()
+    st = _status(run_cli, run)  # another job: the cancel record of the first one does not make it CANCELLED
     assert st["state"] == "COMPLETED" and st["step"] == 20 and st["metric"][0] == "eval_accuracy"
     listed = run_cli("list", str(tmp_path / "runs"), "--sort", "metric")
     assert "COMPLETED" in listed.stdout and "eval_accuracy=" in listed.stdout and "20/20" in listed.stdout
@@ -223,3 +226,32 @@ def test_status_without_a_path_passes_over_another_hydra_apps_newer_run(tmp_path
     res = run_cli("status", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert (tmp_path / json.loads(res.stdout)["run_dir"]).resolve() == ours.resolve()  # relative to its cwd
+
+
+def test_status_without_a_path_shows_the_run_that_started_last_named_dirs_included(tmp_path, monkeypatch, capsys):
+    """Right after a detached wait=false job in outputs/op1, status showed an older outputs/DATE/TIME run: it looked
+    only at outputs/DATE/TIME and multirun/. It finds runs as list does and takes the one that started last (its
+    own records' times, not its dir's); a sweep's job stands for its sweep."""
+    from hpc_ft.commands.status import newest_dir, status_main
+    from hpc_ft.rundir.layout import RunDir, SweepDir
+    from hpc_ft.rundir.lock import NO_PROBE, RunDirLock
+    from hpc_ft.rundir.records import SweepManifest
+
+    dated = tmp_path / "outputs" / "2026-12-02" / "05-26-17"
+    named = tmp_path / "outputs" / "op1"
+    sweep = tmp_path / "multirun" / "2026-12-01" / "09-00-00"
+    for run, submitted in ((dated, 2000), (named, 1000), (sweep / "0", 1500)):
+        shutil.copytree(OLD_RUN, run)
+        os.utime(RunDir(run).spec, (submitted, submitted))
+    SweepManifest(executor="local", wait=True, state="finished", plan={}).save(SweepDir(sweep).manifest)
+    lock = RunDirLock(named)  # resubmitted now with the same job.yaml (kept, with its old time), detached
+    lock.acquire("local", NO_PROBE)
+    lock.record_job("4242")
+    lock.detach()
+    monkeypatch.chdir(tmp_path)
+    assert status_main([]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "run dir: outputs/op1"
+    RunDir(named).owner.unlink()  # its submission over: job.yaml's time is its start again
+    assert newest_dir() == Path("outputs/2026-12-02/05-26-17")
+    os.utime(RunDir(sweep / "0").spec, (3000, 3000))
+    assert newest_dir() == Path("multirun/2026-12-01/09-00-00")

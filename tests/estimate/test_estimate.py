@@ -241,3 +241,75 @@ def test_advice_doubles_the_micro_batch_when_estimate_and_measurement_leave_room
     tight = {**roomy, "estimated_activation_bytes": 50 * gib}  # doubled activations would pass 80% of the GPU
     assert not [a for a in advise(spec, [], [], {}, tight) if a.key == "train.grad_accum_steps"]
     assert not [a for a in advise(spec, [], [], {}, {}) if a.key == "train.grad_accum_steps"]
+
+
+# --- what a new user found in `hpc-ft estimate`: it estimates on a login node, says when nothing fits, and prints
+# only its result -------------------------------------------------------------------------------------------------
+
+def test_the_estimate_of_a_gpu_job_skips_this_machines_gpu_count_and_keeps_every_other_check(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """The README's form (resources=gpu resources.gpu_type=a100, the local executor) was refused on a machine without
+    GPUs: the estimate dispatches nothing, so only the job's own checks apply."""
+    import importlib
+
+    from hpc_ft.cli import main as cli_main
+
+    # A login node (hpc_ft.config's validate function hides its module of the same name from a dotted path).
+    monkeypatch.setattr(importlib.import_module("hpc_ft.config.validate"), "local_gpu_count", lambda: 0)
+    monkeypatch.chdir(tmp_path)
+    job = ["model=mlp", "data=synthetic", "train.global_batch_size=32", "resources=gpu", "resources.gpu_type=a100"]
+    assert cli_main(["estimate", *job]) == 0
+    out = capsys.readouterr()
+    assert "  fits: " in out.out and "GPU(s)" not in out.out + out.err, out.err
+    assert cli_main(["estimate", *job, "resources.nodes=0"]) == 2  # the job's own checks stand
+    assert "resources.nodes=0: must be at least 1" in capsys.readouterr().err
+    assert cli_main(["submit", *job, "dry_run=true"]) == 2  # a submission still counts this machine's GPUs
+    assert "the local executor runs on this machine, which has 0 GPU(s)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_estimate_that_no_change_makes_fit_says_so_and_exits_1(tmp_path, monkeypatch, capsys):
+    """Under the 1 GiB set aside for the CUDA context nothing fits: "does NOT fit" came with no "fits with" line, no
+    word that no change helps, and exit 0."""
+    from hpc_ft.cli import COMMAND_USAGE, EXIT_DOES_NOT_FIT
+    from hpc_ft.cli import main as cli_main
+
+    none_fits = FitReport(estimate=MemoryEstimate(peak=5 * 1024 ** 2), gpu_bytes=int(0.03 * GIB),
+                          gpu_source="resources.gpu_mem_gb=0.03", fits=False)
+    monkeypatch.setattr("hpc_ft.estimate.fit.fit_report", lambda spec: none_fits)  # what the trace found
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["estimate", "model=mlp", "data=synthetic", "resources=gpu", "executor=slurm",
+                     "resources.gpu_mem_gb=0.03"]) == EXIT_DOES_NOT_FIT == 1
+    out = capsys.readouterr().out
+    assert "does NOT fit: 5.0 MiB against 0.0 MiB usable" in out and "fits with" not in out
+    assert ("no change it tried makes it fit (more accumulation steps, activation checkpointing, FSDP2, twice the "
+            "GPUs with FSDP2, LoRA, and pairs of these): it needs a GPU with more memory") in out
+    some_fit = FitReport(estimate=none_fits.estimate, gpu_bytes=none_fits.gpu_bytes, gpu_source="", fits=False,
+                         fixes=[["peft=lora"]], fix_peaks=[1])
+    assert not any("no change" in line for line in some_fit.lines())
+    assert "1 it does not fit, 2 bad input" in COMMAND_USAGE["estimate"]
+
+
+def test_the_estimate_shows_neither_the_traced_jobs_setup_logs_nor_peft_s_deprecation_warning(tmp_path, caplog,
+                                                                                               llama_dir, pairs_file):
+    """Its output was the result among hpc_ft's [INFO] lines (LoRA, activation checkpointing: the traced job's setup)
+    and transformers' `is_gradient_checkpointing` FutureWarning (raised by peft)."""
+    import logging
+    import warnings
+
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.estimate.fit import fit_report
+    from hpc_ft.submit.executors import resolve
+
+    spec = resolve(compose_conf(sft(llama_dir, pairs_file, "peft=lora", "train.activation_checkpointing=true"),
+                                run_dir=tmp_path / "run"))
+    caplog.set_level(logging.INFO)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        report = fit_report(spec)
+        warnings.warn("`is_gradient_checkpointing` is deprecated", FutureWarning)  # the filter is gone after it
+    assert report.estimate.peak > 0
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("hpc_ft")] == []
+    assert [str(w.message) for w in seen if "is_gradient_checkpointing" in str(w.message)] == [
+        "`is_gradient_checkpointing` is deprecated"]
+    assert logging.getLogger("hpc_ft").level == logging.NOTSET

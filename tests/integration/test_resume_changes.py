@@ -122,7 +122,7 @@ def test_users_empty_dataset_is_one_clear_error_on_the_workers(tmp_path, run_cli
                   env={"PYTHONPATH": str(tmp_path)})
     assert res.returncode == 1, res.stdout + res.stderr  # dispatched (sizes unknown before), the node failed
     out = " ".join(res.stdout.split())
-    assert "[rank0]: invalid job configuration" in out
+    assert "rank 0 failed (exit code 2" in out and "invalid job configuration" in out  # the node's error tail
     assert "data._target_='user_data.empty_test_split': leaves an empty test split" in out
     worker_lines = [ln for ln in (run / "nodes" / "node0" / "torchrun.log").read_text().splitlines()
                     if ln.startswith("[rank")]  # torchrun's own closing summary comes after them

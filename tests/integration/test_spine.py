@@ -164,6 +164,8 @@ def test_failed_node_shows_exit_code_and_error_tail(tmp_path, run_cli, synth):
     assert res.returncode == 1
     (node,) = _results(run)
     assert node["exit_code"] != 0 and "negative dimension" in node["error_tail"]
+    # The worker's exception (recorded by @record in torchrun's error file) ends the tail, not torchrun's footer.
+    assert "negative dimension" in node["error_tail"].rstrip().splitlines()[-1], node["error_tail"]
     assert "negative dimension" in res.stdout
 
 

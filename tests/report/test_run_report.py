@@ -373,3 +373,75 @@ def test_the_sweep_tables_overrides_column_shows_what_sets_each_job_apart(tmp_pa
     table = sweep_table(jobs)
     overrides = [c for c in table.columns if c.header == "overrides"][0]
     assert list(overrides._cells) == ["optim.lr=0.1", "optim.lr=0.01"]  # not resources=gpu executor=slurm ...
+
+
+# --- what a new user found in the printed lines: commands to paste are never broken, figures read ------------------
+
+def test_the_advised_command_is_one_unbroken_line_on_a_narrow_terminal(tmp_path, capsys, monkeypatch):
+    """A 60-column terminal wraps the prose but not the advised `hpc-ft submit ...` line: broken without a `\\`,
+    pasting it ran its first line alone (itself a valid job). Both places print it: `hpc-ft report` and the report
+    at the end of `hpc-ft submit`."""
+    import io
+    import sys
+
+    from rich.console import Console
+
+    from hpc_ft.cli import _show_run_report
+
+    run = synthetic_run(tmp_path / "run", [NodeProfile(gpus=[_busy()], job_rss_gb=5.0)], seconds=600,
+                        overrides=[*GPU_JOB, "resources.gpus_per_node=1", "resources.timeout_min=1440",
+                                   "resources.mem_gb=128"], train=TRAIN)
+    command = _build(run).command
+    assert command is not None and len(command) > 100
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal 60 columns wide, as rich reads it
+    monkeypatch.setenv("COLUMNS", "60")
+    assert report.main(run) == 0
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out).splitlines()  # without its colours
+    assert f"  {command}" in lines
+    assert max(len(line) for line in lines if command not in line) <= 60  # the rest still fits the terminal
+    con = Console(width=60, record=True, file=io.StringIO())
+    _show_run_report(report.load_run(run)[1], con)
+    assert f"  {command}" in con.export_text().splitlines()
+
+
+def test_the_results_line_keeps_each_label_with_its_value_on_a_narrow_terminal(tmp_path):
+    """`precision:` at the end of a line and `bf16` at the start of the next: the results line breaks between
+    its fields only."""
+    import io
+
+    from rich.console import Console
+
+    from hpc_ft.submit.summary import render_results
+
+    from hpc_ft.rundir.records import TrainResult
+
+    train = TrainResult(**TRAIN, precision="bf16", world_size=2,
+                        metrics={"eval_accuracy": 0.8125, "majority_accuracy": 0.5})
+    run = synthetic_run(tmp_path / "run", [NodeProfile()], seconds=5, train=train, overrides=["telemetry=off"])
+    _, spec, nodes = report.load_run(run)
+    fields = ["final train loss: 0.2500", "eval accuracy: 0.812 (majority baseline 0.500)", "precision: bf16",
+              "world size: 2"]
+    for width in (60, 80, 100, 200):
+        con = Console(width=width, record=True, file=io.StringIO())
+        con.print(render_results(spec, [nd.report for nd in nodes]))
+        lines = con.export_text().splitlines()
+        for field in fields:
+            assert any(field in line for line in lines), (width, field, lines)
+    assert "   ".join(fields) in lines  # one line where it fits, as before
+
+
+def test_memory_per_worker_shows_mib_below_a_gib_and_a_job_without_tokens_no_token_rate(tmp_path):
+    from hpc_ft.estimate.model import FitReport, MemoryEstimate
+    from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.terminal import fmt_bytes
+
+    train = {**TRAIN, "tokens_per_s": 0.0, "peak_memory_bytes": 2_579_052, "peak_memory_source": "MemTracker"}
+    run = synthetic_run(tmp_path / "run", [NodeProfile()], seconds=5, train=train, overrides=["telemetry=off"])
+    est = FitReport(estimate=MemoryEstimate(peak=3 * 1024 ** 2), gpu_bytes=None, gpu_source="", fits=None)
+    RunDir(run).memory_estimate.write_text(json.dumps(est.to_dict()))
+    text = _text(_build(run))
+    assert "memory per worker: estimated 3.0 MiB, measured 2.5 MiB (MemTracker); estimate +22%" in text
+    assert "100.0 samples/s, - tokens/s" in text
+    assert fmt_bytes(1.5 * 1024 ** 3) == "1.50 GiB"
+    assert "12800 tokens/s" in _text(_build(synthetic_run(tmp_path / "tok", [NodeProfile()], seconds=5, train=TRAIN,
+                                                          overrides=["telemetry=off"])))

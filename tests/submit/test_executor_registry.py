@@ -110,3 +110,37 @@ def test_dispatch_submits_the_registered_executors_node_task(tmp_path, inproc_lo
     assert report.ok and report.train.world_size == 1 and report.train.steps == 4
     assert not (spec.run_dir / "nodes" / "node0" / "torchrun.log").exists()  # its in-process task, not torchrun
     assert (spec.run_dir / "submitit" / "controller.log").exists()  # the inherited local `submitting` wrapper
+
+
+@pytest.mark.parametrize("nodes, workers, cpus, num_threads, host_cpus, threads", [
+    (2, 1, 2, None, None, 2),  # a cluster's nodes: each node's CPUs split among its own workers
+    (2, 1, 2, None, 2, 1),  # two emulated nodes on 2 CPUs: 1 thread each, not 2 (4 threads on 2 CPUs)
+    (2, 2, 2, None, 2, 1),  # 4 workers on 2 CPUs: never below 1
+    (2, 1, 2, None, 16, 2),  # a big host: still the node's own cpus_per_task
+    (1, 2, 8, None, 2, 1),  # one node asking for more CPUs than the host has
+    (2, 1, 2, 3, 2, 3),  # an explicit train.num_threads wins
+])
+def test_threads_per_worker_split_the_hosts_cpus_among_every_worker_on_it(nodes, workers, cpus, num_threads,
+                                                                           host_cpus, threads):
+    from hpc_ft.config.validate import threads_per_worker
+
+    conf = JobConf()
+    conf.resources.nodes, conf.resources.workers_per_node, conf.resources.cpus_per_task = nodes, workers, cpus
+    conf.train.num_threads = num_threads
+    assert threads_per_worker(conf, host_cpus=host_cpus) == threads
+
+
+def test_resolve_pins_the_threads_where_nodes_share_one_host(tmp_path, monkeypatch):
+    """The local executor's emulated nodes share this host's CPUs; Slurm's nodes are hosts of their own."""
+    import hpc_ft.submit.executors as executors
+
+    monkeypatch.setattr(executors, "host_cpu_count", lambda: 2)
+    two_nodes = [*SYNTH, "resources.nodes=2", "resources.workers_per_node=1"]
+
+    def threads(*overrides: str) -> int | None:
+        return resolve(compose_conf([*two_nodes, *overrides], run_dir=tmp_path / "run")).conf.train.num_threads
+
+    assert executor_named("local").nodes_share_host and not executor_named("slurm").nodes_share_host
+    assert threads() == 1
+    assert threads("train.num_threads=2") == 2
+    assert threads("executor=slurm") is None  # each node: cpus_per_task // workers_per_node, on its own host

@@ -53,7 +53,18 @@ BAD = {
                             "not in the local Hugging Face cache"),
     "checkpoint without weights": (lambda t, m, b, p, c: sft(_no_weights(t, m), p), "model.path", "no weights"),
     "classification packing": (lambda t, m, b, p, c: cls(b, c, "data.packing=true"), "data.packing", "whole"),
+    # The tiny BERT has 128 positions, the tiny Llama 256: the fix names the limit.
+    "max_length over the encoder's positions": (lambda t, m, b, p, c: cls(b, c, "data.max_length=512"),
+                                                "data.max_length", "pass data.max_length=128"),
+    "packed blocks over the LM's positions": (lambda t, m, b, p, c: _packed(m, p, "data.max_length=300"),
+                                              "data.max_length", "pass data.max_length=256"),
 }
+
+
+def _packed(model_dir, data_file, *extra):
+    """Plain causal-LM training on the prompts, packed into data.max_length blocks."""
+    return ["task=causal_lm", "model=hf", f"model.path={model_dir}", "data=files", f"data.path={data_file}",
+            "data.text_field=prompt", "data.packing=true", "train.global_batch_size=8", "telemetry=off", *extra]
 
 
 def _odd_label(t):
@@ -127,3 +138,50 @@ def test_sft_on_two_emulated_nodes_reports_from_both(tmp_path, run_cli, llama_di
     assert [n["node_rank"] for n in nodes] == [0, 1] and all(n["train"]["world_size"] == 2 for n in nodes)
     assert "perplexity" in done.stdout  # the results and the report show the task's metrics
     assert len([p for p in data_cache.rglob("*-train") if p.is_dir()]) == 1  # one cache entry, written once
+
+
+def _relative_to(tmp_path, llama_dir, pairs_file) -> list[str]:
+    """``sft`` overrides naming the model and data relative to ``tmp_path`` (links to the session's files)."""
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "scratch" / "tiny_llm").symlink_to(llama_dir)
+    (tmp_path / "scratch" / "sft.jsonl").symlink_to(pairs_file)
+    return sft("scratch/tiny_llm", "scratch/sft.jsonl")
+
+
+def test_the_dry_run_shows_the_local_paths_absolute(tmp_path, monkeypatch, capsys, llama_dir, pairs_file):
+    # job.yaml held model.path=scratch/tiny_llm: `cd scratch && hpc-ft export ../outputs/rel` found no model.
+    from hpc_ft import cli
+
+    overrides = _relative_to(tmp_path, llama_dir, pairs_file)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["submit", "dry_run=true", *overrides, f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    paths = json.loads(capsys.readouterr().out)["paths"]
+    assert paths == {"model.path": str(tmp_path / "scratch" / "tiny_llm"),
+                     "data.path": str(tmp_path / "scratch" / "sft.jsonl")}
+
+
+def test_export_of_a_run_recorded_with_relative_paths(tmp_path, monkeypatch, capsys, llama_dir, pairs_file):
+    """A run dir written before paths were recorded absolute: its model is found from the submitting directory
+    Hydra recorded (.hydra/hydra.yaml); without that record, from elsewhere, one error says the path was relative."""
+    from omegaconf import OmegaConf
+
+    from hpc_ft.commands.export import export_main
+    from hpc_ft.config.compose import compose_conf
+    from hpc_ft.job import JobSpec
+    from hpc_ft.rundir.spec import write_spec
+
+    overrides = _relative_to(tmp_path, llama_dir, pairs_file)
+    run = tmp_path / "outputs" / "rel"
+    old = JobSpec(conf=compose_conf(overrides, run_dir=run), overrides=overrides)  # not resolved: paths relative
+    write_spec(old)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert export_main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "model.path='scratch/tiny_llm'" in err and "relative to the directory the run was submitted from" in err
+    assert "run hpc-ft export from the directory you submitted from" in err and "Traceback" not in err
+    (run / ".hydra").mkdir()
+    OmegaConf.save({"hydra": {"runtime": {"cwd": str(tmp_path)}}}, run / ".hydra" / "hydra.yaml")
+    assert export_main([str(run)]) == 2  # the model found: on to the checkpoints, of which there is none
+    err = capsys.readouterr().err
+    assert "holds no checkpoint" in err and "model.path" not in err

@@ -62,3 +62,32 @@ def test_model_hf_on_the_bundled_intents_uses_its_own_tokenizer(tmp_path, bert_d
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         assert compose("config").data.model_dir is None  # the bundled MiniLM's own copy
         assert compose("config", overrides=["model=hf", f"model.path={bert_dir}"]).data.model_dir == str(bert_dir)
+
+
+def test_the_position_limit_is_read_where_transformers_configs_keep_it():
+    from hpc_ft.train.tasks.hf_checks import position_limit
+
+    assert position_limit({"model_type": "bert", "max_position_embeddings": 64}) == (64, "max_position_embeddings")
+    assert position_limit({"model_type": "gpt2", "n_positions": 1024, "n_ctx": 1024}) == (1024, "n_positions")
+    assert position_limit({"model_type": "t5", "d_model": 512}) is None  # relative positions: no limit
+    # RoBERTa's positions start after the padding index: 514 embeddings hold 512 tokens.
+    assert position_limit({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1})[0] == 512
+    # A RoPE scaling factor stretches the trained length (written out already, or not).
+    assert position_limit({"max_position_embeddings": 4096, "rope_scaling": {"type": "linear", "factor": 4.0}})[0] \
+        == 16384
+    assert position_limit({"max_position_embeddings": 131072, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}})[0] == 131072
+    assert position_limit({"model_type": "llava", "text_config": {"max_position_embeddings": 4096}}) == \
+        (4096, "text_config.max_position_embeddings")
+
+
+def test_a_max_length_over_the_checkpoints_positions_is_refused_with_the_limit(tmp_path, bert_dir):
+    """The tiny BERT (128 positions): data.max_length=512 would stop the workers at step 1 (a position embedding
+    table of 128 rows); refused from config.json alone, naming the limit to pass."""
+    from hpc_ft.train.tasks.hf_checks import max_length_problems
+
+    conf = {"path": str(bert_dir)}
+    assert max_length_problems(conf, 128) == []
+    (problem,) = max_length_problems(conf, 512)
+    assert problem.key == "data.max_length" and problem.value == 512 and "128" in problem.rule
+    assert problem.fix == "pass data.max_length=128"

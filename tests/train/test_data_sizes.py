@@ -92,3 +92,22 @@ def test_corpus_lower_bound_holds_and_spares_reading_it_for_usual_settings(monke
     spec.conf.data["test_fraction"] = 0.0001
     problems, _ = precheck.data_problems(spec)
     assert problems and "empty test split" in str(problems[0].rule)
+
+
+def test_packed_files_with_fewer_blocks_than_one_global_batch_are_refused_by_the_loop(tmp_path):
+    """data=files refuses fewer training examples than one global batch before dispatch; packed, the examples are
+    blocks of data.max_length tokens, counted once tokenized: the loop refuses them with the same rule and a fix."""
+    from types import SimpleNamespace
+
+    from hpc_ft.train.loop import _packed_blocks_problems
+    from hpc_ft.train.tasks.base import FILE_DATA_TARGET
+
+    data = {"_target_": FILE_DATA_TARGET, "packing": True, "max_length": 128}
+    spec = SimpleNamespace(conf=SimpleNamespace(data=data, train=SimpleNamespace(global_batch_size=16)))
+    (problem,) = _packed_blocks_problems(15, spec)
+    assert (problem.key, problem.value) == ("data.packing", True)
+    assert "15 blocks of data.max_length=128 tokens, fewer than one global batch" in str(problem)
+    assert "data.max_length=120" in problem.fix and "data.packing=false" in problem.fix
+    assert _packed_blocks_problems(16, spec) == []  # one full global batch: trains
+    assert _packed_blocks_problems(15, SimpleNamespace(conf=SimpleNamespace(
+        data={**data, "packing": False}, train=spec.conf.train))) == []  # unpacked: checked before dispatch

@@ -114,6 +114,76 @@ def test_checkpoint_and_job_yaml_of_the_previous_version_resume_without_refusal(
     before = check_before_dispatch(spec)
     assert before is not None and not before.problems and not before.warnings
 
+def _checkpointed(spec, step: int, conf: dict | None = None):
+    """``spec``'s run dir as a run that reached ``step`` leaves it: its job.yaml and a checkpoint of ``step``
+    recording ``conf`` (default: the spec's); returns the checkpoint's state."""
+    from hpc_ft.rundir.spec import write_spec
+    from hpc_ft.train.checkpoint import save_checkpoint
+
+    write_spec(spec)
+    state = {"step": step, "conf": conf or spec.to_dict()["conf"], "world_size": spec.world_size}
+    save_checkpoint(spec.run_dir, step, state, keep=2)
+    return state
+
+
+def test_a_run_that_reached_max_steps_is_refused_before_dispatch_and_its_requeue_still_finishes(tmp_path):
+    # The same command again trained 0 steps and overwrote train.json with final_loss nan, eval_loss None.
+    from hpc_ft.rundir.spec import spec_path
+    from hpc_ft.train.precheck import check_before_dispatch as precheck
+    from hpc_ft.train.resume import check_before_dispatch
+
+    spec = resolve(compose_conf([*SYNTH, "train.max_steps=20"], run_dir=tmp_path / "run"))
+    state = _checkpointed(spec, 20)
+    [p] = check_before_dispatch(spec).problems
+    assert (p.key, p.value) == ("train.max_steps", 20)
+    assert p.rule == (f"the run in {spec.run_dir} has already reached train.max_steps (checkpoint at step 20): "
+                      "nothing left to train")
+    assert (f"`hpc-ft report {spec.run_dir}` shows its results" in p.fix and "train.max_steps=M with M > 20" in p.fix
+            and "hydra.run.dir=NEW_DIR" in p.fix)
+    with pytest.raises(ConfigError, match="train.max_steps=20"):
+        precheck(spec)  # what hpc-ft submit, the sweep launcher and hpc-ft tune call
+    # Below the checkpoint's step: one refusal, whose fix trains further (compare's own asks for >= 20).
+    lower = check_before_dispatch(resolve(compose_conf([*SYNTH, "train.max_steps=10"], run_dir=spec.run_dir)))
+    assert [(p.key, p.value) for p in lower.problems] == [("train.max_steps", 10)]
+    assert "is below the step" in lower.problems[0].rule and "M > 20" in lower.problems[0].fix
+    longer = check_before_dispatch(resolve(compose_conf([*SYNTH, "train.max_steps=30"], run_dir=spec.run_dir)))
+    assert not longer.problems and "train.max_steps changed from 20 to 30" in longer.warnings[0]
+    # The workers' own comparison allows it: a job requeued after its last checkpoint still finishes.
+    assert not compare_with_checkpoint(state, spec.to_dict()["conf"], spec.world_size, "RUN").problems
+    spec_path(spec).unlink()  # no job.yaml (nothing known of the job): the checkpoint's step is enough
+    assert [p.key for p in check_before_dispatch(spec).problems] == ["train.max_steps"]
+    # A user's script keeps its own checkpoints, which hpc_ft neither reads nor checks: not refused.
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    assert precheck(resolve(compose_conf([*SYNTH, "train.max_steps=20", f"script.path={script}"],
+                                         run_dir=spec.run_dir))) == []
+
+
+def test_a_run_dir_recorded_with_relative_paths_resumes_with_the_same_absolute_ones(tmp_path, monkeypatch):
+    # job.yaml and checkpoints written before resolve made model.path / data.path absolute: the same command
+    # (now recording them absolute) resumes; a path that names another file is still refused.
+    from hpc_ft.job import JobSpec
+    from hpc_ft.train.resume import check_before_dispatch
+
+    (tmp_path / "scratch" / "tiny_llm").mkdir(parents=True)
+    for name in ("sft.jsonl", "other.jsonl"):
+        (tmp_path / "scratch" / name).write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    hf = ["model=hf", "model.path=scratch/tiny_llm", "data=files", "data.path=scratch/sft.jsonl"]
+    spec = resolve(compose_conf(hf, run_dir=tmp_path / "run"))
+    assert spec.conf.model["path"] == str(tmp_path / "scratch" / "tiny_llm")
+    old = spec.to_dict()["conf"]
+    old["model"]["path"], old["data"]["path"] = "scratch/tiny_llm", "scratch/sft.jsonl"  # as the old hpc_ft wrote
+    state = _checkpointed(JobSpec.from_dict({"conf": old}), 10, old)
+    assert "path: scratch/tiny_llm" in (spec.run_dir / "job.yaml").read_text()
+    check = check_before_dispatch(spec)
+    assert not check.problems and not check.warnings
+    assert not compare_with_checkpoint(state, spec.to_dict()["conf"], spec.world_size, "RUN").problems
+    other = resolve(compose_conf([*hf, "data.path=scratch/other.jsonl"], run_dir=tmp_path / "run"))
+    [p] = check_before_dispatch(other).problems
+    assert p.key == "data.path" and "was scratch/sft.jsonl" in p.rule
+
+
 def _optimizer_and_schedule(lr: float, weight_decay: float):
     from hpc_ft.train.loop import lr_lambda
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from hpc_ft.config.schema import JobConf
-from hpc_ft.config.validate import local_gpu_count
+from hpc_ft.config.validate import host_cpu_count, local_gpu_count, threads_per_worker
 from hpc_ft.config.validate import validate as _validate
 from hpc_ft.errors import ConfigError, Problem
 from hpc_ft.job import JobSpec
@@ -69,11 +69,16 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count) -> l
 
 
 def resolve(conf: JobConf, overrides: list[str] | None = None) -> JobSpec:
-    """``hpc_ft.job.resolve`` after the job's executor pinned its workers per node (the debug executor: 1).
+    """``hpc_ft.job.resolve`` after the job's executor pinned its workers per node (the debug executor: 1) and,
+    where its nodes share one host (``nodes_share_host``: the local executor), the threads per worker, unless
+    ``train.num_threads`` is set: this host's CPUs split among the workers of every node (``threads_per_worker``).
 
     Call it on a validated conf (an unknown executor name raises ConfigError).
     """
-    conf.resources.workers_per_node = executor_of(conf).workers_per_node(conf)
+    executor = executor_of(conf)
+    conf.resources.workers_per_node = executor.workers_per_node(conf)
+    if executor.nodes_share_host and not conf.train.num_threads:
+        conf.train.num_threads = threads_per_worker(conf, host_cpus=host_cpu_count())
     return _resolve(conf, overrides)
 
 

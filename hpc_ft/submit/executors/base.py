@@ -77,6 +77,9 @@ class Executor(ABC):
     # How a later submission tells that this executor's detached job still runs, so its run dir stays held
     # (one of hpc_ft.rundir.lock.LIVENESS_PROBES: squeue for a Slurm job id, a live pid for a local process).
     liveness: ClassVar[str] = NO_PROBE
+    # Whether every node of a job runs on one host (the local executor's emulated nodes): their workers then share
+    # that host's CPUs, and resolve caps the threads per worker to the host's CPUs split among all of them.
+    nodes_share_host: ClassVar[bool] = False
     # The node task class submitted once per node.
     node_task_class: ClassVar[type[NodeTask]] = NodeTask
     # What Ctrl-C does while hpc-ft waits for this executor's job: False, hpc-ft stops waiting and the job goes on

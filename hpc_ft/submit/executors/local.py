@@ -92,6 +92,7 @@ class LocalExecutor(Executor):
     name = "local"
     liveness = PROCESS  # a detached job holds its run dir while it runs (hpc_ft.rundir.lock)
     first_host_hint = "127.0.0.1"
+    nodes_share_host = True  # every emulated node is a process tree on this machine
     interrupt_stops_job = True  # Ctrl-C stops the job at a checkpoint (terminal_interrupt_ignored shields it)
 
     def problems(self, conf: JobConf, gpu_count: Callable[[], int]) -> list[Problem]:
@@ -216,8 +217,11 @@ def torchrun_pids(controller_pid: int) -> list[int]:
 STOP_GRACE_S = 60.0  # how long a stopped local job's workers get to checkpoint before what is left is killed
 
 
-def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_S) -> list[str]:
+def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_S,
+                    checkpoints: bool = True) -> list[str]:
     """Stop local jobs at a checkpoint, as a preemption would, and wait for them; returns one line per job.
+    ``checkpoints=False``: the lines promise no checkpoint (a user's script checkpoints only if it keeps
+    hpc_ft.script_api's contract).
 
     SIGTERM goes to each node's torchrun process group (the node task starts torchrun in a new session): the
     workers finish their step, checkpoint and exit. A job without a torchrun yet gets it at its submitit controller
@@ -239,15 +243,16 @@ def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_
     out = []
     for pid in controller_pids:
         if not _alive(pid):
-            out.append(f"stopped local job {pid} (SIGTERM: checkpoint at the current step)")
+            out.append(f"stopped local job {pid} (SIGTERM: "
+                       + ("checkpoint at the current step)" if checkpoints else "sent to the script's workers)"))
             continue
         for p in process_tree(pid):
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        out.append(f"killed local job {pid}: it did not stop within {grace_s:g} s (resumes from the newest "
-                   "checkpoint)")
+        out.append(f"killed local job {pid}: it did not stop within {grace_s:g} s"
+                   + (" (resumes from the newest checkpoint)" if checkpoints else ""))
     return out
 
 

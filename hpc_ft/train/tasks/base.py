@@ -13,6 +13,7 @@ from typing import Any, Mapping, Protocol
 
 HF_MODEL_TARGET = "hpc_ft.train.tasks.hf.load_model"  # conf/model/hf.yaml
 FILE_DATA_TARGET = "hpc_ft.data.FileDataSpec"  # conf/data/files.yaml
+LABELS = "labels"  # the batch key of the targets (hpc_ft.train.data re-exports it)
 IGNORE_INDEX = -100  # label of a token left out of the loss (prompt, padding): torch's cross_entropy default
 
 

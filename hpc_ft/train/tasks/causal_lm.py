@@ -9,16 +9,18 @@ predicted ones: eval loss (mean per token), perplexity (its exponential) and tok
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from hpc_ft.errors import ConfigError, Problem
-from hpc_ft.train.data import LABELS, TaskData
-from hpc_ft.train.tasks.base import IGNORE_INDEX, instantiate, is_file_data, is_hf_model
+from hpc_ft.train.tasks.base import IGNORE_INDEX, LABELS, instantiate, is_file_data, is_hf_model
 from hpc_ft.train.tasks.classification import logits_of
 from hpc_ft.train.tasks.files import FileEncoding, attention_mask, build_file_data, pad
+
+# torch is imported where a tensor is made: the checks before dispatch build these tasks without it.
+if TYPE_CHECKING:
+    import torch
+
+    from hpc_ft.train.data import TaskData
 
 
 def shifted_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -29,6 +31,8 @@ def shifted_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: st
     # Shift the labels, not the logits: position t is scored against label t+1 and the last position against
     # nothing. ``logits[:, :-1]`` would copy the whole [batch, seq, vocab] tensor (forward and backward: tens of
     # ms per step for a 30k vocabulary on a CPU); the flat view below copies nothing in fp32.
+    import torch.nn.functional as F
+
     pred = logits.float().reshape(-1, logits.shape[-1])
     target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
     total = F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -128,6 +132,8 @@ class CausalLM:
     def baseline(self, data: TaskData) -> dict[str, float]:
         """The perplexity of the eval tokens' own unigram distribution: the best a model that ignores context can
         do (a fine-tuned model should be well below it)."""
+        import torch
+
         counts: dict[int, int] = {}
         for start in range(0, data.num_test, 1024):
             labels = data.test.take(torch.arange(start, min(data.num_test, start + 1024)))[LABELS] \

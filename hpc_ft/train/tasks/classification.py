@@ -4,19 +4,24 @@ majority-class baseline. The default task (MiniLM on chatterbot intents, the syn
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from hpc_ft.errors import ConfigError, Problem
-from hpc_ft.train.data import LABELS, TaskData
-from hpc_ft.train.tasks.base import instantiate, is_file_data, is_hf_model
+from hpc_ft.train.tasks.base import LABELS, instantiate, is_file_data, is_hf_model
 from hpc_ft.train.tasks.files import FileEncoding, attention_mask, build_file_data, pad
+
+# torch is imported where a tensor is made: the checks before dispatch build this task on a login node (its
+# data=files settings and label set) without torch.
+if TYPE_CHECKING:
+    import torch
+
+    from hpc_ft.train.data import TaskData
 
 
 def logits_of(outputs: Any) -> torch.Tensor:
     """The logits of a model's output: a Hugging Face ModelOutput's ``.logits``, or the tensor itself."""
+    import torch
+
     return outputs if isinstance(outputs, torch.Tensor) else outputs.logits
 
 
@@ -102,6 +107,8 @@ class SequenceClassification:
 
     def collate(self, rows: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
         """Pad a micro-batch to its longest example; one label per example."""
+        import torch
+
         return {"input_ids": pad(rows["input_ids"], pad_id), "attention_mask": attention_mask(rows["input_ids"]),
                 LABELS: torch.as_tensor(rows[LABELS], dtype=torch.long)}
 
@@ -113,10 +120,14 @@ class SequenceClassification:
 
     def loss(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy over the micro-batch, computed in float32 whatever the autocast dtype."""
+        import torch.nn.functional as F
+
         return F.cross_entropy(outputs.float(), batch[LABELS])
 
     def add_eval_sums(self, sums: torch.Tensor, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         """Add this micro-batch's correct predictions, samples and summed loss (on the device: no sync)."""
+        import torch.nn.functional as F
+
         labels = batch[LABELS]
         sums[0] += (outputs.argmax(-1) == labels).sum()
         sums[1] += labels.numel()

@@ -12,9 +12,10 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from hpc_ft.train.data import CollatedSplit, TaskData
+if TYPE_CHECKING:  # torch, at run time only where a split is built: the checks before dispatch import this module
+    from hpc_ft.train.data import TaskData
 
 log = logging.getLogger("hpc_ft.train")
 
@@ -60,11 +61,18 @@ def build_file_data(task: Any, data_conf: Any, model_conf: Any) -> TaskData:
     through its ``collate``. Raises ConfigError when the files or settings do not fit (the same checks as
     before dispatch)."""
     from hpc_ft.data import cache_root, load_splits, spec_from_config, tokenize_cached, tokenizer_fingerprint
+    from hpc_ft.train.data import CollatedSplit, TaskData
     from hpc_ft.train.tasks.base import plain
     from hpc_ft.train.tasks.hf import load_tokenizer
 
+    from hpc_ft.errors import ConfigError
+    from hpc_ft.train.tasks.hf_checks import max_length_problems
+
     spec = spec_from_config(plain(data_conf))
     model = plain(model_conf)
+    too_long = max_length_problems(model, spec.max_length)  # checked before dispatch too; a job from the Python API
+    if too_long:
+        raise ConfigError(too_long)
     tok = load_tokenizer(model["path"], bool(model.get("trust_remote_code", False)))
     raw = load_splits(spec)
     enc = task.encoder(raw, tok, spec)

@@ -98,3 +98,61 @@ def model_problems(model_conf: Any) -> tuple[list[Problem], list[str]]:
         notes.append(f"model.path={path}: the tokenizer declares no pad token; unless its class has one, its EOS "
                      f"token pads batches (padding is masked out of attention and loss)")
     return problems, notes
+
+
+# Where transformers' configs keep a model's position limit in config.json, in the order asked: most models'
+# max_position_embeddings, then the names their attribute_map turns into it (GPT-2's n_positions, DBRX's max_seq_len,
+# RWKV's context_length, ...) and a few remote-code names (max_sequence_length, seq_length).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "max_seq_len", "seq_length",
+                 "context_length", "model_max_length")
+# Encoders whose learned positions start after the padding index (RoBERTa's create_position_ids_from_input_ids):
+# a sequence may hold max_position_embeddings - pad_token_id - 1 tokens (514 - 1 - 1 = 512).
+PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "roberta-prelayernorm", "camembert", "longformer",
+                        "data2vec-text", "xmod", "mpnet", "ibert", "luke")
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def position_limit(config: dict) -> tuple[int, str] | None:
+    """The most tokens one sequence may hold for a model of this config.json (a dict), and the key it is read from;
+    None when it names none (relative or no positions: T5, Mamba). A multimodal config's ``text_config`` counts
+    when the top level names none. A RoPE scaling factor (``rope_scaling`` / ``rope_parameters``) stretches the
+    limit to ``factor x original_max_position_embeddings`` when that is longer."""
+    for where, cfg in (("", config), ("text_config.", config.get("text_config"))):
+        if not isinstance(cfg, dict):
+            continue
+        for key in POSITION_KEYS:
+            limit = _int(cfg.get(key))
+            if limit is None:
+                continue
+            if cfg.get("model_type") in PADDING_OFFSET_TYPES and _int(cfg.get("pad_token_id")) is not None:
+                limit -= cfg["pad_token_id"] + 1
+            rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+            if isinstance(rope, dict) and isinstance(rope.get("factor"), (int, float)) and rope["factor"] > 1:
+                base = _int(rope.get("original_max_position_embeddings")) or limit
+                limit = max(limit, int(base * rope["factor"]))
+            return limit, where + key
+    return None
+
+
+def max_length_problems(model_conf: Any, max_length: Any) -> list[Problem]:
+    """``data.max_length`` longer than the checkpoint's position limit (config.json, read as JSON: no torch): every
+    example or packed block longer than the limit would stop the workers at their first step (a position embedding
+    table too short). [] when it fits, or when the limit or the value cannot be read (other checks report those)."""
+    max_length = _int(max_length)
+    directory, bad = resolve_model_path(model_conf.get("path"))
+    if max_length is None or bad is not None:
+        return []
+    try:
+        found = position_limit(json.loads((Path(directory) / "config.json").read_text()))
+    except (OSError, ValueError, AttributeError):  # no or bad config.json: model_problems reports it
+        return []
+    if found is None or max_length <= found[0]:
+        return []
+    limit, key = found
+    return [Problem("data.max_length", max_length,
+                    f"is longer than the model's position limit: {limit} tokens ({key} in the config.json of "
+                    f"model.path={model_conf.get('path')}); longer examples (or packed blocks) would stop every worker "
+                    f"at its first step", f"pass data.max_length={limit}")]
