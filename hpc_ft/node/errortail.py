@@ -166,14 +166,18 @@ class WorkerOutput:
         self.order: list[int] = []  # ranks in the order they first wrote a traceback (about when they failed)
         self.agent: collections.deque[str] = collections.deque(maxlen=agent)
 
-    def add(self, line: str) -> None:
-        rank, text = split_rank(collapse_prefix(line.rstrip("\n")))
+    def add(self, line: str) -> str:
+        """Keep one line of torchrun's output; returns it with its rank prefix said once (``collapse_prefix``, its
+        newline kept): what the node's log and stdout get."""
+        line = collapse_prefix(line)
+        rank, text = split_rank(line.rstrip("\n"))
         if rank is None:
             self.agent.append(text)
-            return
-        self.ranks.setdefault(rank, collections.deque(maxlen=self._per_rank)).append(text)
-        if text.strip() == TRACEBACK_HEAD and rank not in self.order:
-            self.order.append(rank)
+        else:
+            self.ranks.setdefault(rank, collections.deque(maxlen=self._per_rank)).append(text)
+            if text.strip() == TRACEBACK_HEAD and rank not in self.order:
+                self.order.append(rank)
+        return line
 
     def error_of(self, rank: int, failure: Failure | None = None) -> list[str]:
         """Rank ``rank``'s error: the traceback of its error file, else the last one it printed, else its last

@@ -21,7 +21,7 @@ from hpc_ft.config.schema import schema_shape
 from hpc_ft.errors import LaunchError
 from hpc_ft.job import JobSpec
 from hpc_ft.node import errortail
-from hpc_ft.node.errortail import WorkerOutput, collapse_prefix
+from hpc_ft.node.errortail import WorkerOutput
 from hpc_ft.node.launch import scoped_environ, torchrun_argv, user_env, worker_env
 from hpc_ft.node.payload import is_script, run_script_in_process, script_result
 from hpc_ft.node.preempt import NodePreemption
@@ -206,10 +206,9 @@ def _start_sampler(spec: JobSpec, ndir: NodeDir, pids):
 def _tee(stream, logf, output: WorkerOutput) -> None:
     """Copy torchrun's output to our stdout and the node log, keeping each worker's last lines for the report."""
     for line in stream:
-        line = collapse_prefix(line)
+        line = output.add(line)  # kept for the error tail, its doubled rank prefix said once
         sys.stdout.write(line)
         logf.write(line)
-        output.add(line)
     sys.stdout.flush()
     logf.flush()
 

@@ -61,11 +61,10 @@ def build_file_data(task: Any, data_conf: Any, model_conf: Any) -> TaskData:
     through its ``collate``. Raises ConfigError when the files or settings do not fit (the same checks as
     before dispatch)."""
     from hpc_ft.data import cache_root, load_splits, spec_from_config, tokenize_cached, tokenizer_fingerprint
+    from hpc_ft.errors import ConfigError
     from hpc_ft.train.data import CollatedSplit, TaskData
     from hpc_ft.train.tasks.base import plain
     from hpc_ft.train.tasks.hf import load_tokenizer
-
-    from hpc_ft.errors import ConfigError
     from hpc_ft.train.tasks.hf_checks import max_length_problems
 
     spec = spec_from_config(plain(data_conf))
