@@ -109,3 +109,12 @@ def execute_notebook(path: Path, workdir: Path, env_var: str) -> tuple[str, int]
             text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
             images += "image/png" in out.get("data", {})
     return "\n".join(text), images
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (the README's test command runs two workers), every test of the one local Slurm
+    cluster runs in the same worker (``--dist loadgroup``): the cluster is a session fixture, started once per
+    worker, and two workers would start, share and stop it under each other."""
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -81,3 +81,31 @@ def test_the_config_groups_line_names_every_option_in_conf():
         assert f"`{group.name}`" in para, group.name
         if len(options) > 1:
             assert listed.get(group.name) == options, (group.name, listed.get(group.name), options)
+
+
+class _Item:
+    """What the collection hook touches of a pytest Item: its marks."""
+
+    def __init__(self, *marks):
+        self.marks = [m.mark for m in marks]
+
+    def get_closest_marker(self, name):
+        return next((m for m in self.marks if m.name == name), None)
+
+    def add_marker(self, mark):
+        self.marks.append(mark.mark)
+
+
+def test_the_slurm_tests_share_one_xdist_worker(request):
+    """The README's test command runs two workers; the one local Slurm cluster is a session fixture per worker, so
+    every test that uses it must land in the same worker (``--dist loadgroup`` groups by ``xdist_group``)."""
+    from tests.conftest import pytest_collection_modifyitems
+
+    on_slurm, elsewhere = _Item(pytest.mark.slurm), _Item(pytest.mark.slow)
+    pytest_collection_modifyitems(request.config, [on_slurm, elsewhere])
+    assert on_slurm.get_closest_marker("xdist_group").args == ("slurm",)
+    assert elsewhere.get_closest_marker("xdist_group") is None
+    assert "loadgroup" in request.config.getini("addopts")
+    # and in this session: every collected Slurm test carries the group
+    assert all(i.get_closest_marker("xdist_group").args == ("slurm",) for i in request.session.items
+               if i.get_closest_marker("slurm"))
