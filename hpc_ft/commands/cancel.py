@@ -4,8 +4,9 @@ Slurm: ``scancel`` of the job, or of the whole job array of a sweep. Local execu
 torchrun process group: the workers finish their step, checkpoint and exit, as on a preemption (without a
 torchrun yet, to submitit's local controller, which forwards it); anything still alive after the grace period
 is killed. A user's script checkpoints only if it keeps hpc_ft.script_api's contract; otherwise it dies of the
-signal. Either way nothing in the run dir is removed: ``hpc-ft submit`` with the same ``hydra.run.dir`` resumes
-from the newest checkpoint. Each run dir records the job cancelled (``CancelRecord``), so ``hpc-ft status`` says
+signal. Either way nothing in the run dir is removed: ``hpc-ft submit --from RUN_DIR hydra.run.dir=RUN_DIR`` (the
+run's own overrides, from its job.yaml, into the same dir; printed for each run dir cancelled) resumes from the
+newest checkpoint. Each run dir records the job cancelled (``CancelRecord``), so ``hpc-ft status`` says
 CANCELLED without asking Slurm. Asks for confirmation unless ``--yes``; without a terminal to ask on, ``--yes``
 is required.
 """
@@ -13,6 +14,7 @@ is required.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import subprocess
 import sys
@@ -129,11 +131,38 @@ def _cancel(live: list[RunState], path: Path, grace_s: float) -> int:
     for s in live:
         if id(s) not in done:  # not cancelled: its record must not call it so
             records[id(s)].unlink(missing_ok=True)
-    where = f"hydra.run.dir={shlex.quote(str(path))}"
-    if all(runs_script(s) for s in live):
-        print(f"the run dir is kept; hpc-ft submit ... {where} runs the script again there (the same overrides): "
-              "it continues only from a checkpoint of its own ($HPC_FT_RUN_DIR, README \"Bring your own script\")")
-    else:
-        print(f"the run dir is kept; to resume: hpc-ft submit ... {where} "
-              "(the same overrides: it continues from the newest checkpoint)")
+    print("\n".join(resume_lines(live)))
     return code
+
+
+def resume_command(run_dir: str | Path) -> str:
+    """The command that submits the job of ``run_dir`` again into ``run_dir`` itself, quoted for a POSIX shell:
+    ``--from`` takes the overrides the run was submitted with (its job.yaml, as ``hpc-ft submit --from`` reads
+    them) and drops their run dir; the ``hydra.run.dir`` after it names this one, so the job resumes there. The
+    path is absolute, so the command works from any directory."""
+    path = str(Path(run_dir).absolute())
+    value = f"hydra.run.dir={path}"
+    if not re.fullmatch(r"[\w./+@-]+", path):  # Hydra's grammar reads spaces, commas, quotes, $ in its own way
+        from hpc_ft.config.overrides import hydra_quote
+
+        value = hydra_quote("hydra.run.dir", path)
+    return f"hpc-ft submit --from {shlex.quote(path)} {shlex.quote(value)}"
+
+
+def resume_lines(cancelled: list[RunState]) -> list[str]:
+    """What to tell the user about resuming the ``cancelled`` runs: the command for each run dir (a sweep's jobs
+    each), or why there is none."""
+    dirs = list(dict.fromkeys(Path(s.run_dir) for s in cancelled if s.spec is not None))
+    kept = "the run dir is kept" if len(cancelled) == 1 else "the run dirs are kept"
+    apps = {s.spec.hydra_app for s in cancelled if s.spec is not None and s.spec.hydra_app}
+    if apps:  # hpc-ft submit --from refuses such a job: the app composes its own config
+        return [f"{kept}; a job of your own Hydra app ({', '.join(sorted(apps))}): run the app again to resume it "
+                "(hpc-ft report RUN_DIR prints its command)"]
+    if not dirs:
+        return [f"{kept}; no job had started, so there is nothing to resume"]
+    if all(runs_script(s) for s in cancelled):
+        head = (f"{kept}; this runs the script again there (the same overrides): it continues only from a checkpoint "
+                "of its own ($HPC_FT_RUN_DIR, README \"Bring your own script\")")
+    else:
+        head = f"{kept}; to resume (the same overrides: it continues from the newest checkpoint)"
+    return [f"{head}:", *(f"  {resume_command(d)}" for d in dirs)]

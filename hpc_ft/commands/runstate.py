@@ -8,6 +8,10 @@ has forgotten the job).
 A job is Slurm's when its run dir says so: the lock's owner names the ``slurm_job`` liveness probe, submitit's
 ``JOBID_submission.sh`` or an sbatch script's ``slurm-JOBID.out`` is there. Otherwise its id is the pid of
 submitit's local controller on the host that submitted it (``hpc_ft.rundir.lock``'s ``process`` probe).
+
+A run dir whose only record is the batch script of ``hpc-ft sbatch`` (no job id, no ``slurm-JOBID.out``) names no
+job: submitting the script writes nothing there until the job starts. One ``squeue`` tells a queued job of the
+script from one never submitted (``NOT SUBMITTED``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ SLURM_TIMEOUT_S = 20
 # Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
 PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "CANCELLED", "UNKNOWN")
+# hpc_ft's own state: an `hpc-ft sbatch` script no job of which has started, and none of which Slurm has queued.
+NOT_SUBMITTED = "NOT SUBMITTED"
 PROBE_NAMES = {SLURM_JOB: "Slurm", PROCESS: "local process"}  # how status names where a job runs
 LIVE_STATES = ACTIVE_SLURM_STATES  # a job in one of them shows as pending or running
 
@@ -45,6 +51,7 @@ class SpecView:
     max_steps: int | None  # None for a user's script: its number of steps is its own (train.max_steps is the loop's)
     global_batch_size: int
     overrides: tuple[str, ...]
+    hydra_app: str | None = None  # a job of the user's own Hydra app: the app's command (hpc-ft submit can't run it)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SpecView":
@@ -58,7 +65,8 @@ class SpecView:
                        nodes=int(c["resources"]["nodes"]), gpus_per_node=int(c["resources"]["gpus_per_node"]),
                        max_steps=None if _runs_a_script(c) else int(c["train"]["max_steps"]),
                        global_batch_size=int(c["train"].get("global_batch_size") or c["train"].get("batch_size")),
-                       overrides=tuple(d.get("overrides") or ()))
+                       overrides=tuple(d.get("overrides") or ()),
+                       hydra_app=(c.get("script") or {}).get("hydra_app") or None)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a job.yaml of hpc_ft ({exc!r} missing)") from exc
 
@@ -105,7 +113,7 @@ class RunState:
     spec: SpecView | None
     job_id: str | None = None
     probe: str = NO_PROBE  # how its job is found: SLURM_JOB (a Slurm id), PROCESS (a local pid), NO_PROBE (none)
-    state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | CANCELLED | UNKNOWN
+    state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | CANCELLED | NOT SUBMITTED | UNKNOWN
     reason: str | None = None  # Slurm's pending reason
     requeues: int = 0
     step: int | None = None
@@ -237,6 +245,32 @@ def slurm_jobs(job_id: str) -> list[SlurmJob]:
     if proc.returncode == 0 and proc.stdout.strip():
         return [_from_scontrol(line) for line in proc.stdout.splitlines() if line.strip()]
     return _sacct(job_id)
+
+
+def queued_scripts() -> dict[Path, SlurmJob] | None:
+    """This user's Slurm jobs by the path of their batch script (squeue's command, taken from the job's work dir
+    when relative), the lowest job id of a script first: one ``squeue``. {} without Slurm's commands (nothing can
+    have been submitted from here); None when squeue does not answer."""
+    if shutil.which("squeue") is None:
+        return {}
+    try:
+        proc = subprocess.run(["squeue", "-h", "-u", str(os.getuid()), "-o", "%i|%T|%r|%Z|%o"],
+                              capture_output=True, text=True, timeout=SLURM_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    out: dict[Path, SlurmJob] = {}
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|", 4)
+        if len(parts) != 5 or not parts[0].isdigit():
+            continue  # an array's tasks (123_4): hpc-ft sbatch writes no array
+        job_id, state, reason, workdir, command = parts
+        script = Path(os.path.normpath(os.path.join(workdir, command)))
+        job = SlurmJob(job_id, state, reason if state == PENDING and reason not in ("", "None") else None)
+        if script not in out or int(job_id) < int(out[script].job_id):
+            out[script] = job
+    return out
 
 
 def _from_scontrol(line: str) -> SlurmJob:
@@ -371,7 +405,42 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     st.last_sample = last_telemetry(rd) if alive else None
     mtimes = [p.stat().st_mtime for p in (rd.metrics, rd.spec) if p.exists()]
     st.updated_unix_s = max(mtimes) if mtimes else None
+    if query_slurm:
+        apply_sbatch_queue([st])
     return st
+
+
+def unstarted_sbatch_script(st: RunState) -> bool:
+    """The run dir of ``st`` holds an ``hpc-ft sbatch`` script and nothing of a job: no job id (owner record, node
+    reports) and no ``slurm-JOBID.out`` (Slurm writes it when a job of the script starts)."""
+    rd = RunDir(st.run_dir)
+    return (st.job_id is None and st.state == UNKNOWN and rd.sbatch_script.exists()
+            and not any(rd.path.glob(rd.slurm_log_of("*").name)))
+
+
+def apply_sbatch_queue(states: list[RunState]) -> None:
+    """The state of each run whose only record is its ``hpc-ft sbatch`` script (``unstarted_sbatch_script``): the
+    job Slurm has of that script (its id, PENDING with the reason, or RUNNING before node 0 has recorded it); else
+    CANCELLED when ``hpc-ft cancel`` stopped a job of it before it started (its CancelRecord), else NOT_SUBMITTED.
+    Left UNKNOWN when squeue does not answer. One ``squeue`` for all of them, none without them."""
+    waiting = [st for st in states if unstarted_sbatch_script(st)]
+    if not waiting:
+        return
+    queued = queued_scripts()
+    if queued is None:
+        return
+    for st in waiting:
+        rd = RunDir(st.run_dir)
+        job = queued.get(Path(os.path.abspath(rd.sbatch_script))) or queued.get(rd.sbatch_script.resolve())
+        if job is not None:
+            st.job_id, st.probe = job.job_id, SLURM_JOB
+            _apply_job(st, job)
+            continue
+        try:
+            st.job_id, st.probe = CancelRecord.load(rd.cancel_record).job_id, SLURM_JOB
+            st.state, st.cancelled = CANCELLED, True
+        except (OSError, ValueError):  # no record (RecordError is a ValueError): Slurm has no job of it
+            st.state = NOT_SUBMITTED
 
 
 # --- finding runs ---------------------------------------------------------------------------------------------
@@ -379,13 +448,29 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
 def find_run_dirs(roots: list[Path]) -> list[Path]:
     """Every run dir (a dir holding job.yaml) at any depth below ``roots``: outputs/DATE/TIME, a dir named with
     ``hydra.run.dir=outputs/NAME``, a sweep's or a search's jobs (``hpc-ft list`` and ``hpc-ft status``)."""
-    out: set[Path] = set()
+    return find_runs_and_sweeps(roots)[0]
+
+
+def find_runs_and_sweeps(roots: list[Path]) -> tuple[list[Path], list[Path]]:
+    """One walk of each root: (the run dirs ``find_run_dirs`` returns; every dir below a root holding a sweep's
+    manifest), each sorted. A root that is itself a run dir is the one run found in it (what is below is its own
+    files); manifests below it are still found. Symlinked dirs are not followed and unreadable dirs are passed
+    over, as ``Path.rglob`` does."""
+    spec_name, manifest_name = RunDir(".").spec.name, SweepDir(".").manifest.name
+    runs: set[Path] = set()
+    sweeps: set[Path] = set()
     for r in roots:
-        if RunDir(r).spec.exists():
-            out.add(r)
-        elif r.is_dir():
-            out.update(SweepDir(r).run_dirs_anywhere())
-    return sorted(out)
+        run_root = RunDir(r).spec.exists()
+        if run_root:
+            runs.add(r)
+        if not r.is_dir():
+            continue
+        for dirpath, _, files in os.walk(r):
+            if spec_name in files and not run_root:
+                runs.add(Path(dirpath))
+            if manifest_name in files:
+                sweeps.add(Path(dirpath))
+    return sorted(runs), sorted(sweeps)
 
 
 def started_unix_s(path: str | os.PathLike) -> float:
@@ -449,15 +534,19 @@ def apply_slurm(states: list[RunState]) -> None:
         jobs = {j.job_id: j for j in slurm_jobs(base)}
         for st in group:
             job = jobs.get(st.job_id) or _pending_array_task(jobs, st.job_id)
-            if job is None:
-                continue
-            live = job.state in LIVE_STATES
-            st.reason, st.requeues = job.reason, job.restarts
-            if live:
-                st.state = PENDING if job.state == PENDING else RUNNING
-                st.nodes = [NodeState(n.rank, "running" if st.state == RUNNING else "pending") for n in st.nodes]
-            elif st.state == UNKNOWN:
-                st.state = job.state
+            if job is not None:
+                _apply_job(st, job)
+
+
+def _apply_job(st: RunState, job: SlurmJob) -> None:
+    """What Slurm says of ``st``'s job: pending or running (each node too), or its final state where the run dir
+    told none."""
+    st.reason, st.requeues = job.reason, job.restarts
+    if job.state in LIVE_STATES:
+        st.state = PENDING if job.state == PENDING else RUNNING
+        st.nodes = [NodeState(n.rank, "running" if st.state == RUNNING else "pending") for n in st.nodes]
+    elif st.state == UNKNOWN:
+        st.state = job.state
 
 
 def _pending_array_task(jobs: dict[str, SlurmJob], job_id: str) -> SlurmJob | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import (PROBE_NAMES, RunState, find_run_dirs, is_sweep_dir, run_state, started_unix_s,
-                                     steps_text, sweep_states)
-from hpc_ft.rundir.layout import SweepDir
+from hpc_ft.commands.runstate import (NOT_SUBMITTED, PROBE_NAMES, RunState, find_runs_and_sweeps, is_sweep_dir,
+                                     run_state, started_unix_s, steps_text, sweep_states)
+from hpc_ft.rundir.layout import RunDir, SweepDir
 
 EXIT_BAD_INPUT = 2
 DEFAULT_ROOTS = ("outputs", "multirun")
@@ -43,6 +44,24 @@ def state_text(st: RunState) -> str:
     return text + (f", requeued {st.requeues}x" if st.requeues else "")
 
 
+def metric_text(st: RunState) -> str:
+    """``name=value`` of the run's metric; '-' without one."""
+    return f"{st.metric[0]}={st.metric[1]:.4g}" if st.metric else "-"
+
+
+def table(header: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> list[str]:
+    """``header`` and ``rows`` as lines of columns two spaces apart, each column as wide as its widest cell, so that
+    a long state or metric does not push the columns after it out of line; the columns numbered in ``right`` are
+    right-aligned, and the last column is not padded (a path)."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells[:-1], widths))]
+        return "  ".join([*padded, cells[-1]])
+
+    return [line(r) for r in [header, *rows]]
+
+
 def _sample_text(row: dict[str, float]) -> str:
     age = time.time() - row.get("t", time.time())
     parts = [f"{age:.0f} s ago"]
@@ -60,6 +79,9 @@ def render_run(st: RunState) -> str:
     lines = [f"run dir: {st.run_dir}"]
     job = f"job {st.job_id} ({PROBE_NAMES.get(st.probe, st.probe)})" if st.job_id else "no job recorded"
     lines.append(f"{job}: {state_text(st)}")
+    if st.state == NOT_SUBMITTED:
+        lines.append(f"hpc-ft sbatch wrote its batch script; submit it with: sbatch "
+                     f"{shlex.quote(str(RunDir(st.run_dir).sbatch_script))}")
     if st.step is not None or spec:
         of = f" of {spec.max_steps}" if spec and spec.max_steps else ""
         sps = f", {st.samples_per_s:.1f} samples/s" if st.samples_per_s else ""
@@ -76,13 +98,10 @@ def render_run(st: RunState) -> str:
 
 
 def render_sweep(path: Path, states: list[RunState]) -> str:
-    lines = [f"sweep dir: {path} ({len(states)} job(s))",
-             f"{'job':>4}  {'job id':<12} {'state':<28} {'step':>11}  {'metric':<22} run dir"]
-    for i, st in enumerate(states):
-        step = steps_text(st)
-        metric = f"{st.metric[0]}={st.metric[1]:.4g}" if st.metric else "-"
-        lines.append(f"{i:>4}  {st.job_id or '-':<12} {state_text(st):<28} {step:>11}  {metric:<22} {st.run_dir}")
-    return "\n".join(lines)
+    rows = [[str(i), st.job_id or "-", state_text(st), steps_text(st), metric_text(st), str(st.run_dir)]
+            for i, st in enumerate(states)]
+    return "\n".join([f"sweep dir: {path} ({len(states)} job(s))",
+                      *table(["job", "job id", "state", "step", "metric", "run dir"], rows, frozenset({0, 3}))])
 
 
 def newest_dir(roots: tuple[str, ...] = DEFAULT_ROOTS) -> Path | None:
@@ -91,14 +110,14 @@ def newest_dir(roots: tuple[str, ...] = DEFAULT_ROOTS) -> Path | None:
     (``started_unix_s``); a sweep's or a search's job stands for its sweep dir, which is returned. Another Hydra
     app's run in the same outputs/ (it has no job.yaml) is passed over."""
     dirs = [Path(r) for r in roots if Path(r).is_dir()]
+    runs, sweeps = find_runs_and_sweeps(dirs)  # one walk of outputs/ and multirun/ for both
     started: dict[Path, float] = {}
-    for run in find_run_dirs(dirs):
+    for run in runs:
         shown = _sweep_of(run, dirs) or run
         started[shown] = max(started.get(shown, 0.0), started_unix_s(run))
-    for d in dirs:  # a sweep whose jobs have no run dir yet (all pending): its manifest's time
-        for manifest in d.rglob(SweepDir(d).manifest.name):
-            if manifest.parent not in started and is_sweep_dir(manifest.parent):
-                started[manifest.parent] = manifest.stat().st_mtime
+    for sweep in sweeps:  # a sweep whose jobs have no run dir yet (all pending): its manifest's time
+        if sweep not in started and is_sweep_dir(sweep):
+            started[sweep] = SweepDir(sweep).manifest.stat().st_mtime
     return max(started, key=lambda p: started[p]) if started else None
 
 
@@ -128,8 +147,6 @@ def status_main(argv: list[str]) -> int:
         print(f"error: {args.path or 'no run under outputs/ or multirun/'}: not a directory. Fix: pass a run dir "
               "or a sweep dir (hpc-ft list shows them)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from hpc_ft.rundir.layout import RunDir
-
     if RunDir(path).spec.exists():
         st = run_state(path)
         print(json.dumps(_to_json(st), indent=1, default=str) if args.json else render_run(st))

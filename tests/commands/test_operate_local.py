@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -79,6 +80,36 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
     assert st["state"] == "COMPLETED" and st["step"] == 20 and st["metric"][0] == "eval_accuracy"
     listed = run_cli("list", str(tmp_path / "runs"), "--sort", "metric")
     assert "COMPLETED" in listed.stdout and "eval_accuracy=" in listed.stdout and "20/20" in listed.stdout
+
+
+@pytest.mark.slow
+def test_the_command_cancel_prints_resumes_the_run_in_its_dir(tmp_path, run_cli, synth):
+    """`hpc-ft cancel` printed `hpc-ft submit ... hydra.run.dir=DIR`. The command it prints now, run as printed from
+    another directory, resubmits the run's own overrides (wait=false among them) into the same dir, which resumes."""
+    runs = tmp_path / "runs"
+    run = runs / "held"
+    sub = run_cli("submit", *synth, "wait=false", "+executor.env.HPC_FT_TEST_HOLD_AT_STEP=5", f"hydra.run.dir={run}")
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    try:
+        wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold at step 5")
+        cancelled = run_cli("cancel", str(run), "--yes", timeout_s=120)
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        wait_until(lambda: _status(run_cli, run)["state"] == "CANCELLED", 120, "the cancelled job to end")
+        (line,) = [ln for ln in cancelled.stdout.splitlines() if "hpc-ft submit" in ln]
+        argv = shlex.split(line)
+        assert argv == ["hpc-ft", "submit", "--from", str(run), f"hydra.run.dir={run}"], cancelled.stdout
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        resumed = run_cli(*argv[1:], cwd=elsewhere)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        st = wait_until(lambda: (s := _status(run_cli, run))["state"] == "COMPLETED" and s, 300,
+                        "the resumed run to complete", poll_s=1.0)
+    finally:
+        for pid in job_processes(run / "job.yaml"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+    assert st["step"] == 20 and "resumed from" in (run / "nodes" / "node0" / "torchrun.log").read_text()
+    assert [p.name for p in runs.iterdir()] == ["held"] and list(elsewhere.iterdir()) == []  # no new run dir
 
 
 @pytest.mark.slow
