@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hpc_ft.report.advice import Advice, advise, next_command, next_overrides
 from hpc_ft.report.build import RunReport, build_report
 from hpc_ft.report.load import NodeData, find_sweep_jobs, load_run
 from hpc_ft.report.render import gpu_table, node_table, render_text, sweep_table, totals_lines
+from hpc_ft.report.sweep_view import SweepView
 
 __all__ = ["Advice", "NodeData", "RunReport", "advise", "build_report", "find_sweep_jobs", "gpu_table", "load_run",
            "main", "next_command", "next_overrides", "node_table", "print_report", "render_text", "sweep_table",
@@ -136,7 +138,9 @@ def _report(path: Path, con) -> int:
         rr = build_report(*_load(d))
         write_report(rr, d)
         reports.append((str(d.relative_to(path)), rr))
-    con.print(sweep_table(reports))
+    # Output that is no terminal (a file, a log) gets the whole table, however wide: there is no window to fit, and
+    # squeezed into 120 columns its overrides were cut; a terminal gets the table fitted (short keys, listed under).
+    con.print(SweepView(reports, sweep_table, widen=not sys.stdout.isatty()), crop=False)
     for name, rr in reports:
         con.rule(f"job {name}")
         print_report(con, rr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hpc_ft.report.build import RunReport, fmt_num, sampling_gaps
+from hpc_ft.report.sweep_view import abbreviate, key_legend, shortest_keys, split_override
 from hpc_ft.rundir.records import eval_summary
 from hpc_ft.terminal import fmt_bytes
 
@@ -151,14 +152,14 @@ def render_text(rr: RunReport, command: bool = True):
     return Group(*parts)
 
 
-def sweep_table(jobs: list[tuple[str, RunReport]]):
-    """One row per job of a sweep; its overrides column shows what sets the job apart from the others."""
+def sweep_table(jobs: list[tuple[str, RunReport]], short_keys: bool = False, overrides_width: int | None = None):
+    """One row per job of a sweep; its overrides column shows what sets the job apart from the others, a value too
+    long for the column folded onto the next line (never cut to ``scrip…``). ``short_keys``: each key by the
+    shortest tail of its dotted path (``lr=0.1`` for ``optim.lr=0.1``), the full keys in the caption under the
+    table; ``overrides_width``: that column's width, kept while the others give way. Both for a terminal too narrow
+    for the whole table (``hpc_ft.report.sweep_view.SweepView`` picks them)."""
     from rich.table import Table
-
-    t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left")
-    for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
-                "energy", "cost", "samples/s", "final loss", "metrics", "advice"):
-        t.add_column(col, justify="left" if col in ("job", "overrides", "status", "metrics", "advice") else "right")
+    from rich.text import Text
 
     def shown(rr) -> list[str]:
         return [o for o in rr.job.get("overrides", [])
@@ -166,12 +167,22 @@ def sweep_table(jobs: list[tuple[str, RunReport]]):
 
     # What sets the jobs apart: an override every job shares (model=..., data=...) would fill the column.
     common = set.intersection(*(set(shown(rr)) for _, rr in jobs)) if len(jobs) > 1 else set()
-    for name, rr in jobs:
+    apart = [[o for o in shown(rr) if o not in common] for _, rr in jobs]
+    shorts = shortest_keys({split_override(o)[1] for ov in apart for o in ov} - {""}) if short_keys else {}
+    legend = key_legend(shorts)
+    t = Table(title=f"sweep: {len(jobs)} job(s)", title_justify="left", caption_justify="left",
+              caption=Text(legend, style="dim") if legend else None)
+    for col in ("job", "overrides", "nodes x GPUs", "status", "wall", "GPU util %", "idle GPUs", "GPU-h",
+                "energy", "cost", "samples/s", "final loss", "metrics", "advice"):
+        t.add_column(col, justify="left" if col in ("job", "overrides", "status", "metrics", "advice") else "right",
+                     overflow="fold" if col == "overrides" else "ellipsis",
+                     width=overrides_width if col == "overrides" else None)
+    cells = [" ".join(abbreviate(ov, shorts)) or "-" for ov in apart]
+    for (name, rr), cell in zip(jobs, cells):
         res = rr.job.get("resources") or {}
         statuses = sorted({n.status for n in rr.nodes}) or ["-"]
         utils = [g.util_mean_pct for g in rr.gpus if g.util_mean_pct is not None]
-        ov = [o for o in shown(rr) if o not in common]
-        t.add_row(name, " ".join(ov) or "-", f"{res.get('nodes', '-')} x {res.get('gpus_per_node', '-')}",
+        t.add_row(name, cell, f"{res.get('nodes', '-')} x {res.get('gpus_per_node', '-')}",
                   ",".join(statuses), fmt_num(rr.totals["wall_s"], ".0f", " s"),
                   fmt_num(sum(utils) / len(utils) if utils else None, ".0f"),
                   f"{rr.totals['idle_gpus']}/{rr.totals['gpus_sampled']}" if rr.gpus else "-",

@@ -52,6 +52,7 @@ def _export_both_ways(run_cli, run, tmp_path, llama_dir):
     for extra in ([], ["--merge"]):
         done = run_cli("export", str(run), *extra)
         assert done.returncode == 0, done.stderr
+        assert "UserWarning" not in done.stderr, done.stderr  # torch's single-process notice of a sharded load
     step = _train_json(run)["steps"]
     adapter, merged = RunDir(run).export(step), RunDir(run).export(step, merged=True)
     assert adapter.name == f"step_{step:08d}" and merged.name == f"step_{step:08d}_merged"
@@ -141,6 +142,7 @@ def test_fsdp2_preempted_resumes_bitwise_and_exports_a_full_model(tmp_path, fsdp
     out = tmp_path / "exported"
     done = run_cli("export", str(run), "--out", str(out))
     assert done.returncode == 0, done.stderr
+    assert "UserWarning" not in done.stderr, done.stderr  # torch's single-process notice of the sharded load
     exported = AutoModelForCausalLM.from_pretrained(out).eval()
     gathered = AutoModelForCausalLM.from_pretrained(llama_dir).eval()
     load_full_model_state(ckpt, gathered)

@@ -8,6 +8,7 @@ predicted ones: eval loss (mean per token), perplexity (its exponential) and tok
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     import torch
 
     from hpc_ft.train.data import TaskData
+
+log = logging.getLogger("hpc_ft.train")
 
 
 def shifted_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -174,6 +177,8 @@ class CausalLMSFT(CausalLM):
     def encoder(self, raw: Any, tokenizer: Any, spec: Any) -> FileEncoding:
         max_length = spec.max_length
         template = getattr(tokenizer, "chat_template", None)
+        if spec.messages_field is not None and not template:
+            _no_template_notice(tokenizer, spec.messages_field)
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             out: dict[str, list] = {"input_ids": [], "labels": [], "truncated": []}
@@ -191,6 +196,24 @@ class CausalLMSFT(CausalLM):
             return out
 
         return FileEncoding(encode, {"template": template, "eos": tokenizer.eos_token_id})
+
+
+def _no_template_notice(tokenizer: Any, messages_field: str) -> None:
+    """Say once, on rank 0, that chat messages are rendered without a chat template (the fallback of ``_render``
+    and ``sft_tokens``): a model trained on that format answers well only when prompted in it. Called where the
+    run builds its data (``encoder``, once per run, cache hit or not)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return  # every rank builds the same data: one notice per run
+    bos = "the BOS token first, " if tokenizer.bos_token_id is not None else ""
+    eos = ", each assistant turn ended by the EOS token" if tokenizer.eos_token_id is not None else ""
+    log.warning("warning: data.messages_field=%s: the tokenizer of model.path=%s has no chat template, so the chat "
+                "messages are rendered as plain 'role: content' lines (%s'user: ...\\nassistant: ...'%s); prompt "
+                "the trained model the same way. For the model's own chat format, give the tokenizer a chat template "
+                "(set tokenizer.chat_template and save_pretrained it into model.path, or a chat_template entry in its "
+                "tokenizer_config.json), or set model.path to a checkpoint whose tokenizer has one", messages_field,
+                getattr(tokenizer, "name_or_path", None) or "?", bos, eos)
 
 
 def _render(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
