@@ -8,7 +8,9 @@ and round down to a valid count (an integer in the job's [min_gpus, max_gpus], n
   its minimum, then the remaining GPUs go to the higher-priority jobs first, each up to its maximum.
 - ``proportional``: a share proportional to the job's work (GPU-hours at its reference request), so
   ``budget.gpus / k`` for a job of average work; with linear scaling this evens out the durations.
-- ``lp``: a linear program (see ``hpc_ft.sched.lp``).
+- ``lp``: a linear program (see ``hpc_ft.sched.lp``). For ``objective=makespan`` its roundings come with the
+  other policies' allocations (equal at every number of jobs at once, proportional, priority) as alternatives:
+  the planner list-schedules them all and keeps the shortest, so the LP never plans longer than they would.
 
 Without a GPU budget there is nothing to share: equal, priority and proportional give every job its request.
 """
@@ -36,13 +38,44 @@ def allocate(jobs: list[SweepJob], budget: Budget, policy: str, parallelism: int
     if policy == "lp":
         from hpc_ft.sched.lp import allocate_lp  # scipy is imported only when the LP runs
 
-        return allocate_lp(jobs, budget, parallelism, objective)
+        alloc = allocate_lp(jobs, budget, parallelism, objective)
+        return with_simple_alternatives(alloc, jobs, budget, parallelism) if objective == "makespan" else alloc
     if budget.gpus is None:
         return Allocation({j.name: j.clamp(j.gpus) for j in jobs},
                           [f"policy={policy}: no GPU budget to share, every job gets its request"])
     k = concurrent_slots(len(jobs), parallelism)
     fn = {"equal": _equal, "priority": _priority, "proportional": _proportional}[policy]
     return fn(jobs, budget.gpus, k)
+
+
+def with_simple_alternatives(alloc: Allocation, jobs: list[SweepJob], budget: Budget,
+                             parallelism: int | None) -> Allocation:
+    """``alloc`` with the simple policies' allocations added to its alternatives (each labelled, none twice).
+
+    Equal is tried at every number of jobs at once (1 .. the slots), not only at the slots: sharing the budget
+    among fewer, wider jobs is what fills it when each job's minimum would leave GPUs idle.
+    """
+    alts, labels = list(alloc.alternatives or [alloc.gpus]), list(alloc.labels or ["the LP's allocation"])
+    k = concurrent_slots(len(jobs), parallelism)
+    if budget.gpus is None:
+        extra = [allocate(jobs, budget, "equal", parallelism)]
+        extra_labels = ["every job's request"]
+    else:
+        extra = [_proportional(jobs, budget.gpus, k), _priority(jobs, budget.gpus, k)]
+        extra_labels = ["policy=proportional", "policy=priority"]
+        seen: set[int] = set()
+        lo, hi = min(j.lo_gpus for j in jobs), max(j.hi_gpus for j in jobs)
+        for w in range(k, 0, -1):  # the equal policy itself (k at once) first; each distinct share once
+            share = budget.gpus // w
+            if max(lo, min(hi, share)) not in seen:  # shares beyond every job's range clamp alike
+                seen.add(max(lo, min(hi, share)))
+                extra.append(_equal(jobs, budget.gpus, w))
+                extra_labels.append("policy=equal" if w == k else f"policy=equal at {share} GPUs per job")
+    for a, label in zip(extra, extra_labels):
+        if a.gpus not in alts:
+            alts.append(a.gpus)
+            labels.append(label)
+    return Allocation(alloc.gpus, alloc.notes, alloc.lower_bound_h, alts, labels)
 
 
 def _fit(job: SweepJob, gpus: int, cap: int) -> int:

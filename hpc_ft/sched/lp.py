@@ -21,6 +21,12 @@ Integrality: the relaxation may split a job between two adjacent counts. Each su
 (keeps it within T*) or down (keeps GPU-hours within the LP's); the planner keeps whichever rounding
 list-schedules better. ``scipy.optimize.milp`` would be exact but took 8-10 s (or hit its time limit) on
 1,000 jobs where the relaxation takes well under 1 s.
+
+T* bounds the makespan but its roundings need not come close to it: the fluid model lets the budget's area
+be shared at any instant, while real jobs are indivisible and start in order, so rounding every split job
+the same way can leave GPUs idle (all down) or run a half-empty last wave (all up). For ``makespan`` the
+planner therefore list-schedules these roundings beside the simple policies' allocations and keeps the
+shortest (``hpc_ft.sched.planner``).
 """
 
 from __future__ import annotations
@@ -147,10 +153,11 @@ def allocate_lp(jobs: list[SweepJob], budget: Budget, parallelism: int | None,
     notes = [f"policy=lp objective={objective}: linprog(method='highs') over each job's valid GPU counts; "
              f"optimal fluid makespan T*={t_star:.4g} h is a lower bound on any schedule under this budget"
              + (" on each job's cheapest counts" if objective == "throughput" else ""),
-             f"{len(fractional)} of {n} jobs split by the LP between two counts, rounded up or down "
-             "(whichever list-schedules better is kept)" if fractional else "the LP solution is integral"]
-    alternatives = [up] if up == down else [up, down]
-    return Allocation(alternatives[0], notes, t_star, alternatives)
+             f"{len(fractional)} of {n} jobs split by the LP between two counts, rounded up or down"
+             if fractional else "the LP solution is integral"]
+    if up == down:
+        return Allocation(up, notes, t_star, [up], ["the LP's integral solution"])
+    return Allocation(up, notes, t_star, [up, down], ["the LP rounded up", "the LP rounded down"])
 
 
 def _solve(c: np.ndarray, lp: LinearProgram, bounds: list):

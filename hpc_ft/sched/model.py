@@ -62,7 +62,8 @@ class Allocation:
     gpus: dict[str, int]  # job name -> GPUs
     notes: list[str] = field(default_factory=list)  # how the policy decided, for the plan's assumptions
     lower_bound_h: float | None = None  # the LP's optimal fluid makespan, when the LP ran
-    alternatives: list[dict[str, int]] = field(default_factory=list)  # LP roundings; the planner picks one
+    alternatives: list[dict[str, int]] = field(default_factory=list)  # candidates (lp); the planner picks one
+    labels: list[str] = field(default_factory=list)  # what each alternative is, for the plan's assumptions
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,13 @@ def test_lp_rounding_keeps_the_better_list_schedule():
     assert alloc.lower_bound_h == pytest.approx(2.5)
     assert alloc.alternatives == [{"a": 4, "b": 1}, {"a": 3, "b": 1}]
     # Up: a on 4 GPUs 0-2 h, b waits for it, 2-4 h -> 4 h. Down: a on 3 GPUs 0-2.667 h, b 0-2 h -> 2.667 h.
+    # Widening the job that ends last (b, after a on 4 GPUs) on 2, 3, 4 GPUs: b ends at 3, 2.667, 2.5 h.
     plan = plan_sweep(jobs, Budget(gpus=4), "lp")
-    assert plan.gpus_by_job() == {"a": 3, "b": 1}
-    assert plan.makespan_h == pytest.approx(8 / 3)
-    assert plan.utilization == pytest.approx(10 / (4 * 8 / 3))
+    assert plan.gpus_by_job() == {"a": 4, "b": 4}
+    assert plan.makespan_h == pytest.approx(2.5)  # = T*: no schedule ends sooner
+    assert plan.utilization == pytest.approx(1.0)
+    # Equal at 4 GPUs per job (one at a time) plans the same and comes first among the candidates.
+    assert "kept policy=equal at 4 GPUs per job (2.500 h)" in plan.assumptions[-1]
 
 
 def test_lp_without_gpu_budget_gives_the_tail_job_its_most():
