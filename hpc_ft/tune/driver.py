@@ -30,7 +30,7 @@ from hpc_ft.tune.array import ArrayRecord, array_trials, in_flight_limit, tasks_
 from hpc_ft.tune.budget import TrialSize, TuneBudget, may_start, parallelism
 from hpc_ft.tune.settings import make_pruner, make_sampler
 from hpc_ft.tune.space import SearchSpace
-from hpc_ft.tune.trials import TrialJob, outcome, release_trial, submit_trial, submitted_job_id
+from hpc_ft.tune.trials import TrialJob, outcome, release_trial, submit_trial, submitted_job_id, verdict
 
 log = logging.getLogger(__name__)
 
@@ -279,29 +279,43 @@ class Driver:
                 sent = t.request_stop()
                 self.say(f"trial {t.number} pruned after step {point.step} "
                          f"({self.metric} {point.metrics[self.metric]:.4g}): "
-                         + ("stopping it at a checkpoint" if sent else "it was already ending"))
+                         + ("asking it to stop at a checkpoint" if sent else "it was already ending"))
 
     def _finish(self, t: TrialJob) -> None:
         import optuna
 
         out = outcome(t)
         self.running.pop(t.number)
+        t.new_points()  # evaluations written after the last poll: the final one is the trial's value
         steps = out.train.steps if out.train is not None else (t.points[-1].step if t.points else 0)
         t.trial.set_user_attr(UNIT_HOURS, out.unit_hours)
         t.trial.set_user_attr(STEPS, steps)
         values = [p.metrics[self.metric] for p in t.points if self.metric in p.metrics]
-        if t.stop_requested_at is not None:
+        state = verdict(out, t.spec.conf.train.max_steps, t.stop_requested_at is not None, bool(values))
+        if state == "pruned":
             self._tell(t.trial, state=optuna.trial.TrialState.PRUNED)
             self.say(f"trial {t.number} stopped at step {steps} ({out.unit_hours:.4f} {self.budget.unit}-hours)")
-        elif out.ok and values:
+        elif state == "complete":
+            late = t.stop_requested_at is not None
+            if late:  # trained on past the prune point: its curve goes to Optuna whole, as a completed trial's
+                t.trial.set_user_attr(STOPPED_AT, None)
+                self._report_rest(t)
             self._tell(t.trial, values[-1])
-            self.say(f"trial {t.number} complete: {self.metric} {values[-1]:.4g} at step {steps}")
+            self.say(f"trial {t.number} complete: {self.metric} {values[-1]:.4g} at step {steps}"
+                     + (" (it finished before the stop took effect)" if late else ""))
         else:
             why = out.error or ("no evaluation reported" if out.ok else "preempted and not resumed"
                                 if out.preempted else "the job failed")
             t.trial.set_user_attr(ERROR, why)
             self._tell(t.trial, state=optuna.trial.TrialState.FAIL)
             self.say(f"trial {t.number} failed: {why}")
+
+    def _report_rest(self, t: TrialJob) -> None:
+        """Report the evaluations the driver held back once it had asked ``t`` to stop."""
+        for point in t.points:
+            if self.metric in point.metrics and point.step not in t.reported:
+                t.reported.add(point.step)
+                t.trial.report(point.metrics[self.metric], point.step)
 
     def _tell(self, trial: Any, value: float | None = None, state: Any = None) -> None:
         """``study.tell``. Optuna's GridSampler asks the study to stop once the last grid point has been told,

@@ -140,6 +140,26 @@ class TrialOutcome:
     def preempted(self) -> bool:
         return any(r.preempted for r in self.reports) or bool(self.train and self.train.preempted)
 
+    def trained_to(self, max_steps: int) -> bool:
+        """Whether training ran every step to ``max_steps`` and stopped there, not at a preemption checkpoint:
+        every node's train.json (or the one found) says so."""
+        trains = [r.train for r in self.reports if r.train is not None] or ([self.train] if self.train else [])
+        return bool(trains) and all(not tr.preempted and tr.steps >= max_steps for tr in trains)
+
+
+def verdict(out: TrialOutcome, max_steps: int, stop_requested: bool, has_value: bool) -> str:
+    """How an ended trial is told to Optuna: "complete", "pruned" or "failed". ``has_value``: it reported the
+    search's metric. A trial the pruner asked to stop is pruned only if it really stopped early: a short trial
+    can train to ``max_steps`` before the stop reaches it, and then it is complete, with its final evaluation.
+    Its exit status is not asked then, as the late signal can end its torchrun non-zero after the workers
+    finished."""
+    finished = out.trained_to(max_steps)
+    if stop_requested and not finished:
+        return "pruned"
+    if has_value and (out.ok or (stop_requested and finished)):
+        return "complete"
+    return "failed"
+
 
 def outcome(t: TrialJob) -> TrialOutcome:
     """Gather the ended trial: with its submitit job every node's report (a crashed node's with its error tail,

@@ -136,3 +136,31 @@ def test_a_killed_driver_run_again_continues_the_same_study(tmp_path):
         steps = [p.step for p in read_evals(RunDir(sweep / str(n)).metrics)]
         assert steps == sorted(set(steps))  # each evaluation once: trained once, not retrained
     assert len(list(sweep.glob("[0-9]*"))) == 4
+
+
+def test_trials_pruned_too_late_to_stop_are_complete_with_their_final_metric(tmp_path):
+    """A user's search of 5-second trials: each prune decision came after the trial had trained all its steps,
+    and the search labelled such trials pruned at the prune point's value and left them out of the best pick. A
+    poll interval longer than a trial makes every decision come that late."""
+    sweep = tmp_path / "sw"
+    res = tune(["optim.lr=tag(log,interval(1e-4,0.3))", *TRIAL, "train.max_steps=60", "train.eval_every_steps=10",
+                "train.ckpt_every_steps=10", "train.log_every_steps=10", "tune.trials=4", "tune.min_steps=10",
+                "tune.reduction_factor=2", "tune.poll_interval_s=60", f"hydra.sweep.dir={sweep}"], tmp_path, 600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "finished before the stop took effect" in res.stdout, res.stdout  # the pruner did decide, too late
+    assert "stopped at step" not in res.stdout, res.stdout
+    trials = study_trials(sweep)
+    finals = {}
+    for t in trials:
+        train = NodeReport.load(RunDir(sweep / str(t.number)).node_report(0)).train
+        assert train.steps == 60 and not train.preempted
+        finals[t.number] = final_eval_loss(sweep / str(t.number))
+        assert t.state.name == "COMPLETE" and t.value == finals[t.number], (t.number, t.state, t.value)
+    # The best of every trial that trained to the end, and each trial's node-hours counted once.
+    rep = subprocess.run([EXE, "report", str(sweep)], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+    assert f"best: trial {min(finals, key=finals.get)}," in rep.stdout, rep.stdout
+    from hpc_ft.tune.results import load_results
+
+    spent = load_results(sweep).spent_unit_hours
+    assert spent == pytest.approx(sum(node_hours(sweep / str(t.number)) for t in trials), rel=1e-6)
