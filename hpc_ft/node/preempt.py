@@ -137,6 +137,10 @@ class PreemptForwarder:
         self.received = True
         self.forward()
 
+    def sent_to(self, pid: int) -> bool:
+        """The signal was forwarded to the process ``pid`` (this node's torchrun)."""
+        return self._sent_to == pid
+
     def forward(self) -> None:
         proc = getattr(self.task, "_proc", None)
         if proc is None or self._sent_to == proc.pid:

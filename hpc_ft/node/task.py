@@ -125,7 +125,9 @@ class NodeTask:
         telemetry = sampler.stop() if sampler else {}
         train = (script_result(spec, since_unix_s=started_unix_s, wall_s=wall_s, exit_code=code)
                  if is_script(spec) else _read_train(ndir))
-        code = finished_code(code, train, spec)
+        routine = getattr(self, "_preemption", None)  # made when a stop signal came (self.preemption)
+        stop_sent = routine is not None and routine.forwarder.sent_to(self._proc.pid)
+        code = finished_code(code, train, spec, stop_sent=stop_sent)
         preempted = _preempted(code, train)
         # After a preemption checkpoint torchrun ends with its SignalException traceback: noise, not an error
         # (torchrun.log keeps it).
@@ -281,18 +283,22 @@ def _process_tree_scan(root: int) -> list[int]:
     return out
 
 
-def finished_code(code: int, train: TrainResult | None, spec: JobSpec) -> int:
+def finished_code(code: int, train: TrainResult | None, spec: JobSpec, stop_sent: bool = False) -> int:
     """0 for a torchrun that a stop signal (the preemption signal, or SIGTERM) ended after its workers had trained
-    every step and written their result: a search's pruning or a cancel that came as the trial finished. torchrun
-    has no handler left in its last moments and dies of the signal (exit -12 for USR2), which read as a failure
-    of a run that is complete. Any other exit status is returned as it is."""
+    every step and written their result: a search's pruning or a cancel that came as the trial finished.
+
+    Two ways that reads as a failure of a run that is complete: torchrun, past its handlers in its last moments,
+    dies of the signal (exit -12 for USR2); or its handler takes the signal as the workers exit and torchrun
+    raises SignalException (exit 1). The second is told from a real failure only by ``stop_sent``: this node task
+    forwarded a stop signal to this torchrun. Any other exit status is returned as it is."""
     from hpc_ft.node.preempt import preempt_signum
 
     complete = (train is not None and not train.preempted and train.max_steps is not None
                 and train.steps >= train.max_steps)
-    if code < 0 and -code in (preempt_signum(spec), signal.SIGTERM) and complete and not is_script(spec):
-        log.info("torchrun ended by signal %d after training finished (%d of %d steps): complete", -code,
-                 train.steps, train.max_steps)
+    killed_by_stop = code < 0 and -code in (preempt_signum(spec), signal.SIGTERM)
+    if (killed_by_stop or (code > 0 and stop_sent)) and complete and not is_script(spec):
+        log.info("torchrun ended (exit %d) by a stop signal after training finished (%d of %d steps): complete",
+                 code, train.steps, train.max_steps)
         return 0
     return code
 

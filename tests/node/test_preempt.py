@@ -166,3 +166,43 @@ def test_a_stop_signal_that_reaches_torchrun_after_training_finished_is_no_failu
 
     spec = resolve(compose_conf(["model=mlp", "data=synthetic"], run_dir=tmp_path / "run"), [])
     assert finished_code(code, None if train is None else TrainResult(**train), spec) == expected
+
+
+@pytest.mark.parametrize("code, train, stop_sent, expected", [
+    (1, {"steps": 20, "max_steps": 20}, True, 0),  # torchrun's handler took the stop as the workers ended
+    (1, {"steps": 20, "max_steps": 20}, False, 1),  # no stop was sent: a real failure after the last step
+    (1, {"steps": 5, "max_steps": 20}, True, 1),  # stopped short
+    (1, None, True, 1),
+])
+def test_a_stop_torchrun_handled_after_training_finished_is_no_failure(tmp_path, code, train, stop_sent, expected):
+    """`hpc-ft tune` asked a 60-step trial to stop after step 20; it had trained its 60 steps when the signal came,
+    torchrun raised SignalException and exited 1, and the complete trial's node report said it failed."""
+    from hpc_ft.node.task import finished_code
+    from hpc_ft.rundir.records import TrainResult
+
+    spec = resolve(compose_conf(["model=mlp", "data=synthetic"], run_dir=tmp_path / "run"), [])
+    got = finished_code(code, None if train is None else TrainResult(**train), spec, stop_sent=stop_sent)
+    assert got == expected
+
+
+def test_the_forwarder_knows_which_torchrun_it_signalled():
+    import subprocess
+    import sys
+
+    from hpc_ft.node.preempt import PreemptForwarder
+
+    class Task:
+        _proc = None
+
+    task = Task()
+    fwd = PreemptForwarder(task, signal.SIGUSR2)
+    fwd.forward()  # no torchrun yet: nothing sent
+    task._proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
+    try:
+        assert not fwd.sent_to(task._proc.pid)
+        fwd.forward()
+        assert fwd.sent_to(task._proc.pid)
+        assert task._proc.wait(timeout=30) == -signal.SIGUSR2
+    finally:
+        task._proc.kill()
+        task._proc.wait(timeout=30)

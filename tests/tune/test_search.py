@@ -152,8 +152,10 @@ def test_trials_pruned_too_late_to_stop_are_complete_with_their_final_metric(tmp
     trials = study_trials(sweep)
     finals = {}
     for t in trials:
-        train = NodeReport.load(RunDir(sweep / str(t.number)).node_report(0)).train
+        report = NodeReport.load(RunDir(sweep / str(t.number)).node_report(0))
+        train = report.train
         assert train.steps == 60 and not train.preempted
+        assert report.exit_code == 0, (t.number, report.exit_code, report.error_tail)  # complete, not failed
         finals[t.number] = final_eval_loss(sweep / str(t.number))
         assert t.state.name == "COMPLETE" and t.value == finals[t.number], (t.number, t.state, t.value)
     # The best of every trial that trained to the end, and each trial's node-hours counted once.
