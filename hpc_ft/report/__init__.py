@@ -22,8 +22,8 @@ from hpc_ft.report.render import gpu_table, node_table, render_text, sweep_table
 from hpc_ft.report.sweep_view import SweepView
 
 __all__ = ["Advice", "NodeData", "RunReport", "advise", "build_report", "find_sweep_jobs", "gpu_table", "load_run",
-           "main", "next_command", "next_overrides", "node_table", "print_report", "render_text", "sweep_table",
-           "totals_lines", "write_plots", "write_report", "write_sweep_report"]
+           "main", "next_command", "next_overrides", "node_table", "print_report", "render_text", "report_sweep",
+           "sweep_table", "totals_lines", "write_plots", "write_report", "write_sweep_report"]
 
 
 def print_report(con, rr: RunReport) -> None:
@@ -119,6 +119,21 @@ def _load(run_dir: Path):
                          f"{run_dir}") from None
 
 
+def report_sweep(sweep_dir: Path, fresh: set[Path] | None = None) -> list[tuple[str, RunReport]]:
+    """Build the report of every job of ``sweep_dir`` (``find_sweep_jobs``), write it into each job's run dir that
+    is in ``fresh`` (every job's when None: a job of an earlier batch keeps the one it has), and write
+    report/sweep.json over all of them. Returns (job name relative to the sweep dir, report) per job.
+    Raises HpcFtError for a job record it cannot read."""
+    reports = []
+    for d in find_sweep_jobs(sweep_dir):
+        rr = build_report(*_load(d))
+        if fresh is None or Path(d).absolute() in fresh:
+            write_report(rr, d)
+        reports.append((str(d.relative_to(sweep_dir)), rr))
+    write_sweep_report(sweep_dir, reports)
+    return reports
+
+
 def _report(path: Path, con) -> int:
     from hpc_ft.rundir.layout import RunDir, SweepDir
 
@@ -133,17 +148,12 @@ def _report(path: Path, con) -> int:
         out = write_report(rr, path)
         con.print(f"wrote {RunDir(path).run_report} and plots in {out}")
         return 0
-    reports = []
-    for d in jobs:
-        rr = build_report(*_load(d))
-        write_report(rr, d)
-        reports.append((str(d.relative_to(path)), rr))
+    reports = report_sweep(path)
     # Output that is no terminal (a file, a log) gets the whole table, however wide: there is no window to fit, and
     # squeezed into 120 columns its overrides were cut; a terminal gets the table fitted (short keys, listed under).
     con.print(SweepView(reports, sweep_table, widen=not sys.stdout.isatty()), crop=False)
     for name, rr in reports:
         con.rule(f"job {name}")
         print_report(con, rr)
-    out = write_sweep_report(path, reports)
     con.print(f"wrote {SweepDir(path).sweep_report}; each job's report.json and plots are in its run dir")
     return 0

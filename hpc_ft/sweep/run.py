@@ -3,8 +3,14 @@
 How the jobs are submitted and whether they are waited for is the executor's (``Executor.submit_sweep`` in
 ``hpc_ft.submit.executors``: a Slurm job array, local processes, or in-process one after the other).
 
-The sweep dir gets ``manifest.json`` (the plan, every job's run dir and scheduler id, later its outcome); every run
-dir gets ``job.yaml``, ``nodes/node{r}/node_report.json`` (written by each node) and, once gathered, ``results.json``.
+The sweep dir gets ``manifest.json`` (the plan, every job's run dir and scheduler id, later its outcome) and
+``plan.txt``; every run dir gets ``job.yaml``, ``nodes/node{r}/node_report.json`` (written by each node) and, once
+gathered, ``results.json``.
+
+A sweeper may launch one sweep in batches (Hydra's Optuna sweeper: ``hydra.sweeper.n_jobs`` trials at a time), each
+planned and submitted on its own, its jobs numbered on from the last batch's. A later batch (``continues``) adds
+its jobs to the manifest beside the earlier batches' (kept as they were recorded: ids, outcomes) and its plan to
+plan.txt after theirs; the manifest's ``plan`` is the latest batch's.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from hpc_ft.submit.executors import SweepEntry
 
 # -- the manifest -------------------------------------------------------------------------------------------
 def write_manifest(sweep_dir: Path, plan: dict[str, Any], entries: Sequence[SweepEntry], *, executor: str,
-                   wait: bool, state: str) -> Path:
-    """Write sweep_dir/manifest.json atomically: the plan and, per job, run dir, scheduler id and outcome."""
+                   wait: bool, state: str, continues: bool = False) -> Path:
+    """Write sweep_dir/manifest.json atomically: the plan and, per job, run dir, scheduler id and outcome.
+
+    ``continues``: ``entries`` are a later batch of the sweep, listed after the jobs the manifest holds already;
+    else they are the whole manifest (a new sweep, even in a dir that held another)."""
     jobs = [ManifestJob(num=e.num, run_dir=str(e.spec.run_dir), overrides=list(e.spec.overrides),
                         order_index=e.order_index, nodes=e.spec.nodes,
                         gpus_per_node=e.spec.conf.resources.gpus_per_node,
@@ -31,7 +40,33 @@ def write_manifest(sweep_dir: Path, plan: dict[str, Any], entries: Sequence[Swee
                         ok=e.ok if e.reports else None)
             for e in sorted(entries, key=lambda e: e.num)]
     path = SweepDir(sweep_dir).manifest
+    if continues:
+        batch = {j.num for j in jobs}
+        jobs = sorted([j for j in _recorded_jobs(path) if j.num not in batch] + jobs, key=lambda j: j.num)
     SweepManifest(executor=executor, wait=wait, state=state, plan=plan, jobs=jobs).save(path)
+    return path
+
+
+def _recorded_jobs(path: Path) -> list[ManifestJob]:
+    """The jobs an existing manifest lists; none when there is no manifest (or none this hpc_ft reads)."""
+    try:
+        return SweepManifest.load(path).jobs
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return []
+
+
+def write_plan(sweep_dir: Path, table: str, nums: Sequence[int], *, continues: bool = False) -> Path:
+    """Write sweep_dir/plan.txt atomically: ``table``, the plan of jobs ``nums``; with ``continues`` (a later batch)
+    after the earlier batches' plans, under a line naming this batch's jobs."""
+    from hpc_ft.rundir.atomic import atomic_write_text
+
+    path = SweepDir(sweep_dir).plan
+    text = table + "\n"
+    if continues and path.exists():
+        first, last = min(nums), max(nums)
+        span = f"job {first}" if first == last else f"jobs {first}-{last}"
+        text = f"{path.read_text()}\n--- {span}: a later batch of the sweeper's, planned on its own ---\n{text}"
+    atomic_write_text(path, text)
     return path
 
 
@@ -65,15 +100,16 @@ class ManifestIds:
 
 
 def submit_sweep(entries: Sequence[SweepEntry], parallelism: int, sweep_dir: Path, *, plan: dict[str, Any],
-                 executor: str, wait: bool, poll_s: float) -> bool:
-    """Submit the planned ``entries`` (plan order) through their executor, keeping the manifest current.
+                 executor: str, wait: bool, poll_s: float, continues: bool = False) -> bool:
+    """Submit the planned ``entries`` (plan order) through their executor, keeping the manifest current
+    (``continues``: they are a later batch of the sweep, see ``write_manifest``).
 
     Returns whether the sweep was waited for (then every entry holds its node reports).
     """
     from hpc_ft.submit.executors import executor_named
 
     def record(state: str) -> None:  # manifest.json: what `hpc-ft report SWEEP_DIR` reads later
-        write_manifest(sweep_dir, plan, entries, executor=executor, wait=wait, state=state)
+        write_manifest(sweep_dir, plan, entries, executor=executor, wait=wait, state=state, continues=continues)
 
     record("submitting")
     waited = executor_named(executor).submit_sweep(entries, parallelism, sweep_dir, wait=wait, poll_s=poll_s,

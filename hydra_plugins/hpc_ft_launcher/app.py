@@ -189,12 +189,12 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
     """Validate, plan and submit every job of an app's sweep, wait, and return every job's JobReturn."""
     from hpc_ft.config.script import MODULE_RE
     from hpc_ft.job import resolve
-    from hpc_ft.rundir.atomic import atomic_write_text
     from hpc_ft.rundir.layout import SweepDir
     from hpc_ft.rundir.spec import save_spec
     from hpc_ft.sched import plan_table
     from hpc_ft.submit.executors import executor_named, validate
     from hpc_ft.sweep.plan import plan_confs, varying
+    from hpc_ft.sweep.run import write_plan
 
     setup_globals()
     sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
@@ -227,7 +227,8 @@ def launch_app(params: Dict[str, Any], config: DictConfig, hydra_context: HydraC
                           [], first_num=nums[0])
     except ConfigError as exc:
         _refuse(exc)
-    atomic_write_text(SweepDir(sweep_dir).plan, plan_table(plan) + "\n")
+    # A sweeper launching in batches (Optuna) numbers the jobs on: a batch from above 0 adds its plan to plan.txt.
+    write_plan(sweep_dir, plan_table(plan), nums, continues=initial_job_idx > 0)
     tel = specs[nums[0]].conf.telemetry
     telemetry = {"enabled": tel.enabled, "interval_s": tel.interval_s, "max_report_points": tel.max_report_points,
                  "idle_util_pct": tel.idle_util_pct}

@@ -7,8 +7,13 @@ For hpc_ft's own jobs (a config with JobConf's keys); any other Hydra app goes t
 2. Hydra's per-job setup (output dir hydra.sweep.dir/hydra.sweep.subdir, .hydra/ with the overrides) runs
    the task function, which hands its job to the sweep (hpc_ft.sweep.context) instead of submitting it;
 3. submit in plan order (Slurm: one array per resource group, %parallelism; local: a queue of that width),
-   wait, and return one JobReturn per job whose return_value is every node's NodeReport; under Hydra's Optuna
-   sweeper (``hydra/sweeper=optuna``) it is the job's ``tune.metric`` instead, the number that sweeper optimises.
+   wait, print the jobs' results and write the sweep report (when telemetry ran), and return one JobReturn per
+   job whose return_value is every node's NodeReport; under Hydra's Optuna sweeper (``hydra/sweeper=optuna``) it
+   is the job's ``tune.metric`` instead, the number that sweeper optimises.
+
+A sweeper may call the launcher once per batch of jobs (Optuna: ``hydra.sweeper.n_jobs`` trials at a time), numbering
+the jobs on across batches: a batch that does not start at job 0 continues the sweep in its sweep dir (its jobs are
+added to manifest.json, its plan to plan.txt; hpc_ft.sweep.run).
 
 A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's usual behaviour: run once per job.
 """
@@ -113,7 +118,11 @@ class HpcFtLauncher(Launcher):
             plan = self._plan(configs, overrides)
         except HpcFtError as exc:  # delivered through the first task, so the CLI reports it as a bad config
             ctx.error = exc
-        log.info(f"hpc_ft: preparing {len(nums)} sweep job(s) in {sweep_dir}")
+        # Hydra numbers a sweep's jobs from 0 on across the batches its sweeper launches: a batch from above 0 adds
+        # to this sweep dir's sweep (its plan lines go to plan.txt only, not again to the terminal per batch).
+        continues = initial_job_idx > 0
+        log.info(f"hpc_ft: preparing {len(nums)} more sweep job(s) in {sweep_dir} (their plan: plan.txt)" if continues
+                 else f"hpc_ft: preparing {len(nums)} sweep job(s) in {sweep_dir}")
         runs: dict[int, JobReturn] = {}
         with preparing(ctx):
             for n in nums:
@@ -128,7 +137,7 @@ class HpcFtLauncher(Launcher):
             return [runs[n] for n in nums if n in runs]  # refused, or a task that runs each job itself
         for line in sorted({w for ws in ctx.warnings.values() for w in ws}):
             log.warning(line)
-        return self._submit(plan, ctx.specs, runs, sweep_dir)
+        return self._submit(plan, ctx.specs, runs, sweep_dir, continues)
 
     # -- 1. compose, validate, plan -------------------------------------------------------------------------
     def _sweep_config(self, overrides: list[str], num: int) -> DictConfig:
@@ -204,10 +213,9 @@ class HpcFtLauncher(Launcher):
         return plan
 
     # -- 3. submit and gather -------------------------------------------------------------------------------
-    def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path) -> list[JobReturn]:
+    def _submit(self, plan, specs, runs: dict[int, JobReturn], sweep_dir: Path, continues: bool) -> list[JobReturn]:
         from hpc_ft.sched import plan_table
-        from hpc_ft.rundir.atomic import atomic_write_text
-        from hpc_ft.rundir.layout import RunDir, SweepDir
+        from hpc_ft.rundir.layout import RunDir
         from hpc_ft.rundir.spec import save_spec
         from hpc_ft.sweep import run as sweep_run
 
@@ -218,20 +226,21 @@ class HpcFtLauncher(Launcher):
         for e in entries:
             save_spec(e.spec)
         table = plan_table(plan)
-        atomic_write_text(SweepDir(sweep_dir).plan, table + "\n")
-        log.info(table.split("\n\n", 1)[0])
+        sweep_run.write_plan(sweep_dir, table, sorted(specs), continues=continues)
+        if not continues:
+            log.info(table.split("\n\n", 1)[0])
 
         waited = sweep_run.submit_sweep(entries, plan.array_parallelism, sweep_dir, plan=plan.to_dict(),
-                                        executor=executor, wait=wait, poll_s=poll_s)
-        if not waited:
+                                        executor=executor, wait=wait, poll_s=poll_s, continues=continues)
+        if waited:
+            self._show_outcome(entries, sweep_dir)
+        else:
             log.info(f"not waiting (wait=false); later: hpc-ft report {shlex.quote(str(sweep_dir))}")
 
         metric = self._returned_metric(conf)
         failed = []
         for e in sorted(entries, key=lambda e: e.num):
             bad = [r for r in e.reports if not r.ok]
-            if waited:
-                log.info(f"\t#{e.num}: {'FAILED' if bad else 'ok'} ({len(e.reports)} node(s)) {e.spec.run_dir}")
             if bad:
                 failed.append(f"#{e.num} (node " + ", ".join(f"{r.node_rank} exit {r.exit_code}" for r in bad)
                               + f"): {RunDir.of(e.spec).results}")
@@ -250,6 +259,28 @@ class HpcFtLauncher(Launcher):
                 ret.return_value = SweepJobFailed(f"{len(failed)} of {len(entries)} sweep job(s) failed: "
                                                   + "; ".join(failed), e.reports)
         return [runs[n] for n in sorted(runs)]
+
+    def _show_outcome(self, entries: list, sweep_dir: Path) -> None:
+        """The jobs' results, one row each, as `hpc-ft submit` prints a single run's; then, when telemetry ran, the
+        sweep report written (what `hpc-ft report SWEEP_DIR` writes) and where it is. A report that cannot be
+        written never fails the sweep: the results are printed and saved already."""
+        from hpc_ft.sweep.outcome import results_table, write_sweep_report
+        from hpc_ft.terminal import console
+
+        assert self.config is not None
+        con = console()
+        # The command line's own overrides (what every job was given) would fill the overrides column.
+        shared = set(OmegaConf.to_container(self.config.hydra.overrides.task, resolve=False))
+        con.print(results_table(entries, sweep_dir, shared))
+        if not any(e.spec.conf.telemetry.enabled for e in entries):  # as a single run: no telemetry, no report
+            return
+        try:
+            path = write_sweep_report(sweep_dir, [e.spec.run_dir for e in entries])
+        except Exception as exc:  # noqa: BLE001 - the jobs' results are printed and saved already
+            con.print(f"[yellow]sweep report unavailable:[/] {exc}", soft_wrap=True)
+            return
+        con.print(f"wrote the sweep report {path}, and each job's report/ in its run dir; print them with: "
+                  f"hpc-ft report {shlex.quote(str(sweep_dir))}", soft_wrap=True, markup=False)
 
     def _returned_metric(self, conf: Any) -> Optional[str]:
         """tune.metric when Hydra's Optuna sweeper drives this launcher (it optimises a number per job)."""

@@ -64,3 +64,23 @@ def test_sweeping_a_sweep_wide_key_is_refused(tmp_path):
     res = hpc_ft(["submit", "-m", "optim.lr=1e-5,3e-5", "wait=true,false", f"hydra.sweep.dir={tmp_path / 'sw'}"],
                  tmp_path)
     assert res.returncode == 2 and "wait=[True, False]" in res.stderr and "cannot be swept" in res.stderr
+
+
+def test_a_sweep_launched_in_batches_keeps_every_batchs_jobs_and_status_reads_them_all(tmp_path):
+    # Hydra's sweepers may call the launcher once per batch (the Optuna sweeper: hydra.sweeper.n_jobs trials at a
+    # time; the basic sweeper with max_batch_size), numbering the jobs on: each batch rewrote manifest.json with its
+    # own jobs only, and `hpc-ft status SWEEP_DIR` showed the last batch's.
+    sweep = tmp_path / "sw"
+    res = hpc_ft(["submit", "-m", "optim.lr=1e-3,3e-3", "hydra.sweeper.max_batch_size=1", "executor=debug",
+                  "model=mlp", "data=synthetic", "precision=fp32", "train.max_steps=2", "train.warmup_steps=0",
+                  "telemetry=off", "resources.workers_per_node=1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = json.loads((sweep / "manifest.json").read_text())["jobs"]
+    assert [(j["num"], j["run_dir"], j["ok"]) for j in jobs] == [(n, str(sweep / str(n)), True) for n in range(2)]
+    assert all(j["job_id"] for j in jobs)
+    plan = (sweep / "plan.txt").read_text()
+    assert plan.count("sweep plan: 1 jobs") == 2 and "--- job 1: a later batch" in plan
+    assert res.stdout.count("sweep plan:") == 1  # the plan's lines are printed once, not again per batch
+    status = hpc_ft(["status", str(sweep)], tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "(2 job(s))" in status.stdout and str(sweep / "0") in status.stdout and str(sweep / "1") in status.stdout

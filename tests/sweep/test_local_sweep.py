@@ -79,12 +79,25 @@ def test_start_order_follows_priority_one_at_a_time(tmp_path):
 
 def test_a_failed_job_fails_the_sweep_and_the_others_are_still_gathered(tmp_path):
     sweep = tmp_path / "sw"
-    res = hpc_ft(["submit", "-m", "model._target_=hpc_ft.train.tasks.synthetic.MLPClassifier,no.such.Model", *TINY,
-                  f"hydra.sweep.dir={sweep}"], tmp_path)
+    tiny_with_telemetry = [o for o in TINY if o != "telemetry=off"]  # the sweep report needs it, as a single run's
+    res = hpc_ft(["submit", "-m", "model._target_=hpc_ft.train.tasks.synthetic.MLPClassifier,no.such.Model",
+                  *tiny_with_telemetry, f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode == 1
     assert "1 of 2 sweep job(s) failed: #1 (node 0 exit 1)" in res.stderr and "Traceback" not in res.stderr
     ok, bad = (json.loads((sweep / str(n) / "results.json").read_text()) for n in range(2))
     assert ok[0]["exit_code"] == 0 and bad[0]["exit_code"] != 0 and bad[0]["error_tail"]
+    # Like a single run, the sweep prints its results (one row per job) and writes its report: what
+    # `hpc-ft report SWEEP_DIR` writes, the failed job's included.
+    assert f"sweep results: 2 job(s), run dirs {sweep}/<job>" in res.stdout
+    train = json.loads((sweep / "0" / "nodes" / "node0" / "train.json").read_text())
+    row0, row1 = (next(line for line in res.stdout.splitlines() if line.startswith(f"│ {' ' * 2}{n} │"))
+                  for n in range(2))
+    assert " ok " in row0 and f"{train['final_loss']:.4f}" in row0 and "eval accuracy" in row0
+    assert "FAILED: node 0 exit 1" in row1
+    assert [j["sweep_job"] for j in json.loads((sweep / "report" / "sweep.json").read_text())] == ["0", "1"]
+    assert all(RunDir(sweep / str(n)).run_report.exists() for n in range(2))
+    assert f"wrote the sweep report {sweep / 'report' / 'sweep.json'}" in res.stdout
+    assert f"hpc-ft report {sweep}" in res.stdout
 
 
 def test_wait_false_returns_at_once_and_a_driver_finishes_the_sweep(tmp_path):

@@ -1,5 +1,7 @@
 """Hydra's own Optuna sweeper still works with the hpc_ft launcher: each job's return value is tune.metric."""
 
+import json
+
 import pytest
 import yaml
 
@@ -26,3 +28,7 @@ def test_hydra_optuna_sweeper_completes_a_small_study_through_the_hpc_ft_launche
     # The value Optuna got is the job's own final eval_loss, read back from the run dirs.
     finals = [read_evals(RunDir(sweep / str(n)).metrics)[-1].metrics["eval_loss"] for n in range(2)]
     assert best["best_value"] == pytest.approx(min(finals))
+    # n_jobs=1: the sweeper launched two batches of one trial; the sweep dir's records hold both.
+    jobs = json.loads((sweep / "manifest.json").read_text())["jobs"]
+    assert [(j["num"], j["ok"]) for j in jobs] == [(0, True), (1, True)]
+    assert "--- job 1: a later batch" in (sweep / "plan.txt").read_text()
