@@ -1,14 +1,16 @@
 """`hpc-ft cancel RUN_DIR|SWEEP_DIR [--yes]`: stop a job (or every job of a sweep); the run dir stays.
 
-Slurm: ``scancel`` of the job, or of the whole job array of a sweep. Local executor: SIGTERM to each node's
-torchrun process group: the workers finish their step, checkpoint and exit, as on a preemption (without a
-torchrun yet, to submitit's local controller, which forwards it); anything still alive after the grace period
-is killed. A user's script checkpoints only if it keeps hpc_ft.script_api's contract; otherwise it dies of the
-signal. Either way nothing in the run dir is removed: ``hpc-ft submit --from RUN_DIR hydra.run.dir=RUN_DIR`` (the
-run's own overrides, from its job.yaml, into the same dir; printed for each run dir cancelled) resumes from the
-newest checkpoint. Each run dir records the job cancelled (``CancelRecord``), so ``hpc-ft status`` says
-CANCELLED without asking Slurm. Asks for confirmation unless ``--yes``; without a terminal to ask on, ``--yes``
-is required.
+Slurm: ``scancel`` of the job; of one run dir of a job array (a sweep's, a search's or a Hydra app's job) that
+array task alone, of a sweep dir its whole job arrays. Local executor: SIGTERM to each node's torchrun process
+group: the workers finish their step, checkpoint and exit, as on a preemption (without a torchrun yet, to
+submitit's local controller, which forwards it); anything still alive after the grace period is killed. A local
+pid is signalled only when the run dir's owner record says that very job is the local executor's on this host
+(``local_pid``): a job id the records do not tie to a local process is never taken for one. A user's script
+checkpoints only if it keeps hpc_ft.script_api's contract; otherwise it dies of the signal. Either way nothing in
+the run dir is removed: ``hpc-ft submit --from RUN_DIR hydra.run.dir=RUN_DIR`` (the run's own overrides, from its
+job.yaml, into the same dir; printed for each run dir cancelled) resumes from the newest checkpoint. Each run dir
+records the job cancelled (``CancelRecord``), so ``hpc-ft status`` says CANCELLED without asking Slurm. Asks for
+confirmation unless ``--yes``; without a terminal to ask on, ``--yes`` is required.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import PROBE_NAMES, RunState, is_sweep_dir, run_state, sweep_states
+from hpc_ft.commands.runstate import RunState, is_sweep_dir, run_state, sweep_states, where_text
 from hpc_ft.rundir.layout import RunDir
-from hpc_ft.rundir.lock import PROCESS, SLURM_JOB, RunDirLock
+from hpc_ft.rundir.lock import PROCESS, SLURM_JOB, RunDirLock, detached_job_alive
 from hpc_ft.rundir.records import CancelRecord
 
 EXIT_BAD_INPUT = 2
@@ -48,6 +51,24 @@ def cancel_local(job_id: str, grace_s: float, checkpoints: bool = True) -> str:
     return stop_local_jobs([int(job_id)], grace_s, checkpoints=checkpoints)[0]
 
 
+SLURM_ID = re.compile(r"\d+(_\d+)?")  # a job, or one task of a job array: what scancel is given
+
+
+def local_pid(st: RunState) -> int | None:
+    """The pid of the submitit controller of ``st``'s job, to signal: only when the run dir's owner record says
+    that very job (``st.job_id``) is a local process (the local executor's liveness probe) of job.yaml's executor,
+    submitted from this host, and alive with the start time recorded (a reused pid is another process). None
+    otherwise: a Slurm id, an id from a node report or a sweep's manifest, another host's or an ended job's."""
+    if st.probe != PROCESS or not st.job_id or not st.job_id.isdigit():
+        return None
+    owner = RunDirLock(st.run_dir).read_owner()
+    if (owner is None or owner.job_id != st.job_id or owner.liveness != PROCESS
+            or owner.host != socket.gethostname()
+            or (st.spec is not None and owner.executor != st.spec.executor)):
+        return None
+    return int(st.job_id) if detached_job_alive(owner) else None
+
+
 def runs_script(st: RunState) -> bool:
     """The run's job runs a user's script (its job.yaml has no train.max_steps of hpc_ft's loop)."""
     return st.spec is not None and st.spec.max_steps is None
@@ -64,7 +85,8 @@ def record_cancel(st: RunState) -> Path:
 
 
 def cancel_slurm(job_ids: list[str]) -> str:
-    """``scancel`` the job ids (an array's id cancels every task); raises RuntimeError when scancel fails."""
+    """``scancel`` the job ids (``ARRAY_TASK`` one task, an array's id every task); raises RuntimeError when scancel
+    fails."""
     proc = subprocess.run(["scancel", *job_ids], capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         raise RuntimeError(f"scancel {' '.join(map(shlex.quote, job_ids))} failed: {proc.stderr.strip()}")
@@ -99,7 +121,7 @@ def cancel_main(argv: list[str]) -> int:
         print(f"nothing to cancel: no pending or running job in {path} "
               f"({', '.join(sorted({s.state for s in states})) or 'no jobs'})")
         return 0
-    what = ", ".join(f"job {s.job_id} ({PROBE_NAMES.get(s.probe, s.probe)}, {s.state})" for s in live)
+    what = ", ".join(f"job {s.job_id} ({where_text(s)}, {s.state})" for s in live)
     ok = _confirm(what, args.yes)
     if ok is None:
         print(f"error: cancel needs confirmation and there is no terminal to ask on. Fix: hpc-ft cancel "
@@ -108,22 +130,37 @@ def cancel_main(argv: list[str]) -> int:
     if not ok:
         print("not cancelled")
         return 0
-    return _cancel(live, path, args.grace_s)
+    return _cancel(live, path, args.grace_s, whole_arrays=not RunDir(path).spec.exists())
 
 
-def _cancel(live: list[RunState], path: Path, grace_s: float) -> int:
+def _cancel(live: list[RunState], path: Path, grace_s: float, whole_arrays: bool = False) -> int:
+    """Cancel the ``live`` jobs: Slurm's with one scancel (with ``whole_arrays``, a sweep dir's, each array's id:
+    its tasks not yet listed too), local ones through ``local_pid`` only. 0, or 1 when any was not cancelled."""
     code = 0
+    slurm = [s for s in live if s.probe == SLURM_JOB and SLURM_ID.fullmatch(s.job_id or "")]
+    local = {id(s): pid for s in live if (pid := local_pid(s)) is not None}
+    known = {id(s) for s in slurm} | set(local)
+    for s in live:
+        if id(s) not in known:
+            print(f"error: job {s.job_id} of {s.run_dir} ({where_text(s)}) not cancelled: its run dir records neither "
+                  "a Slurm job nor a live local job submitted from this host (its owner record). Fix: run hpc-ft "
+                  "cancel on the host that submitted it, or cancel it with its scheduler's own command",
+                  file=sys.stderr)
+            code = 1
+    live = [s for s in live if id(s) in known]
+    if not live:
+        return code
     # Recorded before the signal: status shows CANCELLED as soon as the job has ended, not what it died of.
     records = {id(s): record_cancel(s) for s in live}
     done: set[int] = set()
-    slurm = [s for s in live if s.probe == SLURM_JOB]
     try:
         if slurm:
-            print(cancel_slurm(sorted({s.job_id.split("_")[0] for s in slurm})))
+            ids = {s.job_id.split("_")[0] if whole_arrays else s.job_id for s in slurm}
+            print(cancel_slurm(sorted(ids)))
             done.update(id(s) for s in slurm)
         for s in live:
-            if s.probe == PROCESS:
-                print(cancel_local(s.job_id, grace_s, checkpoints=not runs_script(s)))
+            if id(s) in local:
+                print(cancel_local(str(local[id(s)]), grace_s, checkpoints=not runs_script(s)))
                 done.add(id(s))
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """`hpc-ft list [DIR ...] [--sort time|metric|steps|gpu_hours] [--json]`: recent runs and sweeps. No torch.
 
-Every run dir below the given dirs (default ./outputs and ./multirun) with its state, the task's metric, steps,
-GPU-hours and wall time, newest first (or sorted by ``--sort``); a sweep's runs are listed by their paths. Slurm is
-asked only about runs whose dir still names a job in its lock record (one query per job), and, with one ``squeue``,
-about ``hpc-ft sbatch`` scripts of which no job has started (NOT SUBMITTED when Slurm has none).
+Every run dir below the given dirs (default ./outputs and ./multirun) with its state (PRUNED: a search stopped it
+early), its metric (a search's trial: the search's tune.metric; else the task's first), steps, GPU-hours and wall
+time, newest first (or sorted by ``--sort``); a sweep's runs are listed by their paths. Slurm is asked only about
+runs whose dir still names a job in its lock record and about Slurm jobs of which the run dir tells no end (a job
+array's task: one query per array), and, with one ``squeue``, about ``hpc-ft sbatch`` scripts of which no job has
+started (NOT SUBMITTED when Slurm has none).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import math
 import sys
 from pathlib import Path
 
-from hpc_ft.commands.runstate import (RunState, apply_sbatch_queue, apply_slurm, find_run_dirs, run_state,
-                                      steps_text)
+from hpc_ft.commands.runstate import (UNKNOWN, RunState, apply_sbatch_queue, apply_slurm, find_run_dirs,
+                                      run_state, steps_text)
 from hpc_ft.commands.status import DEFAULT_ROOTS, _to_json, fmt_duration, metric_text, state_text, table
 
 EXIT_BAD_INPUT = 2
@@ -69,9 +71,11 @@ def list_main(argv: list[str]) -> int:
               "and multirun/ of the current directory)", file=sys.stderr)
         return EXIT_BAD_INPUT
     from hpc_ft.rundir.layout import RunDir
+    from hpc_ft.rundir.lock import SLURM_JOB
 
     states = [run_state(p, query_slurm=False) for p in find_run_dirs(roots)]
-    apply_slurm([s for s in states if RunDir(s.run_dir).owner.exists()])
+    apply_slurm([s for s in states
+                 if RunDir(s.run_dir).owner.exists() or (s.probe == SLURM_JOB and s.state == UNKNOWN)])
     apply_sbatch_queue(states)
     states = _sorted(states, args.sort)
     if args.limit > 0:

@@ -172,7 +172,8 @@ def plan_main(argv: list[str]) -> int:
     from hpc_ft.errors import HpcFtError
     from hpc_ft.sched import plan_json, plan_table
 
-    args = _parser().parse_args(argv)
+    # Options anywhere among the overrides (`-m a=1,2 --no-queue b=c`), as hpc-ft submit and tune take them.
+    args = _parser().parse_intermixed_args(argv)
     try:
         plan = make_plan(args)
     except HpcFtError as exc:
@@ -190,7 +191,8 @@ def plan_main(argv: list[str]) -> int:
                 return EXIT_BAD_CONFIG
             cause = f"\n{exc.__cause__}" if exc.__cause__ is not None else ""  # as Hydra's own CLI prints it
             print(hydra_refusal(f"{exc}{cause}"), file=sys.stderr)
-            print(refusal_fix(["-m", *args.overrides], "hpc-ft plan"), file=sys.stderr)
+            # the command as typed, its options kept where they were: the fix is pasted back whole
+            print(refusal_fix(list(argv), "hpc-ft plan"), file=sys.stderr)
             return EXIT_BAD_CONFIG
         raise
     memory: list[str] = []

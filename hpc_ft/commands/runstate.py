@@ -1,13 +1,18 @@
 """Where a run or a sweep stands, from its run dir plus one scheduler query: ``hpc-ft status``, ``list``, ``cancel``.
 
-Light on purpose (login nodes): no torch, no OmegaConf, no executor registry. ``job.yaml`` is read with PyYAML
-into ``SpecView`` (the few keys the commands show); the rest comes from the run dir's records (owner, node
-reports, ``metrics.jsonl``, telemetry) and, for a Slurm job, one ``scontrol show job`` (``sacct`` once Slurm
-has forgotten the job).
+Light on purpose (login nodes): no torch, no OmegaConf; of the executor registry only each executor's liveness
+probe. ``job.yaml`` is read with PyYAML into ``SpecView`` (the few keys the commands show); the rest comes from
+the run dir's records (owner, node reports, ``metrics.jsonl``, telemetry), the sweep's manifest beside it and,
+for a Slurm job, one ``scontrol show job`` (``sacct`` once Slurm has forgotten the job).
 
-A job is Slurm's when its run dir says so: the lock's owner names the ``slurm_job`` liveness probe, submitit's
-``JOBID_submission.sh`` or an sbatch script's ``slurm-JOBID.out`` is there. Otherwise its id is the pid of
-submitit's local controller on the host that submitted it (``hpc_ft.rundir.lock``'s ``process`` probe).
+The job of a run dir is the one its records name: the lock's owner record (a submission that holds the dir), else
+the sweep manifest's entry for the dir (a job array's task: ``ARRAY_TASK``, the id Slurm lists it under; its nodes
+only see the task's own number), else the node reports, else node 0's attempt record. How that id is found
+(``probe``) is what the records say of the job's executor: the owner record's liveness probe, else that of
+job.yaml's executor (``Executor.liveness``: ``slurm_job`` for Slurm, ``process`` for the local executor's
+controller pid), else the sweep manifest's executor, else the files Slurm leaves (submitit's
+``JOBID_submission.sh``, an sbatch script's ``slurm-JOBID.out``). Nothing in the records: ``none``, never a local
+pid: only a record of the local executor's probe makes a job id a pid (``hpc-ft cancel`` signals nothing else).
 
 A run dir whose only record is the batch script of ``hpc-ft sbatch`` (no job id, no ``slurm-JOBID.out``) names no
 job: submitting the script writes nothing there until the job starts. One ``squeue`` tells a queued job of the
@@ -16,8 +21,10 @@ script from one never submitted (``NOT SUBMITTED``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -34,9 +41,14 @@ SLURM_TIMEOUT_S = 20
 # Slurm's states as status shows them (a job that has left Slurm's memory keeps its sacct state).
 PENDING, RUNNING, COMPLETED, FAILED, PREEMPTED, CANCELLED, UNKNOWN = (
     "PENDING", "RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "CANCELLED", "UNKNOWN")
+# hpc_ft's own state: a search's trial the search stopped early (hpc-ft tune's pruner) at a checkpoint.
+PRUNED = "PRUNED"
 # hpc_ft's own state: an `hpc-ft sbatch` script no job of which has started, and none of which Slurm has queued.
 NOT_SUBMITTED = "NOT SUBMITTED"
 PROBE_NAMES = {SLURM_JOB: "Slurm", PROCESS: "local process"}  # how status names where a job runs
+ARRAY_TASK_ID = re.compile(r"\d+_\d+")  # one task of a Slurm job array, as Slurm and submitit name it
+# Hydra's Optuna sweeper (its plugin's package), as a job's .hydra/hydra.yaml names it in hydra.sweeper._target_.
+OPTUNA_SWEEPER = "hydra_optuna_sweeper"
 LIVE_STATES = ACTIVE_SLURM_STATES  # a job in one of them shows as pending or running
 
 
@@ -52,6 +64,7 @@ class SpecView:
     global_batch_size: int
     overrides: tuple[str, ...]
     hydra_app: str | None = None  # a job of the user's own Hydra app: the app's command (hpc-ft submit can't run it)
+    tune_metric: str | None = None  # tune.metric: what a search over this job optimises (every job.yaml has one)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SpecView":
@@ -66,7 +79,8 @@ class SpecView:
                        max_steps=None if _runs_a_script(c) else int(c["train"]["max_steps"]),
                        global_batch_size=int(c["train"].get("global_batch_size") or c["train"].get("batch_size")),
                        overrides=tuple(d.get("overrides") or ()),
-                       hydra_app=(c.get("script") or {}).get("hydra_app") or None)
+                       hydra_app=(c.get("script") or {}).get("hydra_app") or None,
+                       tune_metric=(c.get("tune") or {}).get("metric") or None)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a job.yaml of hpc_ft ({exc!r} missing)") from exc
 
@@ -113,7 +127,8 @@ class RunState:
     spec: SpecView | None
     job_id: str | None = None
     probe: str = NO_PROBE  # how its job is found: SLURM_JOB (a Slurm id), PROCESS (a local pid), NO_PROBE (none)
-    state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | CANCELLED | NOT SUBMITTED | UNKNOWN
+    state: str = UNKNOWN  # PENDING | RUNNING | COMPLETED | FAILED | PREEMPTED | PRUNED | CANCELLED | NOT SUBMITTED
+    #                       | UNKNOWN
     reason: str | None = None  # Slurm's pending reason
     requeues: int = 0
     step: int | None = None
@@ -121,7 +136,7 @@ class RunState:
     eta_s: float | None = None
     nodes: list[NodeState] = field(default_factory=list)
     last_sample: dict[str, float] | None = None  # the newest telemetry row of node 0
-    metric: tuple[str, float] | None = None  # the task's first evaluation metric
+    metric: tuple[str, float] | None = None  # a search's metric (tune.metric), else the task's first one
     gpu_hours: float | None = None
     wall_s: float | None = None
     updated_unix_s: float | None = None
@@ -222,12 +237,145 @@ def last_telemetry(rd: RunDir, rank: int = 0) -> dict[str, float] | None:
         return None
 
 
-def is_slurm_job(rd: RunDir, job_id: str, owner: LockOwner | None) -> bool:
-    """Whether ``job_id`` of this run dir is a Slurm job (see the module docstring)."""
-    if owner is not None and owner.job_id == job_id:
-        return owner.liveness == SLURM_JOB
+def executor_probe(executor: str | None) -> str | None:
+    """The liveness probe of the executor registered as ``executor`` (``Executor.liveness``: what its job ids are);
+    None for no name or one this hpc_ft does not register. The registry loads no submitit and no torch."""
+    if not executor:
+        return None
+    from hpc_ft.submit.executors import REGISTRY
+
+    ex = REGISTRY.get(executor)
+    return None if ex is None else ex.liveness
+
+
+@dataclass(frozen=True)
+class SweepEntryView:
+    """What the manifest of the sweep a run dir belongs to says of the dir's job."""
+
+    executor: str
+    job_id: str | None
+
+
+@functools.lru_cache(maxsize=8)
+def _manifest_entries(path: str, mtime_ns: int, size: int) -> dict[str, SweepEntryView]:
+    """The manifest at ``path`` by each job's resolved run dir (cached per version of the file: `hpc-ft list` and
+    `hpc-ft status SWEEP_DIR` look up every job of a sweep in it)."""
+    try:
+        manifest = SweepManifest.load(path)
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return {}
+    return {str(Path(j.run_dir).resolve()): SweepEntryView(manifest.executor, j.job_id) for j in manifest.jobs}
+
+
+def sweep_entry(rd: RunDir) -> SweepEntryView | None:
+    """The entry for ``rd`` in the manifest of the sweep dir above it (Hydra's ``SWEEP_DIR/N``); None when there
+    is none or it does not list the dir."""
+    manifest = SweepDir(rd.path.parent).manifest
+    try:
+        st = manifest.stat()
+    except OSError:
+        return None
+    return _manifest_entries(str(manifest), st.st_mtime_ns, st.st_size).get(str(rd.path.resolve()))
+
+
+def slurm_files(rd: RunDir, job_id: str) -> bool:
+    """Whether Slurm left a file of ``job_id`` in the run dir: submitit's ``JOBID_submission.sh`` or an sbatch
+    script's ``slurm-JOBID.out`` (the records of run dirs older than job.yaml's executor)."""
     base = job_id.split("_")[0]
     return rd.submitit_slurm_script(base).exists() or rd.slurm_log_of(base).exists()
+
+
+def job_probe(rd: RunDir, spec: SpecView | None, owner: LockOwner | None, job_id: str,
+              entry: SweepEntryView | None = None) -> str:
+    """How job ``job_id`` of this run dir is found (SLURM_JOB, PROCESS or NO_PROBE), from the records only (module
+    docstring): ``owner`` when it names this job, else job.yaml's executor, else the sweep manifest's ``entry``,
+    else Slurm's files. Never PROCESS without a record of an executor whose job ids are local pids."""
+    if owner is not None and owner.job_id == job_id:
+        return owner.liveness
+    probe = executor_probe(spec.executor if spec else None) or executor_probe(entry.executor if entry else None)
+    if probe is not None:
+        return probe
+    return SLURM_JOB if slurm_files(rd, job_id) else NO_PROBE
+
+
+def where_text(st: "RunState") -> str:
+    """Where the run's job runs, as status and cancel name it: Slurm, local process, or its executor's name."""
+    if st.probe in PROBE_NAMES:
+        return PROBE_NAMES[st.probe]
+    return f"{st.spec.executor} executor" if st.spec is not None else "executor unknown"
+
+
+def _recorded_job_id(rd: RunDir, owner: LockOwner | None, entry: SweepEntryView | None,
+                     reports: dict[int, NodeReport]) -> str | None:
+    """The job the run dir's records name (module docstring): the owner's, the sweep manifest's, a node report's,
+    or node 0's attempt's."""
+    if owner is not None and owner.job_id:
+        return owner.job_id
+    if entry is not None and entry.job_id:
+        return entry.job_id
+    reported = next((r.job_id for r in reports.values() if r.job_id), None)
+    if reported:
+        return reported
+    try:
+        return NodeAttempt.load(rd.node(0).attempt).job_id or None
+    except (OSError, ValueError):  # RecordError is a ValueError
+        return None
+
+
+def pruned_by_search(rd: RunDir) -> bool:
+    """A search (``hpc-ft tune``) asked the run's current job to stop early: its stop request
+    (``RunDir.stop_request``) is newer than the job's start (``started_unix_s``); an older one was for an earlier
+    job of the dir (a pruned trial the user resumed)."""
+    try:
+        requested = rd.stop_request.stat().st_mtime
+    except OSError:
+        return False
+    return requested >= started_unix_s(rd.path)
+
+
+def search_metric(rd: RunDir, spec: SpecView | None) -> str | None:
+    """The metric a search optimised in this run (job.yaml's tune.metric), when the run is a search's: a trial of
+    ``hpc-ft tune`` (its search dir's journal above it) or a job of Hydra's Optuna sweeper (the job's Hydra record
+    names it); None for other runs, whose tune.metric is only the default."""
+    if spec is None or not spec.tune_metric:
+        return None
+    if SweepDir(rd.path.parent).tune_journal.exists():
+        return spec.tune_metric
+    try:
+        hydra_record = rd.hydra_record.read_text(errors="replace")
+    except OSError:
+        return None
+    return spec.tune_metric if OPTUNA_SWEEPER in hydra_record else None
+
+
+def _last_eval(path: Path, name: str) -> float | None:
+    """The newest value of evaluation metric ``name`` near the end of ``metrics.jsonl`` (None without one)."""
+    from hpc_ft.rundir.evals import EVAL_KEY, EvalPoint
+
+    for rec in _tail_records(path, lambda d: EVAL_KEY in d):
+        point = EvalPoint.from_record(rec)
+        if point is not None and name in point.metrics:
+            return point.metrics[name]
+    return None
+
+
+def run_metric(rd: RunDir, spec: SpecView | None, trains: list) -> tuple[str, float] | None:
+    """The metric status and list show: a search's own (``search_metric``) from the training result, else from the
+    newest evaluation in metrics.jsonl (a pruned or running trial); otherwise the task's first metric, an accuracy
+    before the rest."""
+    metrics = {k: v for k, v in trains[0].metrics.items() if v is not None} if trains else {}
+    name = search_metric(rd, spec)
+    if name is not None:
+        value = metrics.get(name)
+        if value is None:
+            value = _last_eval(rd.metrics, name)
+        if value is not None:
+            return (name, float(value))
+    metrics = {k: v for k, v in metrics.items() if not k.startswith("majority")}
+    if not metrics:
+        return None
+    first = next(iter(sorted(metrics, key=lambda k: (not k.endswith("accuracy"), k))))
+    return (first, metrics[first])
 
 
 # --- asking Slurm ---------------------------------------------------------------------------------------------
@@ -320,14 +468,17 @@ def cancelled_by_user(rd: RunDir, job_id: str | None, owner: LockOwner | None) -
 ENDED_STATES = (UNKNOWN, COMPLETED, CANCELLED, FAILED, "TIMEOUT")  # the node reports tell more than these
 
 
-def ended_state(state: str, reports: list[NodeReport], cancelled: bool) -> str:
+def ended_state(state: str, reports: list[NodeReport], cancelled: bool, pruned: bool = False) -> str:
     """The state of a run whose job is not alive (or not known to be): ``state`` (Slurm's final state, UNKNOWN
-    without an answer) refined by the node reports and by ``cancelled`` (``cancelled_by_user``).
+    without an answer) refined by the node reports, by ``cancelled`` (``cancelled_by_user``) and by ``pruned``
+    (``pruned_by_search``).
 
     The user's cancel makes it CANCELLED, whatever stopped the nodes (a script dies of the SIGTERM: "failed"; the
     loop checkpoints: "preempted") and without asking Slurm, unless every node completed (the cancel came as the
     job finished). Slurm's CANCELLED stays. Otherwise the reports say COMPLETED, PREEMPTED (every node finished
-    or stopped at a checkpoint: resumable; Slurm's COMPLETED covers that too) or FAILED.
+    or stopped at a checkpoint: resumable; Slurm's COMPLETED covers that too) or FAILED; PREEMPTED is PRUNED when
+    a search stopped the job (a trial that trained to its end before the stop reached it is COMPLETED, as the
+    search counts it).
     """
     if cancelled and not (reports and all(r.ok for r in reports)):
         return CANCELLED
@@ -335,12 +486,15 @@ def ended_state(state: str, reports: list[NodeReport], cancelled: bool) -> str:
         return state
     if all(r.ok for r in reports):
         return COMPLETED
-    return PREEMPTED if all(r.ok or r.resumable for r in reports) else FAILED
+    if all(r.ok or r.resumable for r in reports):
+        return PRUNED if pruned else PREEMPTED
+    return FAILED
 
 
-def _node_state(report: NodeReport | None, rank: int, rd: RunDir, live: bool, cancelled: bool = False) -> NodeState:
+def _node_state(report: NodeReport | None, rank: int, rd: RunDir, live: bool, cancelled: bool = False,
+                pruned: bool = False) -> NodeState:
     if report is not None and not live:
-        state = ("completed" if report.ok else "preempted" if report.resumable else
+        state = ("completed" if report.ok else ("pruned" if pruned else "preempted") if report.resumable else
                  f"{'cancelled' if cancelled else 'failed'} (exit {report.exit_code})")
         return NodeState(rank, state, report.host, report.train.steps if report.train else None)
     started = rd.node(rank).torchrun_log.exists()
@@ -357,16 +511,22 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
         spec = None
     st = RunState(rd.path, spec)
     owner = RunDirLock(rd.path).read_owner()
+    if owner is not None and spec is not None and owner.executor != spec.executor:
+        owner = None  # an earlier submission's record: job.yaml is another executor's job (a sweep's, say)
+    entry = sweep_entry(rd)
+    if entry is not None and spec is not None and entry.executor != spec.executor:
+        entry = None  # the manifest is of another sweep into this dir
     reports = _node_reports(rd)
-    st.job_id = (owner.job_id if owner and owner.job_id else
-                 next((r.job_id for r in reports.values() if r.job_id), None))
+    st.job_id = _recorded_job_id(rd, owner, entry, reports)
     if st.job_id:
-        st.probe = SLURM_JOB if is_slurm_job(rd, st.job_id, owner) else PROCESS
+        st.probe = job_probe(rd, spec, owner, st.job_id, entry)
     alive = None
     if st.probe == SLURM_JOB and query_slurm:
         jobs = slurm_jobs(st.job_id)
         if jobs:
             job = jobs[0]
+            if ARRAY_TASK_ID.fullmatch(job.job_id):  # asked by a task's own number: the array's name of it
+                st.job_id = job.job_id
             st.reason, st.requeues = job.reason, job.restarts
             alive = job.state in LIVE_STATES
             st.state = PENDING if job.state == PENDING else RUNNING if alive else job.state
@@ -377,10 +537,11 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
         st.requeues = local_requeues(rd, st.job_id)
     if not alive:
         by_user = cancelled_by_user(rd, st.job_id, owner)
-        st.state = ended_state(st.state, list(reports.values()), by_user)
+        st.state = ended_state(st.state, list(reports.values()), by_user, pruned_by_search(rd))
         st.cancelled = by_user and st.state == CANCELLED
     n_nodes = spec.nodes if spec else max(reports, default=-1) + 1
-    st.nodes = [_node_state(reports.get(r), r, rd, bool(alive), st.cancelled) for r in range(n_nodes)]
+    st.nodes = [_node_state(reports.get(r), r, rd, bool(alive), st.cancelled, st.state == PRUNED)
+                for r in range(n_nodes)]
     last = _last_metrics(rd.metrics)
     if last is None and spec is not None and spec.max_steps is None:  # a user's script: its own progress records
         last = _last_progress(rd.progress)
@@ -392,10 +553,7 @@ def run_state(path: str | os.PathLike, query_slurm: bool = True) -> RunState:
     trains = [r.train for r in reports.values() if r.train]
     if trains:
         st.step = max(st.step or 0, max(t.steps for t in trains))
-        metrics = {k: v for k, v in trains[0].metrics.items() if v is not None and not k.startswith("majority")}
-        if metrics:
-            name = next(iter(sorted(metrics, key=lambda k: (not k.endswith("accuracy"), k))))
-            st.metric = (name, metrics[name])
+    st.metric = run_metric(rd, spec, trains)
     if reports:
         st.wall_s = max(r.wall_s for r in reports.values())
         if spec and spec.gpus_per_node:  # a CPU job used no GPU-hours: "-", not 0.00
@@ -514,8 +672,8 @@ def sweep_states(path: str | os.PathLike) -> tuple[SweepManifest | None, list[Ru
         for st, job in zip(states, manifest.jobs):
             # The sweep's own id of each job: a Slurm array task's is ARRAY_TASK (its nodes see another).
             st.job_id = job.job_id or st.job_id
-            if st.job_id and "_" in st.job_id:  # submitit names array tasks so; local job ids are pids
-                st.probe = SLURM_JOB
+            if st.job_id and st.probe == NO_PROBE:  # no job.yaml yet: the manifest's executor tells
+                st.probe = executor_probe(manifest.executor) or NO_PROBE
     apply_slurm(states)
     for st in states:  # a Slurm array task's cancel record names the sweep's id of it (ARRAY_TASK)
         if not st.live and st.state not in (COMPLETED, CANCELLED) and cancelled_by_user(RunDir(st.run_dir),

@@ -1,7 +1,8 @@
 """`hpc-ft status [RUN_DIR|SWEEP_DIR] [--json]`: where a run or a sweep stands. No torch; one Slurm query.
 
-A run: its job and state (pending with Slurm's reason, running, requeued N times, preempted, completed,
-failed, cancelled), the current step of max, throughput, ETA, the last telemetry sample and each node's state.
+A run: its job and state (pending with Slurm's reason, running, requeued N times, preempted, pruned by a search,
+completed, failed, cancelled), the current step of max, throughput, ETA, the last telemetry sample and each node's
+state.
 A sweep or search dir: one line per job. Without a path: the newest run (or the sweep of the newest run) under
 ./outputs and ./multirun, by when it started, named dirs included.
 """
@@ -16,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from hpc_ft.commands.runstate import (NOT_SUBMITTED, PROBE_NAMES, RunState, find_runs_and_sweeps, is_sweep_dir,
-                                     run_state, started_unix_s, steps_text, sweep_states)
+from hpc_ft.commands.runstate import (NOT_SUBMITTED, RunState, find_runs_and_sweeps, is_sweep_dir, run_state,
+                                     started_unix_s, steps_text, sweep_states, where_text)
 from hpc_ft.rundir.layout import RunDir, SweepDir
 
 EXIT_BAD_INPUT = 2
@@ -77,12 +78,13 @@ def _sample_text(row: dict[str, float]) -> str:
 def render_run(st: RunState) -> str:
     spec = st.spec
     lines = [f"run dir: {st.run_dir}"]
-    job = f"job {st.job_id} ({PROBE_NAMES.get(st.probe, st.probe)})" if st.job_id else "no job recorded"
+    job = f"job {st.job_id} ({where_text(st)})" if st.job_id else "no job recorded"
     lines.append(f"{job}: {state_text(st)}")
     if st.state == NOT_SUBMITTED:
         lines.append(f"hpc-ft sbatch wrote its batch script; submit it with: sbatch "
                      f"{shlex.quote(str(RunDir(st.run_dir).sbatch_script))}")
-    if st.step is not None or spec:
+    # A script's or a Hydra app's job that reported no progress has no step to show (not "step 0").
+    if st.step is not None or (spec and spec.max_steps is not None):
         of = f" of {spec.max_steps}" if spec and spec.max_steps else ""
         sps = f", {st.samples_per_s:.1f} samples/s" if st.samples_per_s else ""
         eta = f", ETA {fmt_duration(st.eta_s)}" if st.eta_s is not None else ""

@@ -37,7 +37,7 @@ def plan_table(plan: Plan) -> str:
     head = [f"sweep plan: {len(plan.assignments)} jobs, policy={plan.policy}"
             + (f" (objective={plan.objective})" if plan.objective else "")
             + f", order={plan.order_policy}, array parallelism {plan.array_parallelism}",
-            f"budget: {_opt(b.gpus)} {u}s at once, {_opt(b.gpu_hours)} {u}-hours, money {_opt(b.money)} "
+            f"budget: {_opt(b.gpus)} {u}{'' if b.gpus == 1 else 's'} at once, {_opt(b.gpu_hours)} {u}-hours, money {_opt(b.money)} "
             f"at {num(b.price_per_gpu_hour, 'g')} per {u}-hour",
             f"predicted: makespan {num(plan.makespan_h, '.3f')} h (lower bound {num(plan.lower_bound_h, '.3f')} h), "
             f"utilization {num(100 * plan.utilization, '.1f')}%, {num(plan.gpu_hours, '.3f')} {u}-hours, "

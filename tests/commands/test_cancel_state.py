@@ -16,7 +16,7 @@ from hpc_ft.commands.runstate import (CANCELLED, COMPLETED, FAILED, PREEMPTED, U
                                       run_state)
 from hpc_ft.rundir.atomic import atomic_write_text
 from hpc_ft.rundir.layout import RunDir
-from hpc_ft.rundir.lock import PROCESS, LockOwner, RunDirLock
+from hpc_ft.rundir.lock import PROCESS, SLURM_JOB, LockOwner, RunDirLock, _pid_start_ticks
 from hpc_ft.rundir.records import CancelRecord, NodeReport, TrainResult
 
 OLD_RUN = Path(__file__).resolve().parents[1] / "report" / "data" / "run_e5bbae0"  # 2 nodes, preempted at step 2
@@ -99,7 +99,7 @@ def test_a_cancelled_slurm_job_reads_cancelled_while_slurm_is_down(tmp_path, mon
     run = tmp_path / "old"
     shutil.copytree(OLD_RUN, run)
     monkeypatch.setattr(runstate, "slurm_jobs", lambda job_id: [])  # scontrol and sacct answer nothing
-    monkeypatch.setattr(runstate, "is_slurm_job", lambda *a: True)
+    monkeypatch.setattr(runstate, "job_probe", lambda *a: SLURM_JOB)
     assert run_state(run).state == PREEMPTED
     _recorded(RunDir(run), job_id="10136")
     st = run_state(run)
@@ -119,6 +119,11 @@ def test_cancel_promises_a_checkpoint_only_for_hpc_fts_loop(tmp_path, capsys, sc
         rd.spec.write_text(SCRIPT_JOB.replace("  script: {path: /work/trial/scratch/plain_ddp.py}\n", ""))
     controller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the job's stand-in
     try:
+        # cancel signals a pid only for the owner record of that local job on this host
+        owner = LockOwner(pid=1, host=socket.gethostname(), executor="local", started_unix_s=1000.0,
+                          liveness=PROCESS, job_id=str(controller.pid), detached=True,
+                          job_pid_start_ticks=_pid_start_ticks(controller.pid))
+        atomic_write_text(RunDirLock(rd.path).owner_path, json.dumps(asdict(owner)))
         st = RunState(rd.path, runstate.SpecView.load(rd.spec), job_id=str(controller.pid), probe=PROCESS,
                       state="RUNNING")
         assert _cancel([st], rd.path, grace_s=30.0) == 0

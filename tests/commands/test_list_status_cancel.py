@@ -44,10 +44,10 @@ def _run(path: Path, metric: tuple[str, float] | None = None, executor: str = "l
 
 # --- cancel: the command that resumes ---------------------------------------------------------------------------
 
-def _cancelled(monkeypatch, capsys, states: list[RunState]) -> list[str]:
+def _cancelled(monkeypatch, capsys, states: list[RunState], whole_arrays: bool = False) -> list[str]:
     """What `hpc-ft cancel` prints after cancelling ``states`` (Slurm jobs; scancel stood in for)."""
     monkeypatch.setattr(cancel_cmd, "cancel_slurm", lambda ids: f"scancel {' '.join(ids)}")
-    assert cancel_cmd._cancel(states, states[0].run_dir, grace_s=1.0) == 0
+    assert cancel_cmd._cancel(states, states[0].run_dir, grace_s=1.0, whole_arrays=whole_arrays) == 0
     return capsys.readouterr().out.splitlines()
 
 
@@ -87,7 +87,7 @@ def test_the_printed_command_submits_the_runs_own_overrides_into_the_same_dir(tm
 def test_cancel_of_a_sweep_prints_one_command_per_job(tmp_path, monkeypatch, capsys):
     runs = [_run(tmp_path / "sweep" / str(n)) for n in (0, 1)]
     pending = RunState(tmp_path / "sweep" / "2", None, job_id="9_2", probe=SLURM_JOB, state="PENDING")  # no run dir yet
-    out = _cancelled(monkeypatch, capsys, [_live(runs[0], "9_0"), _live(runs[1], "9_1"), pending])
+    out = _cancelled(monkeypatch, capsys, [_live(runs[0], "9_0"), _live(runs[1], "9_1"), pending], whole_arrays=True)
     assert out[0] == "scancel 9" and out[1].startswith("the run dirs are kept; to resume"), out
     assert [shlex.split(ln)[3] for ln in out[2:]] == [str(r) for r in runs]
 

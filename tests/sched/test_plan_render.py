@@ -49,3 +49,9 @@ def test_json_round_trips_the_numbers():
     assert (first["name"], first["gpus"], first["start_h"], first["end_h"], first["order_index"]) == \
         ("lr3e-5", 2, 0.0, 3.0, 0)
     assert first["overrides"] == ["optim.lr=3e-5", "precision=bf16"]
+
+
+def test_a_budget_of_one_says_one_gpu_not_gpus():
+    jobs = [SweepJob("a", 1, 1.0, submit_order=0, overrides=["optim.lr=1e-5"])]
+    text = plan_table(plan_sweep(jobs, Budget(gpus=1, gpu_hours=10.0, price_per_gpu_hour=2.5), "equal", "fcfs"))
+    assert "budget: 1 GPU at once," in text
