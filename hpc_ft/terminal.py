@@ -36,11 +36,18 @@ def console():
 
 def fmt_bytes(n: int | float) -> str:
     """``n`` bytes as GiB with two decimals, MiB with one below 1 GiB (a 2.5 MB peak reads ``2.5 MiB``, not
-    ``0.00 GiB``): the one byte formatter of the estimate, the plan and the run report."""
-    gib = 1024 ** 3
-    if abs(n) >= gib:
-        return f"{n / gib:.2f} GiB"
-    return f"{n / 1024 ** 2:.1f} MiB"
+    ``0.00 GiB``), KiB with one below 1 MiB (a tiny model's 40 KB peak reads ``39.1 KiB``, not ``0.0 MiB``) and
+    whole bytes below 1 KiB: the one byte formatter of the estimate, the plan and the run report. Zero stays
+    ``0.0 MiB`` (a part with nothing in it, e.g. no optimizer state at a forward-pass peak)."""
+    kib = 1024
+    size = abs(n)
+    if size >= kib ** 3:
+        return f"{n / kib ** 3:.2f} GiB"
+    if size >= kib ** 2 or size == 0:
+        return f"{n / kib ** 2:.1f} MiB"
+    if size >= kib:
+        return f"{n / kib:.1f} KiB"
+    return f"{n:.0f} B"
 
 
 def _columns(default: int) -> int:

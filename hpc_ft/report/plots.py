@@ -20,6 +20,14 @@ GPU_PLOTS = {  # file stem -> (column metric, y label)
     "memory": ("mem_used_gb", "GPU memory used (GiB)"),
     "power": ("power_w", "GPU power (W)"),
 }
+PERCENT_METRICS = {"util_pct"}  # drawn on a fixed 0-100% axis
+
+
+def percent_axis(ax) -> None:
+    """Fix ``ax`` to 0-100%: matplotlib would zoom on the data's range (97.5-100% for a busy CPU), making a
+    fraction of a percent of noise look like large swings."""
+    ax.set_ylim(0, 100)
+    ax.set_yticks([0, 25, 50, 75, 100])
 
 
 def quiet_matplotlib() -> None:
@@ -86,6 +94,9 @@ def gpu_figure(rr: RunReport, metric: str, ylabel: str):
             axes[0].plot(x, mean, lw=0.7)
             axes[0].set_title(f"{len(ranks)} nodes, mean over each node's GPUs", fontsize=9, loc="left")
         (axes[i] if per_node else axes[0]).set_ylabel(ylabel, fontsize=8)
+    if metric in PERCENT_METRICS:
+        for ax in axes:
+            percent_axis(ax)
     axes[-1].set_xlabel("minutes since the run started")
     return fig
 
@@ -108,6 +119,7 @@ def host_figure(rr: RunReport):
     if mem_gb:
         ax_mem.axhline(mem_gb, color="grey", ls="--", lw=0.8, label="requested mem_gb")
     ax_cpu.set_ylabel("host CPU (%)")
+    percent_axis(ax_cpu)
     ax_mem.set_ylabel("job resident memory (GiB)")
     ax_mem.set_xlabel("minutes since the run started")
     if not many:

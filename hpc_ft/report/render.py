@@ -102,7 +102,7 @@ def totals_lines(rr: RunReport) -> list[str]:
                  f"{fmt_num(tp['tokens_per_s'] or None, '.0f')} tokens/s; {mfu}")
     m = rr.memory
     if m.get("estimated_bytes") or m.get("measured_bytes"):
-        # MiB below 1 GiB, as the estimate prints it: a 2.5 MB peak is not "0.00 GiB"
+        # in a unit that shows it, as the estimate prints it: 2.5 MB is not "0.00 GiB", 40 KB not "0.0 MiB"
         est = fmt_bytes(m["estimated_bytes"]) if m.get("estimated_bytes") else "- (none saved)"
         meas = (f"{fmt_bytes(m['measured_bytes'])} ({m.get('measured_source')})"
                 if m.get("measured_bytes") else "-")

@@ -166,7 +166,10 @@ class Plan:
         return {"policy": self.policy, "order_policy": self.order_policy, "objective": self.objective,
                 "array_parallelism": self.array_parallelism, "makespan_h": self.makespan_h,
                 "lower_bound_h": self.lower_bound_h, "utilization": self.utilization,
-                "gpu_hours": self.gpu_hours, "cost": self.cost, "unit": self.unit, "budget": self.budget.to_dict(),
+                "gpu_hours": self.gpu_hours, "cost": self.cost, "unit": self.unit,
+                # The budget's keys keep their GPU names (readers use them); "unit" says what they count: for
+                # a CPU-only sweep, gpus are nodes and price_per_gpu_hour is the node-hour price.
+                "budget": {**self.budget.to_dict(), "unit": self.unit},
                 "wait": None if self.wait is None else self.wait.to_dict(),
                 "order": list(self.order), "assignments": [a.to_dict() for a in self.assignments],
                 "arrays": {str(g): names for g, names in self.arrays().items()},

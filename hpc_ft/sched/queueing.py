@@ -1,7 +1,7 @@
 """Queueing estimates of the wait before a job starts: M/M/1 and M/M/c (Erlang C). Pure.
 
 Rates are given, or estimated from the cluster's recent history as ``sacct`` reports it; this module only
-parses the text (running sacct is a side effect that lives in hpc_ft.submit)::
+parses the text (running sacct is a side effect that lives in hpc_ft.sweep.history)::
 
     sacct --parsable2 -X -o Submit,Start,End,AllocTRES [-S now-7days -a]
 """
@@ -9,6 +9,7 @@ parses the text (running sacct is a side effect that lives in hpc_ft.submit)::
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,6 +99,28 @@ def _gpus(alloc_tres: str) -> int:
         elif key.startswith("gres/gpu:"):  # gres/gpu:a100=2, listed beside the untyped total when both exist
             typed += int(value)
     return untyped if untyped is not None else typed
+
+
+_SACCT_PREFIX = re.compile(r"^sacct:\s*(?:(?P<level>error|fatal|warning|debug\w*):\s*)?", re.IGNORECASE)
+SACCT_REASON_CHARS = 120  # the reason is one bullet of the plan's assumptions: one line, cut beyond this
+
+
+def sacct_failure_reason(returncode: int, stderr: str) -> str:
+    """One line saying why sacct gave no history, for the plan's assumptions: sacct's ``fatal:`` message, else
+    its first non-empty message, without the ``sacct: error:`` prefixes. sacct without a Slurm config prints a
+    chain of DNS and config-fetch errors before its fatal line; pasted whole it broke the bullet list."""
+    messages = []  # (level, message) per non-empty line
+    for line in stderr.splitlines():
+        m = _SACCT_PREFIX.match(line.strip())
+        text = " ".join(line.strip()[m.end():].split()) if m else " ".join(line.split())
+        if text:
+            messages.append(((m.group("level") or "").lower() if m else "", text))
+    fatal = [text for level, text in messages if level == "fatal"]
+    detail = fatal[-1] if fatal else messages[0][1] if messages else ""
+    if len(detail) > SACCT_REASON_CHARS:
+        detail = detail[: SACCT_REASON_CHARS - 3].rstrip() + "..."
+    return (f"Slurm's accounting could not be read (sacct exited {returncode}"
+            + (f": {detail})" if detail else ", with no message)"))
 
 
 def parse_sacct(text: str) -> list[HistoryRecord]:

@@ -58,6 +58,7 @@ def sacct_queue_estimate(days: int = 7, servers: int | None = None, timeout_s: f
 
     from hpc_ft.errors import HpcFtError
     from hpc_ft.sched import SACCT_ARGS, estimate_from_history, parse_sacct
+    from hpc_ft.sched.queueing import sacct_failure_reason
 
     if shutil.which("sacct") is None:
         return None, "no queue-wait estimate: sacct is not on PATH"
@@ -67,7 +68,7 @@ def sacct_queue_estimate(days: int = 7, servers: int | None = None, timeout_s: f
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"no queue-wait estimate: sacct failed ({exc})"
     if res.returncode != 0:
-        return None, f"no queue-wait estimate: sacct exited {res.returncode}: {res.stderr.strip()[:200]}"
+        return None, f"no queue-wait estimate: {sacct_failure_reason(res.returncode, res.stderr)}"
     try:
         return estimate_from_history(parse_sacct(res.stdout), servers=servers), ""
     except HpcFtError as exc:

@@ -187,18 +187,47 @@ def write_plots(sweep_dir: str | Path, res: SearchResults) -> list[Path]:
         ax.legend()
     save(fig, 1)
 
-    fig = Figure(figsize=(8, 4), layout="constrained")
+    save(curves_figure(res), 2)
+    return out
+
+
+CURVE_LEGEND_MAX = 10  # trials named one by one in tune_curves.png's legend (tab10's distinct colours)
+
+
+def curves_figure(res: SearchResults):
+    """Every trial's evaluations over steps, one colour per trial (pruned: dashed, x where stopped). Up to
+    CURVE_LEGEND_MAX trials each get a distinct colour and a legend entry "trial N"; more get a colour by trial
+    number from a continuous colormap with a colour bar, and only the best trial is named in the legend (it is
+    also drawn thicker)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for r in res.rows:
-        if not r.curve:
-            continue
+    drawn = [r for r in res.rows if r.curve]
+    few = len(drawn) <= CURVE_LEGEND_MAX
+    numbers = [r.number for r in drawn] or [0]
+    norm = Normalize(min(numbers), max(max(numbers), min(numbers) + 1))
+    cmap = colormaps["tab10" if few else "viridis"]
+    best = res.best.number if res.best is not None else None
+    for i, r in enumerate(drawn):
         xs, ys = [p.step for p in r.curve], [p.metrics[res.metric] for p in r.curve]
-        pruned = r.state == "pruned"
-        ax.plot(xs, ys, color=colors.get(r.state, "black"), linestyle="--" if pruned else "-", alpha=0.8)
+        pruned, is_best = r.state == "pruned", r.number == best
+        color = cmap(i % 10) if few else cmap(norm(r.number))
+        label = None  # many trials: the colour bar tells them apart, the legend names the best
+        if few or is_best:
+            label = f"trial {r.number}" + (" (best)" if is_best else "" if r.state == "complete" else f" ({r.state})")
+        ax.plot(xs, ys, color=color, linestyle="--" if pruned else "-", lw=2.2 if is_best else 1.2,
+                alpha=0.9, label=label, zorder=3 if is_best else 2)
         if pruned:
-            ax.plot(xs[-1], ys[-1], marker="x", color=colors["pruned"])
+            ax.plot(xs[-1], ys[-1], marker="x", linestyle="none", color=color, zorder=3)
+    if not few:
+        fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="trial")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best", ncol=2 if len(drawn) > 5 and few else 1)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(res.metric)
     ax.set_title("every trial's evaluations (pruned: dashed, x where stopped)")
-    save(fig, 2)
-    return out
+    return fig

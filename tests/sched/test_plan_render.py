@@ -43,7 +43,7 @@ def test_json_round_trips_the_numbers():
     d = json.loads(plan_json(p))
     assert d["order"] == ["lr3e-5", "lr1e-5"]
     assert d["makespan_h"] == pytest.approx(4.0) and d["cost"] == pytest.approx(20.0)
-    assert d["budget"] == {"gpus": 2, "gpu_hours": 10.0, "money": None, "price_per_gpu_hour": 2.5}
+    assert d["budget"] == {"gpus": 2, "gpu_hours": 10.0, "money": None, "price_per_gpu_hour": 2.5, "unit": "GPU"}
     assert d["arrays"] == {"2": ["lr3e-5", "lr1e-5"]}
     first = d["assignments"][0]
     assert (first["name"], first["gpus"], first["start_h"], first["end_h"], first["order_index"]) == \
