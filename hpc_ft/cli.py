@@ -321,12 +321,19 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         return EXIT_BAD_CONFIG
     if _State.error is not None:
         print(f"error: {_State.error}", file=sys.stderr)
+        from hpc_ft.config.sweep_fix import sweep_refusal_fix
+
+        fix = sweep_refusal_fix(argv, prog, _State.error)  # values of a sweep refused job by job: drop them
+        if fix:
+            print(fix, file=sys.stderr)
     return _State.exit_code
 
 
 def _is_config_library_error(exc: BaseException) -> bool:
     """An error OmegaConf or Hydra raised about the config (missing value, bad interpolation, bad override)."""
-    return type(exc).__module__.split(".")[0] in ("omegaconf", "hydra")
+    from hpc_ft.config.overrides import is_config_library_error
+
+    return is_config_library_error(exc)
 
 
 def _discard_unused_run_dir() -> None:
@@ -470,7 +477,10 @@ def _submit_task(cfg) -> int:
         return 0
     spec, warnings = _compose_spec(cfg)
     for w in warnings:
-        _console().print(f"[yellow]warning:[/] {w}")
+        if spec.conf.dry_run:  # stdout holds the job's JSON alone, and a dry run does not import rich
+            print(f"warning: {w}", file=sys.stderr)
+        else:
+            _console().print(f"[yellow]warning:[/] {w}")
     fit = _memory_check(spec)  # a GPU job that cannot fit is refused here, before anything is submitted
     if spec.conf.dry_run:  # plain JSON: a dry run does not pay for importing rich (a tenth of its cold start)
         text = json.dumps({**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}, indent=2)

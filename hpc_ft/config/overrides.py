@@ -101,9 +101,14 @@ def to_job_conf(cfg: Any, overrides: list[str] | None = None) -> JobConf:
         group = str(key).split(".", 1)[0]
         fix = (f"pick one: {group}=<name> from conf/{group}/ (e.g. {group}={_example(group)}); `~{group}` deletes "
                "a group the job needs") if group in CHOICE_GROUPS else f"pass {key}=<value>"
-        raise ConfigError([Problem(str(key), "???", "is required but has no value", fix)]) from None
+        raise ConfigError([Problem(str(key), "???", "is required but has no value", fix)]) from exc
     except OmegaConfBaseException as exc:
-        raise ConfigError([omegaconf_problem(exc, cfg)]) from None
+        raise ConfigError([omegaconf_problem(exc, cfg)]) from exc
+
+
+def is_config_library_error(exc: BaseException) -> bool:
+    """An error OmegaConf or Hydra raised about the config (missing value, bad interpolation, bad override)."""
+    return type(exc).__module__.split(".")[0] in ("omegaconf", "hydra")
 
 
 def omegaconf_problem(exc: Exception, cfg: Any = None) -> Problem:
@@ -270,6 +275,15 @@ def hydra_refusal(text: str) -> str:
     return "error: " + "\n  ".join(lines) if lines else "error: Hydra refused the command line"
 
 
+def hydra_exception_text(exc: BaseException) -> str:
+    """What Hydra prints for an exception it reports compactly: its message, then the OmegaConf error behind it
+    (``Key 'max_step' not in 'TrainConf'``, ``Value 'abc' ... could not be converted to Integer``)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    cause = exc.__cause__
+    return f"{exc}\n{cause}" if isinstance(cause, OmegaConfBaseException) else str(exc)
+
+
 def _choice_elements(ov: Any) -> list[Any] | None:
     """The values of a choice sweep (``key=a,b,c`` or ``key=choice(a,b)``) as Hydra parses them; None for an
     override that is not one (a single value, ``range(...)``, ``interval(...)``)."""
@@ -307,6 +321,23 @@ def _sweep_fixed(command: Any, parser: Any, arg: str, raw_key: str, elements: li
 def refusal_fix(args: list[str], prog: str) -> str:
     """The Fix line for overrides Hydra refused: the first mistake found in ``args``, with the corrected
     command for ``prog`` (``hpc-ft submit`` / ``hpc-ft sbatch``) shell-quoted, ready to paste."""
+    return refused_override(args, prog)[1]
+
+
+def shell_command(prog: str, args: list[str]) -> Any:
+    """``command(old, new)``: the command line ``prog args`` with the argument ``old`` replaced by ``new``,
+    shell-quoted, ready to paste."""
+    def command(old: str, new: str) -> str:
+        return " ".join([prog, *(shlex.quote(new if a == old else a) for a in args)])
+    return command
+
+
+def refused_override(args: list[str], prog: str, command: Any = None) -> tuple[str | None, str]:
+    """The first mistake found in ``args`` (the override as given, None where none is found) and its Fix line.
+
+    ``command(old, new)`` renders the corrected call (default: ``shell_command(prog, args)``); ``prog`` also says
+    which command it is (``hpc-ft tune``/``hpc-ft plan`` take sweeps by design; anything but an ``hpc-ft``
+    command, e.g. the Python API, is pointed at ``hpc-ft submit --cfg job`` for the keys)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -315,10 +346,9 @@ def refusal_fix(args: list[str], prog: str) -> str:
     parser = OverridesParser.create()
     # A search's space and a plan's points are sweeps by design (hpc-ft tune, hpc-ft plan): no "comma" fix there.
     multirun = any(a in ("-m", "--multirun") for a in args) or prog in ("hpc-ft tune", "hpc-ft plan")
-    cfg_prog = "hpc-ft submit" if prog == "hpc-ft plan" else prog  # plan has no --cfg
-
-    def command(old: str, new: str) -> str:
-        return " ".join([prog, *(shlex.quote(new if a == old else a) for a in args)])
+    # plan has no --cfg, and a caller of the Python API has the CLI's
+    cfg_prog = prog if prog.startswith("hpc-ft ") and prog != "hpc-ft plan" else "hpc-ft submit"
+    command = command or shell_command(prog, args)
 
     for a in args:
         if a.startswith("-") or ("=" not in a and not a.startswith("~")):
@@ -328,14 +358,16 @@ def refusal_fix(args: list[str], prog: str) -> str:
         try:
             ov = parser.parse_override(a)
         except HydraException:
-            return (f"Fix: `{a}` is not valid Hydra syntax: characters such as ( ) [ ] {{ }} , = : ' \" and spaces "
-                    f"are Hydra syntax in a value; quote the value for Hydra (inside the shell's quotes): "
-                    f"{command(a, hydra_quote(raw_key, value))}")
+            inside = " (inside the shell's quotes)" if prog.startswith("hpc-ft ") else ""
+            return a, (f"Fix: `{a}` is not valid Hydra syntax: characters such as ( ) [ ] {{ }} , = : ' \" and spaces "
+                       f"are Hydra syntax in a value; quote the value for Hydra{inside}: "
+                       f"{command(a, hydra_quote(raw_key, value))}")
         if key.startswith(("hydra.", "hydra/")):
             continue  # Hydra's own settings: its message says what is wrong (a value it cannot parse: above)
         if ov.is_sweep_override() and not multirun:
-            return (f"Fix: the comma in `{a}` makes it a sweep; for one value with a comma quote it for Hydra: "
-                    f"{command(a, hydra_quote(raw_key, value))} (a list: {raw_key}=[...]; a sweep: add -m)")
+            sweep = "; a sweep: add -m" if prog.startswith("hpc-ft ") else ""  # the Python API runs one job
+            return a, (f"Fix: the comma in `{a}` makes it a sweep; for one value with a comma quote it for Hydra: "
+                       f"{command(a, hydra_quote(raw_key, value))} (a list: {raw_key}=[...]{sweep})")
         if "/" in key or "@" in key:
             continue
         group_dir = Path(CONF_DIR) / key
@@ -348,26 +380,26 @@ def refusal_fix(args: list[str], prog: str) -> str:
             if elements is not None:
                 bad = [e for e in elements if str(e) not in names]
                 if bad:
-                    return (f"{options}; {', '.join(map(str, bad))} in the sweep "
-                            f"{'is not one' if len(bad) == 1 else 'are not'}"
-                            + _sweep_fixed(command, parser, a, raw_key, elements,
-                                           lambda e: str(e) if str(e) in names else _close(str(e), names)))
+                    return a, (f"{options}; {', '.join(map(str, bad))} in the sweep "
+                               f"{'is not one' if len(bad) == 1 else 'are not'}"
+                               + _sweep_fixed(command, parser, a, raw_key, elements,
+                                              lambda e: str(e) if str(e) in names else _close(str(e), names)))
             elif value not in names:
                 near = _close(value, names)
-                return options + (f"; did you mean {command(a, f'{raw_key}={near}')}" if near else "")
+                return a, options + (f"; did you mean {command(a, f'{raw_key}={near}')}" if near else "")
             continue
         kind, known, fields = _schema_path(key)
         if kind == "mapping" and not raw_key.startswith("+"):
-            return (f"Fix: {known} holds your own names, which must be added with '+': "
-                    f"{command(a, '+' + a)}")
+            return a, (f"Fix: {known} holds your own names, which must be added with '+': "
+                       f"{command(a, '+' + a)}")
         if kind == "unknown":
             tail = (key[len(known) + 1:] if known else key).split(".")
             near = _close(tail[0], fields)
             if near:
                 fixed = ".".join([*([known] if known else []), near, *tail[1:]])
-                return f"Fix: {key} is not a setting; did you mean {command(a, f'{fixed}={value}')}"
-            return (f"Fix: {key} is not a setting; {known or 'the job'} has: {', '.join(fields)} "
-                    f"(`{cfg_prog} --cfg job` shows each with its value)")
+                return a, f"Fix: {key} is not a setting; did you mean {command(a, f'{fixed}={value}')}"
+            return a, (f"Fix: {key} is not a setting; {known or 'the job'} has: {', '.join(fields)} "
+                       f"(`{cfg_prog} --cfg job` shows each with its value)")
         if kind == "user" and not raw_key.startswith(("~", "+")) and known in CHOICE_GROUPS \
                 and key.count(".") == 1:
             option = chosen_option(known, args)
@@ -376,22 +408,23 @@ def refusal_fix(args: list[str], prog: str) -> str:
             if keys is not None and leaf not in keys:
                 near = _close(leaf, sorted(keys))
                 if near:
-                    return (f"Fix: {known}={option} has no {leaf!r}; did you mean "
-                            f"{command(a, f'{known}.{near}={value}')}")
-                return (f"Fix: {known}={option} has: {', '.join(sorted(keys))}; a new key is added with '+': "
-                        f"{command(a, '+' + a)}")
+                    return a, (f"Fix: {known}={option} has no {leaf!r}; did you mean "
+                               f"{command(a, f'{known}.{near}={value}')}")
+                return a, (f"Fix: {known}={option} has: {', '.join(sorted(keys))}; a new key is added with '+': "
+                           f"{command(a, '+' + a)}")
         if kind in ("ok", "user") and raw_key.startswith("~") and deletion_problems([a]):
-            return f"Fix: hpc_ft's own settings cannot be deleted; give it another value: {command(a, key + '=...')}"
+            return a, ("Fix: hpc_ft's own settings cannot be deleted; give it another value: "
+                       f"{command(a, key + '=...')}")
         if kind == "ok" and not raw_key.startswith("~") and not ov.is_sweep_override() \
                 and not _fits_schema(key, ov.value()):
-            return (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
-                    "current value")
+            return a, (f"Fix: {key} takes {_type_words(key)}; `{cfg_prog} --cfg job` prints every key with its "
+                       "current value")
         if kind == "ok" and not raw_key.startswith("~") and elements is not None:
             bad = [e for e in elements if not _fits_schema(key, e)]
             if bad:
-                return (f"Fix: {key} takes {_type_words(key)}; {', '.join(map(repr, bad))} in the sweep "
-                        f"{'is not' if len(bad) == 1 else 'are not'}"
-                        + _sweep_fixed(command, parser, a, raw_key, elements,
-                                       lambda e: e if _fits_schema(key, e) else ""))
-    return (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are the files "
-            f"in {CONF_DIR}/<group>/ (e.g. model=mlp).")
+                return a, (f"Fix: {key} takes {_type_words(key)}; {', '.join(map(repr, bad))} in the sweep "
+                           f"{'is not' if len(bad) == 1 else 'are not'}"
+                           + _sweep_fixed(command, parser, a, raw_key, elements,
+                                          lambda e: e if _fits_schema(key, e) else ""))
+    return None, (f"Fix: `{cfg_prog} --cfg job` prints every key with its current value; a group's options are "
+                  f"the files in {CONF_DIR}/<group>/ (e.g. model=mlp).")

@@ -262,6 +262,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     workers = rules.workers_per_node(conf) if rules is not None else workers_per_node(conf)
     # A user's script reads its own model, data and schedule: only hpc_ft's loop reads those keys.
     p += script_problems(conf) if uses_script(conf) else loop_problems(conf, workers)
+    warnings += [] if uses_script(conf) else loop_warnings(conf)
 
     tel = conf.telemetry
     need(math.isfinite(tel.interval_s) and tel.interval_s > 0, "telemetry.interval_s", tel.interval_s,
@@ -337,6 +338,26 @@ def loop_problems(conf: JobConf, workers: int) -> list[Problem]:
     need(t.grad_clip_norm >= 0, "train.grad_clip_norm", t.grad_clip_norm, "must be 0 (off) or positive",
          "pass train.grad_clip_norm=1.0")
     return p
+
+
+def loop_warnings(conf: JobConf) -> list[str]:
+    """What hpc_ft's own loop will run, though probably not as meant: a warmup longer than the run, whose learning
+    rate never reaches optim.lr.
+
+    A warning, not a refusal: the warmup's ramp does not depend on train.max_steps (``hpc_ft.train.optim.lr_lambda``),
+    and a resumed run may lengthen the run (``hpc_ft.train.resume``: train.max_steps may grow, with a warning), so a
+    first leg shorter than the warmup continues the same ramp; and the default warmup (20 steps) is longer than the
+    short runs of smoke tests and examples (README's Python example: train.max_steps=5).
+    """
+    t = conf.train
+    if not 1 <= t.max_steps < t.warmup_steps:
+        return []
+    reached = 100 * t.max_steps / t.warmup_steps
+    tenth = t.max_steps // 10
+    return [f"train.warmup_steps={t.warmup_steps}: longer than the run (train.max_steps={t.max_steps}), so the "
+            f"learning rate only reaches {reached:.3g}% of optim.lr and never decays. Fix: pass train.warmup_steps="
+            f"{tenth} ({'a tenth of the run' if tenth else 'no warmup'}), or keep it for a run you will resume with "
+            "a larger train.max_steps"]
 
 
 def split_problems(num_train: int, num_test: int, key: str, value: object, fix: str,
