@@ -20,6 +20,7 @@ A task that does not hand its job over (hpc-ft sbatch, a dry run) gets Hydra's u
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module outside sys.modules,
 # where dataclasses cannot resolve string annotations.
+import atexit
 import copy
 import logging
 import os
@@ -83,6 +84,9 @@ class HpcFtLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
+        # A Hydra app's sweep dir, and the part of its path missing at setup (what this sweep makes of it).
+        self.sweep_dir: Optional[Path] = None
+        self.made_from: Optional[Path] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -90,12 +94,27 @@ class HpcFtLauncher(Launcher):
         self.task_function = task_function
         if _optuna_sweeper(config):
             quiet_optuna_sweeper_deprecations()  # the distributions it builds in sweep(), for any Hydra app
+        from hydra_plugins.hpc_ft_launcher.app import is_hpc_ft_config
+
+        if not is_hpc_ft_config(config):  # (hpc-ft itself removes what a refused command of its own made)
+            self.sweep_dir, self.made_from = _sweep_dir_at_setup(config)
+            if self.made_from is not None:
+                # Hydra's sweeper makes the sweep dir, then checks every job's overrides (a key the app lacks:
+                # exit 1) before the first launch: a process that ends in between leaves nothing this sweep made.
+                atexit.register(self._discard_unlaunched)
+
+    def _discard_unlaunched(self) -> None:
+        from hydra_plugins.hpc_ft_launcher.leftovers import discard
+
+        if self.sweep_dir is not None:
+            discard(self.sweep_dir, self.made_from)
 
     # -- Hydra's entry point --------------------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hpc_ft.errors import HpcFtError
         from hpc_ft.sweep.context import SweepContext, preparing
 
+        atexit.unregister(self._discard_unlaunched)  # launched: what remains is the launch's to keep or remove
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -105,7 +124,7 @@ class HpcFtLauncher(Launcher):
             params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                       for k, v in self.params.items()}
             return launch_app(params, self.config, self.hydra_context, self.task_function, job_overrides,
-                              initial_job_idx)
+                              initial_job_idx, unknown=unknown_key_problems(params), made_from=self.made_from)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         nums = [initial_job_idx + i for i in range(len(job_overrides))]
@@ -121,12 +140,14 @@ class HpcFtLauncher(Launcher):
         # Hydra numbers a sweep's jobs from 0 on across the batches its sweeper launches: a batch from above 0 adds
         # to this sweep dir's sweep (its plan lines go to plan.txt only, not again to the terminal per batch).
         continues = initial_job_idx > 0
-        log.info(f"hpc_ft: preparing {len(nums)} more sweep job(s) in {sweep_dir} (their plan: plan.txt)" if continues
+        # A sweep refused by its plan prepares nothing: its first job only carries the error to the CLI.
+        announce = log.info if ctx.error is None else log.debug
+        announce(f"hpc_ft: preparing {len(nums)} more sweep job(s) in {sweep_dir} (their plan: plan.txt)" if continues
                  else f"hpc_ft: preparing {len(nums)} sweep job(s) in {sweep_dir}")
         runs: dict[int, JobReturn] = {}
         with preparing(ctx):
             for n in nums:
-                log.info(f"\t#{n} : {' '.join(filter_overrides(overrides[n]))}")
+                announce(f"\t#{n} : {' '.join(filter_overrides(overrides[n]))}")
                 runs[n] = run_job(hydra_context=self.hydra_context, task_function=self.task_function,
                                   config=configs[n], job_dir_key="hydra.sweep.dir",
                                   job_subdir_key="hydra.sweep.subdir")
@@ -286,6 +307,39 @@ class HpcFtLauncher(Launcher):
         """tune.metric when Hydra's Optuna sweeper drives this launcher (it optimises a number per job)."""
         assert self.config is not None
         return conf.tune.metric if _optuna_sweeper(self.config) else None
+
+
+def unknown_key_problems(params: Dict[str, Any]) -> list:
+    """A Problem for each of a Hydra app's ``hydra.launcher.*`` keys that HpcFtLauncherConf lacks. Hydra refuses a
+    misspelt key itself (exit 1) while composing, before any launcher runs, and its message suggests adding it with
+    '+'; a key added so reaches the launcher, which would ignore it."""
+    import dataclasses
+    import difflib
+
+    from hpc_ft.errors import Problem
+
+    known = [f.name for f in dataclasses.fields(HpcFtLauncherConf) if f.name != "_target_"]
+    problems = []
+    for key in sorted(set(params) - set(known)):
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        fix = (f"did you mean hydra.launcher.{near[0]}? pass hydra.launcher.{near[0]}={params[key]} (without '+')"
+               if near else f"drop it; hydra.launcher has: {', '.join(known)}")
+        problems.append(Problem(f"hydra.launcher.{key}", params[key],
+                                "is not a setting of the hpc_ft launcher (added with '+', it would be ignored)", fix))
+    return problems
+
+
+def _sweep_dir_at_setup(config: DictConfig) -> tuple:
+    """(the sweep dir, what of its path does not exist before Hydra's sweeper makes it: leftovers.missing_from);
+    (None, None) when its value cannot be resolved here (then nothing is removed)."""
+    from hydra_plugins.hpc_ft_launcher.leftovers import missing_from
+
+    try:
+        # Resolved as the sweeper will: Hydra caches ${now:...} in this config, so both name the same dir.
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+    except Exception:  # noqa: BLE001 - an interpolation Hydra itself reports when the sweeper resolves it
+        return None, None
+    return sweep_dir, missing_from(sweep_dir)
 
 
 def _optuna_sweeper(config: DictConfig) -> bool:

@@ -50,6 +50,8 @@ def test_every_bad_job_is_reported_at_once(tmp_path):
     assert "sweep jobs 2, 3: optim.lr=-3" in res.stderr
     assert "sweep jobs 1, 3: train.global_batch_size=16" in res.stderr
     assert not list((tmp_path / "sw").rglob("job.yaml"))
+    # nothing was prepared, so nothing says it was (the lines listed job #0 alone, which only carries the error)
+    assert "preparing" not in res.stdout + res.stderr and "#0 :" not in res.stdout + res.stderr, res.stdout
 
 
 def test_a_sweep_job_with_an_empty_train_split_is_refused_before_any_job_is_prepared(tmp_path):
