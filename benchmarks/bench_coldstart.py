@@ -3,6 +3,9 @@
 ``hpc-ft --help``, ``hpc-ft submit dry_run=true``, ``hpc-ft sbatch`` (rendering a batch script into a
 temporary run dir), ``hpc-ft status``, ``hpc-ft list`` and each subcommand's ``-h``, each a fresh process, alternated with ``python -c "import hydra, omegaconf, submitit"``.
 Goal: at most 0.5 s each, and none imports torch (checked with ``python -X importtime``).
+The commands that compose the config run with hpc_ft's compose cache warm (hpc_ft/config/compose_cache.py: the
+second run of a command line onward, as the warm-up makes it); one more row gives the dry run composing afresh
+(``HPC_FT_COMPOSE_CACHE=off``: a new command line, or an edited config), for information.
 
     python benchmarks/bench_coldstart.py [--quick] [--out FILE]
 """
@@ -25,11 +28,13 @@ COLD_GOAL = "<= 0.5 s"
 # ratio holds on a loaded machine where seconds do not).
 COMPOSE_GOAL = "<= 1.5x"
 GOALS = {"cold.help": COLD_GOAL, "cold.dry_run": COMPOSE_GOAL, "cold.sbatch": COMPOSE_GOAL,
+         "cold.dry_run.uncached": "",
          "cold.status": COLD_GOAL, "cold.list": COLD_GOAL,
          **{f"cold.help.{c}": COLD_GOAL for c in ("status", "logs", "cancel", "list", "plan")}}
 # A finished 2-node run dir from the repository's test data: what `hpc-ft status` and `hpc-ft list` read here.
 # (Found by glob: its folder under tests/ shares a name with a run dir's report/, which the path check guards.)
 SAMPLE_RUN = next(REPO_ROOT.glob("tests/*/data/run_e5bbae0"), REPO_ROOT / "missing")
+UNCACHED = {"cold.dry_run.uncached"}
 BASELINE_ARGV = [sys.executable, "-c", "import hydra, omegaconf, submitit"]
 
 
@@ -50,12 +55,15 @@ def imported_modules(argv: list[str], env: dict[str, str]) -> set[str]:
 
 
 def commands(tmp: Path) -> dict[str, tuple[str, list[str]] | None]:
-    """key -> (label, argv); None where the command does not exist yet in this checkout."""
+    """key -> (label, argv); None where the command does not exist yet in this checkout. (Keys in ``UNCACHED``
+    run with the compose cache off.)"""
     hp = hpc_ft_argv()
     out: dict[str, tuple[str, list[str]] | None] = {
         "cold.help": ("`hpc-ft --help`", [*hp, "--help"]),
         "cold.dry_run": ("`hpc-ft submit dry_run=true` (default job)",
                          [*hp, "submit", "dry_run=true", f"hydra.run.dir={tmp / 'dry'}"]),
+        "cold.dry_run.uncached": ("`hpc-ft submit dry_run=true` composing afresh (`HPC_FT_COMPOSE_CACHE=off`)",
+                                  [*hp, "submit", "dry_run=true", f"hydra.run.dir={tmp / 'dry'}"]),
     }
     has_sbatch = (REPO_ROOT / "hpc_ft" / "submit" / "sbatch.py").exists()
     out["cold.sbatch"] = (("`hpc-ft sbatch executor=slurm` (render job.sbatch into a temp run dir)",
@@ -77,18 +85,21 @@ def commands(tmp: Path) -> dict[str, tuple[str, list[str]] | None]:
 def measure(quick: bool = False) -> list[Row]:
     repeats = 2 if quick else 15
     tmp = Path(tempfile.mkdtemp(prefix="hpc_ft-bench-cold-"))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "0", "HPC_FT_CACHE_DIR": str(tmp / "compose-cache")}
+    env.pop("HPC_FT_COMPOSE_CACHE", None)
     cmds = commands(tmp)
 
-    def timer(argv: list[str]):
+    def timer(argv: list[str], key: str = ""):
+        run_env = {**env, "HPC_FT_COMPOSE_CACHE": "off"} if key in UNCACHED else env
+
         def run() -> float:
             t0 = time.perf_counter()
-            run_cmd(argv, env=env, cwd=tmp)
+            run_cmd(argv, env=run_env, cwd=tmp)
             return time.perf_counter() - t0
         return run
 
     fns = {"base": timer(BASELINE_ARGV)}
-    fns.update({k: timer(v[1]) for k, v in cmds.items() if v})
+    fns.update({k: timer(v[1], k) for k, v in cmds.items() if v})
     s = rotate(fns, repeats, warmup=0 if quick else 1)  # warm-up: page cache and .pyc files, as on a 2nd call
     rows = []
     for key, cmd in cmds.items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shlex
 import sys
 from contextlib import contextmanager
@@ -134,6 +133,27 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
 
 
 @contextmanager
+def _cached_composition(argv: list[str]) -> Iterator[None]:
+    """A single run's composition from hpc_ft's compose cache (hpc_ft.config.compose_cache); a sweep's is Hydra's.
+
+    hpc_ft's schema is registered in Hydra's ConfigStore only when Hydra composes, unless an option (``--info``,
+    ``--cfg``, ``--config-dir``, ...) may make Hydra read the store in another way."""
+    from hpc_ft.config.schema import register_schema
+
+    if any(a in ("-m", "--multirun") for a in argv) or any("hydra.mode" in a for a in argv):
+        register_schema()
+        yield
+        return
+    from hpc_ft.config.compose_cache import cached_composition
+
+    options = any(a.startswith("-") for a in argv)
+    if options:
+        register_schema()
+    with cached_composition(before_compose=None if options else register_schema):
+        yield
+
+
+@contextmanager
 def _process_state_kept() -> Iterator[None]:
     """Put back what running hydra.main changes in this process: ``sys.argv``, Hydra's version base
     (hpc_ft.config.compose.version_base_kept) and the root logger's handlers and level (Hydra's job logging adds a
@@ -204,9 +224,9 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     import hydra
 
     from hpc_ft import CONF_DIR
-    from hpc_ft.config import register_configs
+    from hpc_ft.config.fresh_dir import register_resolver
 
-    register_configs()
+    register_resolver()  # conf/config.yaml names run and sweep dirs with it; the schema: _cached_composition
     _State.exit_code, _State.error, _State.ran, _State.named_dir = 0, None, False, None
     from hpc_ft.config import fresh_dir
 
@@ -281,7 +301,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         hydra_argv.append("run.dir='<hydra.run.dir, made when the job starts>'")
     try:
         try:
-            with _process_state_kept(), _compose_once(argv), held:
+            with _process_state_kept(), _compose_once(argv), _cached_composition(argv), held:
                 sys.argv = [prog, *hydra_argv]  # hydra.main reads its command line there
                 hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
             held.release()  # --cfg, --info: no job ran; Hydra's warnings, if any
@@ -423,6 +443,14 @@ def _remove_if_only_multirun_yaml(dirs) -> None:
             _remove_empty_parents(d, cwd)
 
 
+def _in_multirun() -> bool:
+    """The running Hydra job is one of a sweep's (``-m``, whichever launcher)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _compose_spec(cfg, dispatches: bool = True) -> tuple[Any, list[str]]:
     """DictConfig -> validated JobSpec (+ warnings). Raises ConfigError with every problem; the run dir is only read.
 
@@ -483,7 +511,10 @@ def _submit_task(cfg) -> int:
             _console().print(f"[yellow]warning:[/] {w}")
     fit = _memory_check(spec)  # a GPU job that cannot fit is refused here, before anything is submitted
     if spec.conf.dry_run:  # plain JSON: a dry run does not pay for importing rich (a tenth of its cold start)
-        text = json.dumps({**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}, indent=2)
+        described = {**describe(spec), **({"memory_estimate": fit.to_dict()} if fit else {})}
+        # A sweep's jobs (-m) print one compact object per line (JSON Lines), each line a whole job: `jq -c`,
+        # `json.loads` per line; a single run prints one indented object.
+        text = json.dumps(described) if _in_multirun() else json.dumps(described, indent=2)
         _discard_unused_run_dir()  # a dry run leaves nothing behind, even when its reader goes away (`| head`)
         print(text)
         return 0

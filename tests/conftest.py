@@ -63,6 +63,16 @@ def job_processes(spec_path: Path) -> dict[int, tuple[list[str], dict[str, str]]
     return out
 
 
+def kill_job_processes(spec_path: Path) -> None:
+    """SIGKILL whatever still runs of the job (a test's clean-up: a failed test leaves no held job behind)."""
+    import contextlib
+    import signal
+
+    for pid in job_processes(spec_path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def torchrun_agent(spec_path: Path) -> int | None:
     """The pid of the job's torchrun (it forwards a signal to every worker), or None."""
     return next((pid for pid, (argv, _) in job_processes(spec_path).items() if "torch.distributed.run" in argv), None)
@@ -111,8 +121,27 @@ def execute_notebook(path: Path, workdir: Path, env_var: str) -> tuple[str, int]
     return "\n".join(text), images
 
 
+def pytest_configure(config):
+    """hpc_ft's compose cache (hpc_ft/config/compose_cache.py) in this session's own directory, not the user's
+    ~/.cache: every hpc-ft the tests run, in-process or not, shares it (so the suite exercises cache hits) and
+    leaves nothing behind."""
+    if "HPC_FT_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["HPC_FT_CACHE_DIR"] = config._hpc_ft_cache_dir = tempfile.mkdtemp(prefix="hpc_ft-compose-")
+
+
+def pytest_unconfigure(config):
+    made = getattr(config, "_hpc_ft_cache_dir", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+        os.environ.pop("HPC_FT_CACHE_DIR", None)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (the README's test command runs two workers), every test of the one local Slurm
+    """Under pytest-xdist (the documented inner loop runs two workers), every test of the one local Slurm
     cluster runs in the same worker (``--dist loadgroup``): the cluster is a session fixture, started once per
     worker, and two workers would start, share and stop it under each other."""
     for item in items:

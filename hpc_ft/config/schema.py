@@ -250,11 +250,16 @@ def schema_shape() -> tuple:
 
 
 def register_configs() -> None:
-    """Register the schema so conf/config.yaml can extend it (`defaults: [hpc_ft_schema, ...]`)."""
-    from hydra.core.config_store import ConfigStore
-
+    """Register the schema so conf/config.yaml can extend it (`defaults: [hpc_ft_schema, ...]`), and the resolver
+    that names run and sweep dirs."""
     from hpc_ft.config.fresh_dir import register_resolver
 
     register_resolver()  # conf/config.yaml names run and sweep dirs with it
-    cs = ConfigStore.instance()
-    cs.store(name="hpc_ft_schema", node=JobConf)
+    register_schema()
+
+
+def register_schema() -> None:
+    """Store JobConf in Hydra's ConfigStore as ``hpc_ft_schema`` (what a composition of conf/ reads first)."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="hpc_ft_schema", node=JobConf)

@@ -29,7 +29,9 @@ def test_dry_run_sweep_describes_every_job_and_submits_nothing(tmp_path):
     sweep = tmp_path / "sw"
     res = hpc_ft(["submit", "-m", "optim.lr=1e-5,3e-5", "dry_run=true", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.count('"run_dir"') == 2 and str(sweep / "1") in res.stdout
+    jobs = [json.loads(line) for line in res.stdout.splitlines()]  # JSON Lines: one whole job per line
+    assert [j["run_dir"] for j in jobs] == [str(sweep / "0"), str(sweep / "1")]
+    assert [j["overrides"][0] for j in jobs] == ["optim.lr=1e-05", "optim.lr=3e-05"]  # as Hydra's sweeper spells them
     assert not (sweep / "manifest.json").exists() and not list(sweep.rglob("job.yaml"))
 
 
