@@ -40,6 +40,17 @@ die() { echo "local-slurm: $*" >&2; exit 1; }
 node_name() { printf 'node%02d' "$1"; }
 
 install_packages() {
+  # Two callers at once (pytest -n 2: one worker's Slurm, the other's shellcheck) would both run apt-get, and the
+  # second fail on dpkg's lock: the second waits here, then finds everything installed.
+  if command -v flock >/dev/null; then
+    (flock -w 900 9 || die "another install held /tmp/hpc_ft-local-slurm-install.lock for 15 min"
+     install_missing_packages) 9>/tmp/hpc_ft-local-slurm-install.lock
+  else
+    install_missing_packages
+  fi
+}
+
+install_missing_packages() {
   local pkgs=()
   command -v slurmctld >/dev/null || pkgs+=(slurmctld)
   command -v slurmd >/dev/null || pkgs+=(slurmd)
@@ -249,6 +260,9 @@ all_alive() {
 }
 
 cmd_up() {
+  # A step whose own output goes to a log (mariadb-install-db, the daemons) would otherwise fail in silence.
+  # shellcheck disable=SC2154  # rc is assigned inside the trap
+  trap 'rc=$?; ((rc == 0)) || echo "local-slurm: up failed (exit $rc) at: $BASH_COMMAND (logs: $DIR/log)" >&2' EXIT
   export SLURM_CONF=$CONF
   if all_alive && (($(idle_nodes) >= NODES)); then
     say "already up ($NODES nodes idle); config $CONF"

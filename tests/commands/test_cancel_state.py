@@ -117,7 +117,9 @@ def test_cancel_promises_a_checkpoint_only_for_hpc_fts_loop(tmp_path, capsys, sc
     rd = _script_run(tmp_path)
     if not script:
         rd.spec.write_text(SCRIPT_JOB.replace("  script: {path: /work/trial/scratch/plain_ddp.py}\n", ""))
-    controller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # the job's stand-in
+    # the job's stand-in, with a submitit local controller's command line (the only kind cancel signals)
+    controller = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "-m", "submitit.local._local",
+                                   str(tmp_path)])
     try:
         # cancel signals a pid only for the owner record of that local job on this host
         owner = LockOwner(pid=1, host=socket.gethostname(), executor="local", started_unix_s=1000.0,

@@ -123,6 +123,8 @@ class LocalExecutor(Executor):
         from hpc_ft.node.preempt import preempt_signum
 
         sent = False
+        if not is_local_controller(int(job_id)):
+            return False  # ended, and its pid maybe another process's by now
         for pid in torchrun_pids(int(job_id)):
             try:
                 os.kill(pid, preempt_signum(spec))
@@ -230,7 +232,12 @@ def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_
     """
     from hpc_ft.node.task import process_tree
 
+    # A job that has ended is not signalled: its controller's pid may be another process's by now (pids wrap at
+    # pid_max; the submitting process reaps its controllers as it polls them).
+    ended = {pid for pid in controller_pids if not is_local_controller(pid)}
     for pid in controller_pids:
+        if pid in ended:
+            continue
         torchruns = torchrun_pids(pid)
         for p in torchruns or [pid]:
             try:
@@ -238,11 +245,14 @@ def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + grace_s
-    while any(_alive(pid) for pid in controller_pids) and time.monotonic() < deadline:
+    while any(is_local_controller(pid) for pid in controller_pids) and time.monotonic() < deadline:
         time.sleep(0.2)  # a controller ends once every node task has reported
     out = []
     for pid in controller_pids:
-        if not _alive(pid):
+        if pid in ended:
+            out.append(f"local job {pid} had already ended")
+            continue
+        if not is_local_controller(pid):
             out.append(f"stopped local job {pid} (SIGTERM: "
                        + ("checkpoint at the current step)" if checkpoints else "sent to the script's workers)"))
             continue
@@ -254,6 +264,22 @@ def stop_local_jobs(controller_pids: Sequence[int], grace_s: float = STOP_GRACE_
         out.append(f"killed local job {pid}: it did not stop within {grace_s:g} s"
                    + (" (resumes from the newest checkpoint)" if checkpoints else ""))
     return out
+
+
+def is_local_controller(pid: int) -> bool:
+    """``pid`` is a running submitit local controller (``python -m submitit.local._local FOLDER``, maybe behind the
+    shell that runs ``executor.setup``): what a local job id names while the job runs, and nothing else."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        # Empty for an instant while a process execs (its parent, submitit, resumes before the kernel has set
+        # the new arguments), and for good once it is a zombie.
+        if cmdline or not _alive(pid) or time.monotonic() > deadline:
+            return b"submitit.local._local" in cmdline and _alive(pid)
+        time.sleep(0.01)
 
 
 def _alive(pid: int) -> bool:
