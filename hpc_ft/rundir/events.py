@@ -7,8 +7,9 @@ Every attempt writes a new event file beside the earlier ones; TensorBoard reads
 No duplicate or missing steps across a resume: an attempt that resumes at step S first writes TensorBoard's
 ``purge_step`` marker (a ``SessionLog.START`` event at step S + 1), so readers drop what an earlier attempt
 logged after its checkpoint (a node killed at step 7 after a checkpoint at 5 logged 6 and 7; they are trained
-and logged again). Events are flushed at every ``log`` call, so what was logged before a checkpoint is on disk
-when the checkpoint is.
+and logged again). The training loop's curves are flushed before each checkpoint (and by the writer every
+``flush_secs``), so what was logged before a checkpoint is on disk when the checkpoint is; other writers flush at
+every ``log`` call by default.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     setup()                      seed, signals, data, model, optimizer, resume from the newest checkpoint, DDP
     train()                      until train.max_steps, or until every rank agrees to stop for preemption:
         train_step()                 one optimizer step: forward_backward() per micro-batch, then optimizer_step()
-        log_metrics()                at the end of a logging window: loss, lr, throughput
+        log_metrics()                at the end of a logging window: lr, throughput; the loss's all-reduce starts
+        flush_metrics()              after the next step: the window's mean loss, its record written
         evaluate()                   every train.eval_every_steps and at the end
         should_stop()                the preemption vote (and the test hooks): checkpoint, exit 75 to be requeued
         save()                       every train.ckpt_every_steps and at the end
@@ -101,6 +102,8 @@ class Trainer:
         self.eval_metrics: dict[str, float | None] = dict.fromkeys(self.objective.METRICS)
         self.preempted = False
         self.tracker = Tracker()  # TensorBoard on rank 0 once train() opens it (hpc_ft.train.tracking)
+        self._pending_log: tuple | None = None  # a closed window whose loss all-reduce is in flight
+        self._held_marker = self.node_dir.held_marker if d.is_node_main else None
 
     # --- setup ------------------------------------------------------------------------------------------------
 
@@ -232,11 +235,17 @@ class Trainer:
             while self.step < t.max_steps:
                 with self.peak.around_step(first=self.step == self.start_step):  # CPU: the first step tracked
                     self.train_step()
+                self.flush_metrics()  # the previous window's: its loss all-reduce overlapped this step
                 if self.step % t.log_every_steps == 0 or self.step == t.max_steps:
                     self.log_metrics()
                 if (t.eval_every_steps and self.step % t.eval_every_steps == 0) or self.step == t.max_steps:
+                    self.flush_metrics()  # the window's line before the evaluation's
                     self.evaluate()
+                if self.preempt.hooks.holds_at(self.step, self.start_step):
+                    self.flush_metrics()  # on disk while the step is held (`hpc-ft status` reads it)
                 stop = self.should_stop()  # asked after every step, the last one too: it reads the pending vote
+                if stop or self.step == t.max_steps:
+                    self.flush_metrics()
                 if self.step == t.max_steps:
                     break
                 if stop:
@@ -295,22 +304,35 @@ class Trainer:
         self.scheduler.step()
 
     def log_metrics(self) -> None:
-        """Close the logging window: its mean training loss (summed across ranks, the window's one sync), the
-        learning rate and the throughput, to metrics.jsonl (rank 0) and the progress display."""
+        """Close the logging window: its throughput and learning rate now, and its training loss summed across
+        ranks by an all-reduce started here; ``flush_metrics`` (after the next step, or before an evaluation or
+        the loop's end) reads the sum and writes the record. The collective's round trip then overlaps a step
+        instead of stalling every rank each window (0.75 ms a window on 2 CPU workers with gloo; a device sync on
+        a GPU)."""
         d = self.d
-        if d.world_size > 1:
-            dist.all_reduce(self.loss_sum)
-        self.last_loss = float(self.loss_sum) / (self.loss_steps * d.world_size)
-        self.loss_sum.zero_()
-        self.loss_steps = 0
         sps, tps = self.meter.close_window(d.device)
-        record = {"step": self.step, "loss": self.last_loss, "lr": self.scheduler.get_last_lr()[0],
-                  "samples_per_s": sps, "tokens_per_s": tps}
+        loss_sum, steps = self.loss_sum, self.loss_steps
+        self.loss_sum = torch.zeros((), device=d.device)
+        self.loss_steps = 0
+        work = dist.all_reduce(loss_sum, async_op=True) if d.world_size > 1 else None
+        self._pending_log = (work, loss_sum, steps, self.step, self.scheduler.get_last_lr()[0], sps, tps)
+
+    def flush_metrics(self) -> None:
+        """The closed window's mean training loss (across ranks), to metrics.jsonl (rank 0), TensorBoard and the
+        progress display; nothing when no window is pending. Every rank calls it at the same steps."""
+        if self._pending_log is None:
+            return
+        work, loss_sum, steps, step, lr, sps, tps = self._pending_log
+        self._pending_log = None
+        if work is not None:
+            work.wait()
+        self.last_loss = float(loss_sum) / (steps * self.d.world_size)
+        record = {"step": step, "loss": self.last_loss, "lr": lr, "samples_per_s": sps, "tokens_per_s": tps}
         if self.metrics_f:
             self.metrics_f.write(json.dumps(record) + "\n")
             self.metrics_f.flush()
-        self.tracker.log(self.step, record)
-        self.progress.update(self.step, record)
+        self.tracker.log(step, record)
+        self.progress.update(step, record)
 
     def evaluate(self) -> None:
         """The objective's metrics over the whole test split; their time is left out of the throughput."""
@@ -323,8 +345,7 @@ class Trainer:
 
     def should_stop(self) -> bool:
         """Whether every rank stops after this step for preemption (hpc_ft.train.preempt: the vote, the hooks)."""
-        marker = self.node_dir.held_marker if self.d.is_node_main else None
-        return self.preempt.stop_after(self.step, self.start_step, marker, self.d.rank, self.d.control)
+        return self.preempt.stop_after(self.step, self.start_step, self._held_marker, self.d.rank, self.d.control)
 
     def stop_for_preemption(self) -> None:
         """Checkpoint this step and mark the run preempted: the node task requeues it on exit status 75."""
@@ -336,7 +357,10 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint step ``step``: weights, optimizer, schedule, scaler, every rank's RNG state and the job.
         Rank 0 writes; every rank returns once the checkpoint is on disk."""
-        d, c = self.d, self.spec.conf
+        d = self.d
+        # The curves logged up to here reach the disk before the checkpoint does: a resumed run purges from the
+        # checkpoint's step on, and must find everything before it (hpc_ft.rundir.events).
+        self.tracker.flush()
         rngs = all_gather_objects(_rng_state(d.device), d)
         meta = {"step": self.step, "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rngs, "world_size": d.world_size, "precision": self.precision.dtype, "conf": self.conf_record,

@@ -56,7 +56,8 @@ class LossScale:
         """This micro-batch's share of the step's loss: its gradient, accumulated over the step's micro-batches
         and averaged over ranks, is the gradient of the global batch's loss."""
         if not self.per_token:
-            return self.task.loss(outputs, batch) / self.grad_accum_steps
+            loss = self.task.loss(outputs, batch)
+            return loss if self.grad_accum_steps == 1 else loss / self.grad_accum_steps  # one op less a step
         if self._factor is None:
             raise RuntimeError("LossScale.begin() was not called for this optimizer step")
         return self.task.loss_sum(outputs, batch) * self._factor

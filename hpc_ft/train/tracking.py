@@ -40,6 +40,9 @@ class Tracker:
     def log(self, step: int, values: Mapping[str, Any], prefix: str = "train") -> None:
         """Record ``values`` (numbers; others skipped) at optimizer step ``step`` under ``prefix/``."""
 
+    def flush(self) -> None:
+        """Put what was logged so far on disk (the loop calls it before each checkpoint)."""
+
     def close(self) -> None:
         """Flush and close; the tracker takes no more values."""
 
@@ -53,7 +56,12 @@ class TensorBoardTracker(Tracker):
         self.events = ScalarEvents(logdir, purge_step=start_step + 1 if earlier else None)
 
     def log(self, step: int, values: Mapping[str, Any], prefix: str = "train") -> None:
-        self.events.log(step, {f"{prefix}/{k}": v for k, v in values.items() if k != "step"})
+        # Not flushed here: a flush waits for the writer thread (~2 ms, a tenth of a 2 ms step's logging window);
+        # the writer flushes every 30 s for a live TensorBoard, and the loop before each checkpoint.
+        self.events.log(step, {f"{prefix}/{k}": v for k, v in values.items() if k != "step"}, flush=False)
+
+    def flush(self) -> None:
+        self.events.flush()
 
     def close(self) -> None:
         self.events.close()
@@ -168,6 +176,10 @@ class _Both(Tracker):
     def log(self, step: int, values: Mapping[str, Any], prefix: str = "train") -> None:
         for t in self.trackers:
             t.log(step, values, prefix)
+
+    def flush(self) -> None:
+        for t in self.trackers:
+            t.flush()
 
     def close(self) -> None:
         for t in self.trackers:
