@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpc_ft.rundir.layout import RunDir, SweepDir, controller_log
+from hpc_ft.rundir.layout import RunDir, SweepDir
 from hpc_ft.rundir.lock import (ACTIVE_SLURM_STATES, NO_PROBE, PROCESS, SLURM_JOB, LockOwner, RunDirLock,
                                 detached_job_alive)
 from hpc_ft.rundir.records import CancelRecord, NodeAttempt, NodeReport, RecordError, SweepManifest

@@ -207,7 +207,7 @@ def validate(conf: JobConf, gpu_count: Callable[[], int] = local_gpu_count, *,
     """
     p: list[Problem] = []
     warnings: list[str] = []
-    r, t, ex = conf.resources, conf.train, conf.executor
+    r, ex = conf.resources, conf.executor
     rules = executors.get(ex.name)
 
     def need(ok: bool, key: str, value: object, rule: str, fix: str) -> None:

@@ -1,8 +1,8 @@
-"""What a sweep that was waited for shows when its jobs end: a short results table, and its report written.
+"""What a sweep that was waited for shows when its jobs end: a short results table.
 
 The table gives each job's line of a single run's results (hpc_ft.submit.summary): what sets the job apart, its
-status, steps, final train loss and evaluation. The report is what `hpc-ft report SWEEP_DIR` writes (hpc_ft.report):
-each job's ``report/`` and the sweep's ``report/sweep.json``.
+status, steps, final train loss and evaluation. The sweep's report beside it is ``hpc_ft.report.report_sweep``'s,
+what `hpc-ft report SWEEP_DIR` writes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Sequence
 
-from hpc_ft.rundir.layout import SweepDir
 from hpc_ft.rundir.records import NodeReport, TrainResult
 from hpc_ft.submit.executors import SweepEntry
 from hpc_ft.submit.summary import all_preempted
@@ -68,13 +67,3 @@ def results_table(entries: Sequence[SweepEntry], sweep_dir: Path, shared: Collec
     # cannot be copied.
     title = Text(f"sweep results: {len(entries)} job(s), {where}", no_wrap=True, overflow="ignore")
     return Group(title, table)
-
-
-def write_sweep_report(sweep_dir: Path, fresh: Collection[Path]) -> Path:
-    """Write what `hpc-ft report SWEEP_DIR` writes: the report of each job in ``fresh`` (run dirs whose jobs have just
-    ended; an earlier batch's jobs have theirs already) and report/sweep.json over every job of the sweep dir.
-    Returns sweep.json's path. Raises what reading a job's records raises."""
-    from hpc_ft.report import report_sweep
-
-    report_sweep(sweep_dir, fresh={Path(d).absolute() for d in fresh})
-    return SweepDir(sweep_dir).sweep_report

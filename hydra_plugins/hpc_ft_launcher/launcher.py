@@ -285,7 +285,9 @@ class HpcFtLauncher(Launcher):
         """The jobs' results, one row each, as `hpc-ft submit` prints a single run's; then, when telemetry ran, the
         sweep report written (what `hpc-ft report SWEEP_DIR` writes) and where it is. A report that cannot be
         written never fails the sweep: the results are printed and saved already."""
-        from hpc_ft.sweep.outcome import results_table, write_sweep_report
+        from hpc_ft.report import report_sweep
+        from hpc_ft.rundir.layout import SweepDir
+        from hpc_ft.sweep.outcome import results_table
         from hpc_ft.terminal import console
 
         assert self.config is not None
@@ -296,7 +298,9 @@ class HpcFtLauncher(Launcher):
         if not any(e.spec.conf.telemetry.enabled for e in entries):  # as a single run: no telemetry, no report
             return
         try:
-            path = write_sweep_report(sweep_dir, [e.spec.run_dir for e in entries])
+            # This batch's jobs get their report/; an earlier batch's keep theirs; sweep.json covers every job.
+            report_sweep(sweep_dir, fresh={Path(e.spec.run_dir).absolute() for e in entries})
+            path = SweepDir(sweep_dir).sweep_report
         except Exception as exc:  # noqa: BLE001 - the jobs' results are printed and saved already
             con.print(f"[yellow]sweep report unavailable:[/] {exc}", soft_wrap=True)
             return

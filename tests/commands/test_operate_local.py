@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import job_processes, wait_until
+from tests.conftest import kill_job_processes, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 OLD_RUN = REPO / "tests" / "report" / "data" / "run_e5bbae0"
@@ -64,9 +63,7 @@ def test_status_logs_cancel_list_then_resume(tmp_path, run_cli, synth):
         out, _ = follow.communicate(timeout=60)  # -f returns once the job has ended
         assert follow.returncode == 0 and "preempted" in out, out
     finally:
-        for pid in job_processes(run / "job.yaml"):
-            with __import__("contextlib").suppress(ProcessLookupError):
-                __import__("os").kill(pid, 9)
+        kill_job_processes(run / "job.yaml")
     st = _status(run_cli, run)
     # The user cancelled it (the run dir's cancel record): CANCELLED, its node stopped at a checkpoint.
     assert st["state"] == "CANCELLED" and [n["state"] for n in st["nodes"]] == ["preempted"], st
@@ -105,9 +102,7 @@ def test_the_command_cancel_prints_resumes_the_run_in_its_dir(tmp_path, run_cli,
         st = wait_until(lambda: (s := _status(run_cli, run))["state"] == "COMPLETED" and s, 300,
                         "the resumed run to complete", poll_s=1.0)
     finally:
-        for pid in job_processes(run / "job.yaml"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        kill_job_processes(run / "job.yaml")
     assert st["step"] == 20 and "resumed from" in (run / "nodes" / "node0" / "torchrun.log").read_text()
     assert [p.name for p in runs.iterdir()] == ["held"] and list(elsewhere.iterdir()) == []  # no new run dir
 
@@ -133,9 +128,7 @@ def test_status_counts_the_requeues_of_a_local_run(tmp_path, run_cli, synth):
         st = wait_until(lambda: (s := _status(run_cli, run))["state"] == "COMPLETED" and s, 300,
                         "the requeued run to complete", poll_s=1.0)
     finally:
-        for pid in job_processes(run / "job.yaml"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+        kill_job_processes(run / "job.yaml")
     assert st["requeues"] == 1 and st["step"] == 20, st
     assert "resumed from" in (run / "nodes" / "node0" / "torchrun.log").read_text()
     assert st["job_id"] == str(controller)  # the same local job, run twice

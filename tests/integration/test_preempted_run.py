@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import job_processes, torchrun_agent, wait_until
+from tests.conftest import kill_job_processes, torchrun_agent, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,7 @@ def test_sigusr2_to_torchrun_checkpoints_reports_preempted_and_prints_a_pasteabl
         out, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
-        for pid in job_processes(run / "job.yaml"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_job_processes(run / "job.yaml")
     assert proc.returncode == 75, out + err  # EX_TEMPFAIL: resumable, not the 1 of a failure
     assert "preempted at step 3 of 20" in out and "Not a failure" in out, out
     for noise in ("Traceback", "SignalException", "error output"):

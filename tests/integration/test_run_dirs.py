@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hpc_ft.rundir.lock import RunDirLock, detached_job_alive
-from tests.conftest import hpc_ft_cmd, job_processes, torchrun_agent, wait_until
+from tests.conftest import hpc_ft_cmd, kill_job_processes, torchrun_agent, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,9 +56,7 @@ def test_a_live_run_dir_refuses_a_second_submission_and_resumes_once_it_ended(tm
         assert owner.detached and owner.job_id == job_id
         wait_until(lambda: detached_job_alive(owner) is False, 180, "the first job to end")
     finally:
-        for pid in job_processes(run / "job.yaml"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_job_processes(run / "job.yaml")
     third = hpc_ft_cmd("submit", *synth, f"hydra.run.dir={run}", timeout_s=300)  # ended: resume as before
     assert third.returncode == 0, third.stdout + third.stderr
     (node,) = json.loads((run / "results.json").read_text())

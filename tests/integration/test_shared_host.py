@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SYNTH, wait_until
+from tests.conftest import SYNTH, kill_job_processes, wait_until
 from hpc_ft.rundir.layout import RunDir
 from hpc_ft.rundir.spec import spec_path, write_spec
 
@@ -124,9 +124,7 @@ def test_two_two_node_jobs_on_the_local_executor_at_once(tmp_path, synth):
         for proc in procs:
             proc.kill()
         for run in runs:
-            for pid in job_processes(run / "job.yaml"):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            kill_job_processes(run / "job.yaml")
     for run in runs:
         nodes = json.loads((run / "results.json").read_text())
         assert [n["train"]["steps"] for n in nodes] == [HOLD_AT, HOLD_AT]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -62,7 +61,7 @@ def test_wait_false_returns_through_a_pipe_while_the_job_runs(tmp_path, run_cli,
     import signal
 
     from hpc_ft.rundir.records import NodeReport
-    from tests.conftest import job_processes, torchrun_agent, wait_until
+    from tests.conftest import kill_job_processes, torchrun_agent, wait_until
 
     run = tmp_path / "run"
     node_json = RunDir(run).node(0).report  # written atomically when the node task ends
@@ -77,9 +76,7 @@ def test_wait_false_returns_through_a_pipe_while_the_job_runs(tmp_path, run_cli,
         os.kill(wait_until(lambda: torchrun_agent(run / "job.yaml"), 30, "torchrun"), signal.SIGUSR2)
         wait_until(node_json.exists, 180, "the node report")
     finally:
-        for pid in job_processes(run / "job.yaml"):  # a failed test leaves no held job behind
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_job_processes(run / "job.yaml")  # a failed test leaves no held job behind
     report = NodeReport.load(node_json)
     assert report.train.preempted and report.train.steps == 3
     assert (run / "submitit" / "controller.log").exists()

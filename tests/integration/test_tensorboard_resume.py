@@ -3,10 +3,8 @@ step is on the curve exactly once after the run resumes (issue 15.6)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import job_processes, wait_until
+from tests.conftest import kill_job_processes, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +53,7 @@ def _crash_after_step_7_then_resume(overrides: list[str], run: Path) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
         wait_until((run / "nodes" / "node0" / "held_at_step").exists, 180, "training to hold at step 7")
-        for pid in job_processes(run / "job.yaml"):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_job_processes(run / "job.yaml")
         proc.communicate(timeout=120)
     finally:
         proc.kill()

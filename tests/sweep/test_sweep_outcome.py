@@ -7,10 +7,11 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from hpc_ft.config.compose import compose_conf
+from hpc_ft.report import report_sweep
 from hpc_ft.rundir.layout import RunDir, SweepDir
 from hpc_ft.rundir.records import NodeReport, SweepManifest, TrainResult
 from hpc_ft.submit.executors import SweepEntry, resolve
-from hpc_ft.sweep.outcome import job_status, results_table, write_sweep_report
+from hpc_ft.sweep.outcome import job_status, results_table
 from hpc_ft.sweep.run import set_job_ids, write_manifest, write_plan
 from hpc_ft.testing.synthetic import NodeProfile, synthetic_run
 
@@ -100,7 +101,7 @@ def test_the_sweep_report_is_what_hpc_ft_report_writes_with_only_the_fresh_jobs_
     sweep = tmp_path / "sw"
     runs = [synthetic_run(sweep / str(n), [NodeProfile()], seconds=5, overrides=[f"optim.lr=0.0{n + 1}"],
                           train={"steps": 10, "final_loss": 0.5}) for n in range(2)]
-    path = write_sweep_report(sweep, [runs[1]])
-    assert path == SweepDir(sweep).sweep_report
+    report_sweep(sweep, fresh={runs[1].absolute()})
+    path = SweepDir(sweep).sweep_report
     assert [j["sweep_job"] for j in json.loads(path.read_text())] == ["0", "1"]  # every job of the sweep dir
     assert RunDir(runs[1]).run_report.exists() and not RunDir(runs[0]).run_report.exists()
