@@ -140,10 +140,15 @@ def pytest_unconfigure(config):
         os.environ.pop("HPC_FT_CACHE_DIR", None)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (the documented inner loop runs two workers), every test of the one local Slurm
+    """Under pytest-xdist (the README's test command runs two workers), every test of the one local Slurm
     cluster runs in the same worker (``--dist loadgroup``): the cluster is a session fixture, started once per
-    worker, and two workers would start, share and stop it under each other."""
+    worker, and two workers would start, share and stop it under each other. First among the hooks: a worker's
+    xdist reads ``xdist_group`` in its own hook of this name, registered after this file, hence called before it
+    unless this one asks to go first (without, the Slurm tests spread over both workers and two clusters start).
+    pytest 9.2 breaks the grouping itself (pytest-xdist issue #1386: the group suffix it writes into the node id no
+    longer takes), hence ``pytest<9.2`` in pyproject.toml; tests/test_readme.py checks the grouping for real."""
     for item in items:
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.xdist_group("slurm"))

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -83,29 +87,34 @@ def test_the_config_groups_line_names_every_option_in_conf():
             assert listed.get(group.name) == options, (group.name, listed.get(group.name), options)
 
 
-class _Item:
-    """What the collection hook touches of a pytest Item: its marks."""
-
-    def __init__(self, *marks):
-        self.marks = [m.mark for m in marks]
-
-    def get_closest_marker(self, name):
-        return next((m for m in self.marks if m.name == name), None)
-
-    def add_marker(self, mark):
-        self.marks.append(mark.mark)
-
-
-def test_the_slurm_tests_share_one_xdist_worker(request):
+def test_the_slurm_tests_share_one_xdist_worker(request, tmp_path):
     """The README's test command runs two workers; the one local Slurm cluster is a session fixture per worker, so
-    every test that uses it must land in the same worker (``--dist loadgroup`` groups by ``xdist_group``)."""
-    from tests.conftest import pytest_collection_modifyitems
+    every test that uses it must land in the same worker (``--dist loadgroup`` groups by ``xdist_group``). Checked
+    in a real two-worker session with tests/conftest.py as its plugin: xdist reads the group in a worker's own
+    collection hook, so the mark must be set before it runs."""
+    (tmp_path / "test_grouped.py").write_text(textwrap.dedent("""\
+        import os
 
-    on_slurm, elsewhere = _Item(pytest.mark.slurm), _Item(pytest.mark.slow)
-    pytest_collection_modifyitems(request.config, [on_slurm, elsewhere])
-    assert on_slurm.get_closest_marker("xdist_group").args == ("slurm",)
-    assert elsewhere.get_closest_marker("xdist_group") is None
+        import pytest
+
+
+        @pytest.mark.slurm
+        @pytest.mark.parametrize("i", range(8))
+        def test_on_slurm(i):
+            with open(os.environ["GROUP_LOG"], "a") as f:
+                f.write(os.environ["PYTEST_XDIST_WORKER"] + "\\n")
+
+
+        @pytest.mark.parametrize("i", range(8))
+        def test_elsewhere(i):
+            pass
+        """))
+    log = tmp_path / "workers.txt"
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "tests.conftest",
+                          "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestUnknownMarkWarning", "test_grouped.py"],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT), "GROUP_LOG": str(log)},
+                         capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, res.stdout + res.stderr
+    workers = log.read_text().split()
+    assert len(workers) == 8 and len(set(workers)) == 1, workers
     assert "loadgroup" in request.config.getini("addopts")
-    # and in this session: every collected Slurm test carries the group
-    assert all(i.get_closest_marker("xdist_group").args == ("slurm",) for i in request.session.items
-               if i.get_closest_marker("slurm"))

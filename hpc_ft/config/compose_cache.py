@@ -28,6 +28,7 @@ private (0700); a file is read only when the user owns it and neither it nor its
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -35,7 +36,6 @@ import stat
 import sys
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -58,7 +58,7 @@ def enabled() -> bool:
     return os.environ.get("HPC_FT_COMPOSE_CACHE", "on").strip().lower() not in OFF_VALUES
 
 
-@contextmanager
+@contextlib.contextmanager
 def cached_composition(before_compose: Callable[[], None] | None = None) -> Iterator[None]:
     """While inside, Hydra's ``ConfigLoaderImpl.load_configuration`` answers from the cache when it can.
 
@@ -138,7 +138,8 @@ def _read(path: Path, key: tuple) -> Any | None:
             entry = pickle.load(f)
         if entry.get("key") != key or entry.get("fingerprint") != _fingerprint(entry["sources"]):
             return None
-        os.utime(path)  # recently used: pruned last
+        with contextlib.suppress(OSError):  # a read-only cache still answers
+            os.utime(path)  # recently used: pruned last
         return pickle.loads(entry["config"])  # a fresh copy: Hydra and the job change the one they get
     except Exception:  # noqa: BLE001 - a torn, foreign or stale entry is a miss; the next store replaces it
         return None
