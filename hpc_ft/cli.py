@@ -279,7 +279,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         _State.exit_code = max(_State.exit_code, code or 0)
         return code
 
-    hydra_argv = list(argv)
+    hydra_argv = _options_first(argv)
     if "dry_run=true" in argv:
         # A dry run leaves nothing and only prints: no .hydra/ to delete afterwards, and no logging set-up (loading
         # and applying Hydra's logging configs is a fifth of the compose; warnings still reach stderr).
@@ -302,7 +302,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
     try:
         try:
             with _process_state_kept(), _compose_once(argv), _cached_composition(argv), held:
-                sys.argv = [prog, *hydra_argv]  # hydra.main reads its command line there
+                sys.argv = [prog, *_bare_info_last(hydra_argv)]  # hydra.main reads its command line there
                 hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(wrapped)()
             held.release()  # --cfg, --info: no job ran; Hydra's warnings, if any
         finally:
@@ -441,6 +441,45 @@ def _remove_if_only_multirun_yaml(dirs) -> None:
         if cwd in d.parents and d.is_dir() and all(p.name == "multirun.yaml" for p in d.iterdir()):
             shutil.rmtree(d, ignore_errors=True)
             _remove_empty_parents(d, cwd)
+
+
+# Hydra's command-line options that take a value, and the one whose value is optional (then one of these).
+_HYDRA_VALUE_OPTIONS = {"--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--cfg", "-c",
+                        "--package", "-p", "--experimental-rerun"}
+_HYDRA_INFO = {"--info", "-i"}
+_HYDRA_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def _options_first(argv: list[str]) -> list[str]:
+    """``argv`` with Hydra's options (and their values) moved before the overrides, each group in its order.
+
+    Hydra parses its command line with argparse, which takes options only before the overrides: ``hpc-ft submit
+    dry_run=true --config-dir DIR train=mine`` would fail with "unrecognized arguments". A token starting with ``-``
+    is an option (an override never does); ``--opt=value`` is one token."""
+    options: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if not a.startswith("-"):
+            overrides.append(a)
+        else:
+            options.append(a)
+            takes = a in _HYDRA_VALUE_OPTIONS or (a in _HYDRA_INFO and i + 1 < len(argv)
+                                                  and argv[i + 1] in _HYDRA_INFO_VALUES)
+            if takes and i + 1 < len(argv):
+                i += 1
+                options.append(argv[i])
+        i += 1
+    return options + overrides
+
+
+def _bare_info_last(argv: list[str]) -> list[str]:
+    """A ``--info`` without one of its values moved to the end: before an override, argparse would take the override
+    for its value."""
+    bare = [i for i, a in enumerate(argv) if a in _HYDRA_INFO
+            and not (i + 1 < len(argv) and argv[i + 1] in _HYDRA_INFO_VALUES)]
+    return [a for i, a in enumerate(argv) if i not in bare] + [argv[i] for i in bare]
 
 
 def _in_multirun() -> bool:

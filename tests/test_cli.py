@@ -539,3 +539,24 @@ def test_piped_tables_take_the_width_columns_gives(monkeypatch, columns, width):
     monkeypatch.setenv("COLUMNS", columns)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert console().width == width
+
+
+# --- Hydra's options anywhere on the command line ------------------------------------------------------------
+
+def test_options_after_the_overrides_are_taken_as_before_them(tmp_path):
+    """argparse takes Hydra's options only before the overrides; hpc-ft moves them there (a bare --info last)."""
+    mine = tmp_path / "myconf" / "train"
+    mine.mkdir(parents=True)
+    (mine / "mine.yaml").write_text("defaults:\n  - default\n  - _self_\nmax_steps: 11\n")
+    res = run(["submit", "dry_run=true", "model=mlp", "data=synthetic", "--config-dir", str(tmp_path / "myconf"),
+               "train=mine"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["train"]["max_steps"] == 11
+    res = run(["submit", "train.max_steps=3", "--cfg", "job"], tmp_path)
+    assert res.returncode == 0 and "max_steps: 3" in res.stdout, res.stderr
+    for args in (["train.max_steps=3", "--info"], ["--info", "train.max_steps=3"]):
+        res = run(["submit", *args], tmp_path)
+        assert res.returncode == 0 and "Hydra 1.3" in res.stdout, (args, res.stderr)
+    res = run(["submit", "train.max_steps=3", "--info", "searchpath"], tmp_path)
+    assert res.returncode == 0 and "Config search path" in res.stdout, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["myconf"]  # no run dir made by any of them
