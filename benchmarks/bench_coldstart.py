@@ -3,7 +3,7 @@
 ``hpc-ft --help``, ``hpc-ft submit dry_run=true``, ``hpc-ft sbatch`` (rendering a batch script into a
 temporary run dir), ``hpc-ft status``, ``hpc-ft list`` and each subcommand's ``-h``, each a fresh process, alternated with ``python -c "import hydra, omegaconf, submitit"``.
 Goal: at most 0.5 s each, and none imports torch (checked with ``python -X importtime``).
-The commands that compose the config run with hpc_ft's compose cache warm (hpc_ft/config/compose_cache.py: the
+The commands that compose the config run with hpc_ft's compose cache warm (hpc_ft/commands/compose_cache.py: the
 second run of a command line onward, as the warm-up makes it); one more row gives the dry run composing afresh
 (``HPC_FT_COMPOSE_CACHE=off``: a new command line, or an edited config), for information.
 

@@ -105,6 +105,11 @@ class _State:
     named_dir: Any = None  # hpc_ft.commands.named_dir.NamedRunDir: a hydra.run.dir= as it was before the command
 
 
+def _is_multirun(argv: list[str]) -> bool:
+    """The command line asks for a sweep (``-m``/``--multirun``) or sets ``hydra.mode`` itself."""
+    return any(a in ("-m", "--multirun") for a in argv) or any("hydra.mode" in a for a in argv)
+
+
 @contextmanager
 def _compose_once(argv: list[str]) -> Iterator[None]:
     """Spare Hydra's first composition of the whole config on a single run.
@@ -120,8 +125,7 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
     except ImportError:  # pragma: no cover - a Hydra without the internal class: its own path
         yield
         return
-    multirun = any(a in ("-m", "--multirun") for a in argv) or any("hydra.mode" in a for a in argv)
-    if multirun or not callable(getattr(Hydra, "get_mode", None)):
+    if _is_multirun(argv) or not callable(getattr(Hydra, "get_mode", None)):
         yield
         return
     original = Hydra.get_mode
@@ -134,17 +138,17 @@ def _compose_once(argv: list[str]) -> Iterator[None]:
 
 @contextmanager
 def _cached_composition(argv: list[str]) -> Iterator[None]:
-    """A single run's composition from hpc_ft's compose cache (hpc_ft.config.compose_cache); a sweep's is Hydra's.
+    """A single run's composition from hpc_ft's compose cache (hpc_ft.commands.compose_cache); a sweep's is Hydra's.
 
     hpc_ft's schema is registered in Hydra's ConfigStore only when Hydra composes, unless an option (``--info``,
     ``--cfg``, ``--config-dir``, ...) may make Hydra read the store in another way."""
     from hpc_ft.config.schema import register_schema
 
-    if any(a in ("-m", "--multirun") for a in argv) or any("hydra.mode" in a for a in argv):
+    if _is_multirun(argv):
         register_schema()
         yield
         return
-    from hpc_ft.config.compose_cache import cached_composition
+    from hpc_ft.commands.compose_cache import cached_composition
 
     options = any(a.startswith("-") for a in argv)
     if options:
@@ -292,9 +296,7 @@ def _hydra_run(task, argv: list[str], prog: str) -> int:
         # (hpc_ft.config.fresh_dir), or every --cfg would leave an empty outputs/DATE/TIME and multirun/DATE/TIME.
         for key, plain in (("hydra.run.dir", "outputs"), ("hydra.sweep.dir", "multirun")):
             if not any(a.lstrip("+~").startswith(key + "=") for a in argv):
-                # before a trailing --info, which takes an optional value and would take this one
-                at = len(hydra_argv) - 1 if hydra_argv[-1] in ("--info", "-i") else len(hydra_argv)
-                hydra_argv.insert(at, f"{key}={plain}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}")
+                hydra_argv.append(f"{key}={plain}/${{now:%Y-%m-%d}}/${{now:%H-%M-%S}}")  # a bare --info goes last
     if "--resolve" in argv and not any(a.lstrip("+~").startswith("run.dir") for a in argv):
         # --cfg job --resolve: run.dir is ${hydra:runtime.output_dir}, which exists only once a job starts (Hydra
         # would fail resolving it); show what it will be instead of making the directory.

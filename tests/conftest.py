@@ -122,7 +122,7 @@ def execute_notebook(path: Path, workdir: Path, env_var: str) -> tuple[str, int]
 
 
 def pytest_configure(config):
-    """hpc_ft's compose cache (hpc_ft/config/compose_cache.py) in this session's own directory, not the user's
+    """hpc_ft's compose cache (hpc_ft/commands/compose_cache.py) in this session's own directory, not the user's
     ~/.cache: every hpc-ft the tests run, in-process or not, shares it (so the suite exercises cache hits) and
     leaves nothing behind."""
     if "HPC_FT_CACHE_DIR" not in os.environ:

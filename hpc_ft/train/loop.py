@@ -244,8 +244,8 @@ class Trainer:
                 if self.preempt.hooks.holds_at(self.step, self.start_step):
                     self.flush_metrics()  # on disk while the step is held (`hpc-ft status` reads it)
                 stop = self.should_stop()  # asked after every step, the last one too: it reads the pending vote
-                if stop or self.step == t.max_steps:
-                    self.flush_metrics()
+                if stop:
+                    self.flush_metrics()  # before its checkpoint (the last step's was flushed before its evaluation)
                 if self.step == t.max_steps:
                     break
                 if stop:

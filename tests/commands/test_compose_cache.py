@@ -1,4 +1,4 @@
-"""hpc_ft's compose cache (hpc_ft/config/compose_cache.py): a second identical command line is answered from the
+"""hpc_ft's compose cache (hpc_ft/commands/compose_cache.py): a second identical command line is answered from the
 cache with the same config; anything the composition read that changed, a warning, a foreign or torn entry, or
 the cache turned off makes Hydra compose again."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpc_ft import cli
-from hpc_ft.config import compose_cache
+from hpc_ft.commands import compose_cache
 
 
 @pytest.fixture
@@ -53,8 +53,10 @@ def test_the_cache_hands_out_a_fresh_copy_with_hydras_flags(composed, tmp_path):
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from omegaconf import OmegaConf
 
+    from hpc_ft.config import register_configs
     from hpc_ft.config.compose import hpc_ft_config_dir
 
+    register_configs()  # what the CLI does before Hydra composes (this test may be its worker's first)
     got = []
     with hpc_ft_config_dir():
         from hydra.core.global_hydra import GlobalHydra

@@ -34,10 +34,11 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from hpc_ft.rundir.atomic import atomic_write
 
 FORMAT = 1  # bump when an entry's layout changes: older entries then miss
 MAX_ENTRIES = 64
@@ -161,14 +162,7 @@ def _store(path: Path, key: tuple, cfg: Any) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(path.parent):
             return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, path)  # a reader sees the old entry or the new one, never half of one
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: f.write(blob))  # a reader sees the old entry or the new one, never half of one
         _prune(path.parent)
     except Exception:  # noqa: BLE001 - an unwritable cache costs a composition, nothing else
         return
